@@ -1,0 +1,107 @@
+//! Start-up order and shutdown: open the store, recover leases, start the workers, the
+//! schedulers and the HTTP server; on shutdown stop intake, let running attempts finish
+//! within the grace period, and leave the rest due.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Loaded;
+use crate::connectors::System;
+use crate::engine::flow::Trigger;
+use crate::engine::Engine;
+use crate::http::{self, AppState};
+use crate::store::Store;
+
+/// Creates the data directory readable by its owner only.
+pub fn prepare_data_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .user_agent(concat!("obmen/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
+}
+
+/// Builds the engine on an opened store.
+pub fn engine(loaded: &Loaded, store: Store) -> Engine {
+    let client = http_client();
+    let systems: BTreeMap<String, Arc<System>> = loaded
+        .connectors
+        .iter()
+        .map(|(name, c)| (name.clone(), Arc::new(System::new(name.clone(), c.clone(), client.clone()))))
+        .collect();
+    Engine::new(store, loaded.flows.clone(), systems, loaded.masker.clone(), loaded.server.workers)
+}
+
+/// Runs everything until `shutdown` fires, then drains.
+pub async fn serve(loaded: Loaded, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let data_dir = loaded.server.data_dir.clone();
+    prepare_data_dir(&data_dir).map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", data_dir.display()))?;
+    let store = Store::open(&data_dir)?;
+    let engine = Arc::new(engine(&loaded, store.clone()));
+    let recovered = engine.recover().await?;
+    if recovered > 0 {
+        tracing::info!(recovered, "returned interrupted exchanges to the queue");
+    }
+    engine.tracker.spawn(engine.clone().dispatch());
+    for flow in engine.flows.values() {
+        if matches!(flow.trigger, Trigger::Schedule { .. }) {
+            engine.tracker.spawn(engine.clone().schedule(flow.clone()));
+        }
+    }
+    let state = AppState { engine: engine.clone(), tokens: Arc::new(loaded.tokens.clone()) };
+    let router = http::router(state, loaded.server.max_body);
+    tracing::info!(address = %listener.local_addr()?, flows = engine.flows.len(), "obmen is serving");
+    let stop = shutdown.clone();
+    axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await?;
+    drain(&engine, loaded.server.shutdown_grace).await;
+    store.close();
+    Ok(())
+}
+
+async fn drain(engine: &Engine, grace: std::time::Duration) {
+    engine.cancel.cancel();
+    engine.tracker.close();
+    if tokio::time::timeout(grace, engine.tracker.wait()).await.is_err() {
+        tracing::warn!("attempts still running after the grace period; they resume at the next start");
+    }
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+pub async fn on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutting down: intake stopped, finishing running attempts");
+    token.cancel();
+}

@@ -1,0 +1,157 @@
+//! The config file as written: plain strings for durations, jq and secret references, so
+//! that every bad value is found by `validate.rs` in one pass rather than the first by serde.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::spans::{from_ignored, PathSeg};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub server: ServerFile,
+    #[serde(default)]
+    pub auth: AuthFile,
+    #[serde(default)]
+    pub systems: BTreeMap<String, SystemFile>,
+    #[serde(default)]
+    pub flows: Vec<FlowFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ServerFile {
+    pub listen: Option<String>,
+    pub data_dir: Option<String>,
+    /// Request body limit in bytes (default 1 MiB); flows may set their own.
+    pub max_body: Option<usize>,
+    /// Exchanges run at once, all flows together (default 32).
+    pub workers: Option<usize>,
+    /// How long running attempts may finish after SIGTERM (default "10s").
+    pub shutdown_grace: Option<String>,
+    /// The admin token the CLI (`obmen exchanges …`) sends, a secret reference.
+    pub cli_token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AuthFile {
+    #[serde(default)]
+    pub tokens: Vec<TokenFile>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenFile {
+    pub name: String,
+    pub role: String,
+    pub token: String,
+}
+
+/// A system: `kind` picks the connector, which reads the rest of the table itself.
+#[derive(Debug, Deserialize)]
+pub struct SystemFile {
+    pub kind: String,
+    #[serde(flatten)]
+    pub rest: toml::Table,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FlowFile {
+    pub name: String,
+    pub mode: Option<String>,
+    pub trigger: TriggerFile,
+    pub external_id: Option<String>,
+    pub key: Option<String>,
+    pub dedup_window: Option<String>,
+    pub schema: Option<SchemaFile>,
+    pub retry: Option<RetryFile>,
+    pub max_body: Option<usize>,
+    #[serde(default)]
+    pub mask: Vec<String>,
+    #[serde(default)]
+    pub status_maps: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default)]
+    pub steps: Vec<StepFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct TriggerFile {
+    pub webhook: Option<WebhookFile>,
+    pub manual: Option<toml::Table>,
+    pub schedule: Option<ScheduleFile>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WebhookFile {
+    pub system: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ScheduleFile {
+    pub cron: String,
+    pub tz: Option<String>,
+}
+
+/// A JSON Schema: a path to a `.json` file (relative to the config) or an inline table.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SchemaFile {
+    Path(String),
+    Inline(toml::Table),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RetryFile {
+    pub max_attempts: Option<u32>,
+    pub initial: Option<String>,
+    pub max: Option<String>,
+}
+
+/// One step; exactly one of `filter`, `map`, `call`, `upsert` names its kind.
+#[derive(Debug, Default, Deserialize)]
+pub struct StepFile {
+    pub name: Option<String>,
+    pub filter: Option<String>,
+    pub map: Option<String>,
+    pub call: Option<String>,
+    pub upsert: Option<String>,
+    pub args: Option<String>,
+    #[serde(rename = "as")]
+    pub as_: Option<String>,
+    #[serde(rename = "match", default)]
+    pub match_: Vec<String>,
+    /// jq for the ID-map key of an upsert (default: the exchange's external_id).
+    pub link: Option<String>,
+    /// jq for the target id in a create/find response (default `.id`).
+    pub id: Option<String>,
+    pub schema: Option<SchemaFile>,
+}
+
+pub type Parsed = (ConfigFile, Vec<Vec<PathSeg>>);
+
+/// Parses the file, collecting the path of every unknown key instead of stopping at one.
+pub fn parse(src: &str) -> Result<Parsed, toml::de::Error> {
+    let de = toml::de::Deserializer::parse(src)?;
+    let mut unknown = Vec::new();
+    let cfg = serde_ignored::deserialize(de, |path| {
+        let mut segs = Vec::new();
+        from_ignored(&path, &mut segs);
+        unknown.push(segs);
+    })?;
+    Ok((cfg, unknown))
+}
+
+/// Deserializes a sub-table (a connector's part of a system) the same way.
+pub fn parse_table<T: serde::de::DeserializeOwned>(
+    table: toml::Table,
+    base: &[PathSeg],
+) -> Result<(T, Vec<Vec<PathSeg>>), String> {
+    let mut unknown = Vec::new();
+    let value = toml::Value::Table(table);
+    let parsed = serde_ignored::deserialize(value, |path| {
+        let mut segs = base.to_vec();
+        from_ignored(&path, &mut segs);
+        unknown.push(segs);
+    })
+    .map_err(|e| e.to_string())?;
+    Ok((parsed, unknown))
+}

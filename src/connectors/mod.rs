@@ -1,0 +1,141 @@
+//! Connectors: one folder per kind of system behind the [`Connector`] trait. A connector
+//! builds requests and reads answers; the shared [`transport`] sends them (rate limit,
+//! concurrency, timeouts, correlation and idempotency headers) and records each call, so
+//! shadow mode and journaling work the same for every system.
+
+pub mod http;
+pub mod inbound;
+pub mod transport;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::config::{PathSeg, Problem};
+use crate::mask::Secret;
+use crate::model::ErrorClass;
+
+pub use transport::System;
+
+/// A request a connector wants sent. `mutating` decides whether shadow mode may send it.
+#[derive(Clone, Debug)]
+pub struct OutboundRequest {
+    pub method: reqwest::Method,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Value>,
+    pub mutating: bool,
+}
+
+/// An answer as received, before the connector reads it.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// A failed call, classified where it happened.
+#[derive(Clone, Debug)]
+pub struct CallError {
+    pub class: ErrorClass,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+    pub status: Option<u16>,
+}
+
+impl CallError {
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> CallError {
+        CallError { class, message: message.into(), retry_after: None, status: None }
+    }
+}
+
+/// What every connector offers the engine. Names of ops and entities are checked at
+/// config load, so a flow cannot name something its system does not have.
+pub trait Connector: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn settings(&self) -> &Settings;
+    fn has_op(&self, op: &str) -> bool;
+    fn has_entity(&self, entity: &str) -> bool;
+    /// The request for a named operation with the step's arguments.
+    fn op_request(&self, op: &str, args: &Value) -> Result<OutboundRequest, CallError>;
+    /// Search-before-create: find records whose `criteria` fields equal the given values.
+    fn find_request(&self, entity: &str, criteria: &Map<String, Value>) -> Result<OutboundRequest, CallError>;
+    fn create_request(&self, entity: &str, record: &Value) -> Result<OutboundRequest, CallError>;
+    fn update_request(&self, entity: &str, id: &str, record: &Value) -> Result<OutboundRequest, CallError>;
+    /// The records a find answer holds.
+    fn found_records(&self, entity: &str, answer: Value) -> Result<Vec<Value>, CallError>;
+    /// Adds credentials just before sending.
+    fn authorize(&self, req: &mut OutboundRequest);
+    /// Decides whether an answer is a success; the default reads HTTP statuses.
+    fn classify(&self, answer: &Answer) -> Option<CallError> {
+        transport::classify_http(answer)
+    }
+    /// Verifies an inbound webhook on the raw body, before anything parses it.
+    fn verify_inbound(&self, headers: &axum::http::HeaderMap, body: &[u8]) -> Result<(), inbound::Refusal>;
+}
+
+/// What the transport needs from any system's config.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub timeout: Duration,
+    /// Requests per period: (n, period).
+    pub rate: Option<(u32, Duration)>,
+    pub concurrency: usize,
+    /// Header carrying `<exchange id>:<step>`; `None` for targets that refuse unknown headers.
+    pub idempotency_header: Option<String>,
+    pub request_id_header: Option<String>,
+}
+
+/// Collects config problems and resolved secrets while connectors read their tables.
+pub struct BuildCtx<'a> {
+    pub problems: &'a mut Vec<Problem>,
+    pub secrets: &'a mut Vec<Secret>,
+}
+
+impl BuildCtx<'_> {
+    pub fn problem(&mut self, path: Vec<PathSeg>, message: impl Into<String>) {
+        self.problems.push(Problem::new(path, message));
+    }
+
+    /// Resolves a secret reference, recording a problem (never the value) on failure.
+    pub fn secret(&mut self, path: Vec<PathSeg>, value: &str) -> Option<Secret> {
+        match crate::config::values::resolve_secret(value) {
+            Ok(secret) => {
+                self.secrets.push(secret.clone());
+                Some(secret)
+            }
+            Err(message) => {
+                self.problem(path, message);
+                None
+            }
+        }
+    }
+}
+
+/// Builds the connector for one configured system.
+pub fn build(
+    name: &str,
+    kind: &str,
+    table: toml::Table,
+    ctx: &mut BuildCtx<'_>,
+) -> Option<Arc<dyn Connector>> {
+    let path = vec![PathSeg::Key("systems".into()), PathSeg::Key(name.into())];
+    match kind {
+        "http" => http::HttpConnector::build(table, &path, ctx).map(|c| Arc::new(c) as Arc<dyn Connector>),
+        "bitrix24" | "moysklad" | "onec" | "trustme" | "pkb" | "adata" | "hh" | "huntflow" | "telegram"
+        | "whatsapp" | "asterisk" => {
+            let mut at = path;
+            at.push(PathSeg::Key("kind".into()));
+            ctx.problem(at, format!("the `{kind}` connector is not in this build yet; use kind = \"http\""));
+            None
+        }
+        other => {
+            let mut at = path;
+            at.push(PathSeg::Key("kind".into()));
+            ctx.problem(at, format!("unknown system kind `{other}`"));
+            None
+        }
+    }
+}

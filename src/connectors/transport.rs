@@ -1,0 +1,230 @@
+//! Sends a connector's requests: per-system rate limit and concurrency, timeouts, the
+//! `X-Request-Id` and idempotency headers, error classification and `Retry-After`. Every
+//! call comes back with its masked [`CallRecord`], sent or only "would send".
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use crate::mask::Masker;
+use crate::model::ErrorClass;
+use crate::store::records::CallRecord;
+
+use super::{Answer, CallError, Connector, OutboundRequest};
+
+/// How much of a request or response body the journal keeps.
+pub const BODY_EXCERPT: usize = 4096;
+
+/// One configured system, ready to call.
+pub struct System {
+    pub name: String,
+    pub connector: Arc<dyn Connector>,
+    limiter: Option<DefaultDirectRateLimiter>,
+    slots: Semaphore,
+    client: reqwest::Client,
+}
+
+/// Who is calling: what the transport adds to the request and how it masks the record.
+pub struct CallCtx<'a> {
+    pub step: &'a str,
+    pub request_id: &'a str,
+    pub idempotency_key: String,
+    pub masker: &'a Masker,
+    /// Record only ("would send"): shadow mode and dry runs.
+    pub send_mutating: bool,
+}
+
+impl System {
+    pub fn new(name: String, connector: Arc<dyn Connector>, client: reqwest::Client) -> System {
+        let settings = connector.settings().clone();
+        let limiter = settings.rate.map(|(n, per)| {
+            let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+            let quota = Quota::with_period(per / n.get()).unwrap_or_else(|| Quota::per_second(n)).allow_burst(n);
+            RateLimiter::direct(quota)
+        });
+        System { name, connector, limiter, slots: Semaphore::new(settings.concurrency.max(1)), client }
+    }
+
+    /// Sends `req` (or records it as "would send") and reads the answer.
+    pub async fn call(&self, mut req: OutboundRequest, ctx: &CallCtx<'_>) -> (Result<Value, CallError>, CallRecord) {
+        self.add_headers(&mut req, ctx);
+        self.connector.authorize(&mut req);
+        let mut record = record_of(&req, ctx);
+        if req.mutating && !ctx.send_mutating {
+            return (Ok(Value::Null), record);
+        }
+        record.sent = true;
+        let _slot = self.slots.acquire().await;
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
+        let started = Instant::now();
+        let result = self.send(req).await;
+        record.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let outcome = match result {
+            Ok(answer) => {
+                record.status = Some(answer.status);
+                record.response = Some(ctx.masker.excerpt(&String::from_utf8_lossy(&answer.body), BODY_EXCERPT));
+                match self.connector.classify(&answer) {
+                    Some(err) => Err(err),
+                    None => read_body(&answer),
+                }
+            }
+            Err(err) => Err(err),
+        };
+        if let Err(err) = &outcome {
+            record.error = Some(ctx.masker.text(&err.message));
+        }
+        (outcome, record)
+    }
+
+    fn add_headers(&self, req: &mut OutboundRequest, ctx: &CallCtx<'_>) {
+        let settings = self.connector.settings();
+        if let Some(h) = &settings.request_id_header {
+            req.headers.push((h.clone(), ctx.request_id.to_owned()));
+        }
+        if let (Some(h), true) = (&settings.idempotency_header, req.mutating) {
+            req.headers.push((h.clone(), ctx.idempotency_key.clone()));
+        }
+    }
+
+    async fn send(&self, req: OutboundRequest) -> Result<Answer, CallError> {
+        let mut builder = self.client.request(req.method, &req.url).timeout(self.connector.settings().timeout);
+        for (name, value) in &req.headers {
+            builder = builder.header(name, value);
+        }
+        if let Some(body) = &req.body {
+            builder = builder.json(body);
+        }
+        let response = builder.send().await.map_err(network_error)?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(network_error)?.to_vec();
+        Ok(Answer { status, headers, body })
+    }
+}
+
+fn record_of(req: &OutboundRequest, ctx: &CallCtx<'_>) -> CallRecord {
+    let m = ctx.masker;
+    CallRecord {
+        step: ctx.step.to_owned(),
+        method: req.method.to_string(),
+        url: m.text(&req.url),
+        headers: req.headers.iter().map(|(k, v)| (k.clone(), m.header(k, v))).collect(),
+        body: req.body.as_ref().map(|b| m.excerpt(&b.to_string(), BODY_EXCERPT)),
+        sent: false,
+        status: None,
+        response: None,
+        duration_ms: 0,
+        error: None,
+    }
+}
+
+/// Network failures are transient; the message never carries the URL (it may hold a token).
+fn network_error(err: reqwest::Error) -> CallError {
+    let what = if err.is_timeout() {
+        "the target did not answer in time"
+    } else if err.is_connect() {
+        "cannot connect to the target"
+    } else if err.is_body() || err.is_decode() {
+        "the connection broke while reading the answer"
+    } else {
+        "the request failed"
+    };
+    let detail = std::error::Error::source(&err).map(|s| s.to_string()).unwrap_or_default();
+    CallError::new(ErrorClass::Transient, format!("{what} ({detail})"))
+}
+
+/// A 2xx body as JSON: empty is null, JSON is parsed, other text is kept as a string; a
+/// body that says it is JSON but does not parse is an error (a proxy page, a cut answer).
+fn read_body(answer: &Answer) -> Result<Value, CallError> {
+    if answer.body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    match serde_json::from_slice(&answer.body) {
+        Ok(v) => Ok(v),
+        Err(e) if is_json(answer) => Err(CallError::new(
+            ErrorClass::Transient,
+            format!("the target answered {} with invalid JSON: {e}", answer.status),
+        )),
+        Err(_) => Ok(Value::String(String::from_utf8_lossy(&answer.body).into_owned())),
+    }
+}
+
+fn is_json(answer: &Answer) -> bool {
+    answer
+        .headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("json"))
+}
+
+/// The usual HTTP reading: 2xx ok; 408/425/5xx transient; 429 rate-limited (with its
+/// Retry-After); 401/403 auth; other 4xx permanent (the target refused the data).
+pub fn classify_http(answer: &Answer) -> Option<CallError> {
+    let status = answer.status;
+    let class = match status {
+        200..=299 => return None,
+        429 => ErrorClass::RateLimited,
+        408 | 425 | 500..=599 => ErrorClass::Transient,
+        401 | 403 => ErrorClass::Auth,
+        _ => ErrorClass::Permanent,
+    };
+    let text = String::from_utf8_lossy(&answer.body);
+    let excerpt: String = text.chars().take(500).collect();
+    let mut err = CallError::new(class, format!("HTTP {status}: {}", excerpt.trim()));
+    err.status = Some(status);
+    err.retry_after = retry_after(&answer.headers, SystemTime::now());
+    Some(err)
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub fn retry_after(headers: &reqwest::header::HeaderMap, now: SystemTime) -> Option<Duration> {
+    let raw = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = raw.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(raw).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+
+    fn answer(status: u16, retry: Option<&str>) -> Answer {
+        let mut headers = HeaderMap::new();
+        if let Some(r) = retry {
+            headers.insert(RETRY_AFTER, HeaderValue::from_str(r).expect("header"));
+        }
+        Answer { status, headers, body: b"{\"error\":\"x\"}".to_vec() }
+    }
+
+    #[test]
+    fn classes_by_status() {
+        assert!(classify_http(&answer(201, None)).is_none());
+        let class = |s| classify_http(&answer(s, None)).map(|e| e.class);
+        assert_eq!(class(500), Some(ErrorClass::Transient));
+        assert_eq!(class(503), Some(ErrorClass::Transient));
+        assert_eq!(class(429), Some(ErrorClass::RateLimited));
+        assert_eq!(class(401), Some(ErrorClass::Auth));
+        assert_eq!(class(422), Some(ErrorClass::Permanent));
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let a = answer(429, Some("7"));
+        assert_eq!(retry_after(&a.headers, now), Some(Duration::from_secs(7)));
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(90));
+        let a = answer(429, Some(&date));
+        assert_eq!(retry_after(&a.headers, now), Some(Duration::from_secs(90)));
+        let a = answer(429, Some("soon"));
+        assert_eq!(retry_after(&a.headers, now), None);
+    }
+}

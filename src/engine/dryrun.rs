@@ -1,0 +1,167 @@
+//! Dry runs: a flow computed on a payload with nothing mutating sent. The answer shows
+//! validation, dedup and ID-map decisions, step outputs and the requests that would be
+//! sent (masked); the run is journaled as an exchange in status `dry_run`.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::model::{now_ms, Status};
+use crate::store::ops::{self, NewExchange};
+use crate::store::records::{AttemptRecord, CallRecord, ErrorSummary, ExchangeRecord, StepState, WorkState};
+use crate::store::StoreError;
+
+use super::flow::Flow;
+use super::intake::decide;
+use super::run::{Run, RunEnd};
+use super::Engine;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DryRunReport {
+    pub flow: String,
+    /// The exchange recording this dry run.
+    pub exchange_id: u64,
+    /// `dry_run`, `rejected` or `skipped`.
+    pub status: String,
+    pub valid: bool,
+    pub errors: Vec<String>,
+    pub external_id: Option<String>,
+    pub key: Option<String>,
+    /// The exchange a live trigger with this key would duplicate.
+    pub duplicate_of: Option<u64>,
+    #[schema(value_type = Vec<Object>)]
+    pub steps: Vec<Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub requests: Vec<Value>,
+}
+
+impl Engine {
+    pub async fn dry_run(&self, flow: &Flow, payload: Value) -> Result<DryRunReport, StoreError> {
+        let d = decide(flow, &payload, None);
+        let duplicate_of = match &d.key {
+            Some(k) => self.dedup_lookup(&flow.name, &self.masker.text(k).into_string())?,
+            None => None,
+        };
+        let mut errors: Vec<String> = d.errors.iter().map(|e| self.masker.text(e).into_string()).collect();
+        let now = now_ms();
+        let record = ExchangeRecord {
+            id: 0,
+            flow: flow.name.clone(),
+            status: Status::Running,
+            request_id: d.request_id.clone(),
+            external_id: d.external_id.clone(),
+            key: d.key.clone(),
+            created_at: now,
+            updated_at: now,
+            attempts: 1,
+            next_attempt_at: None,
+            original_id: None,
+            dry_run: true,
+            steps: flow.step_names().into_iter().map(|name| StepState { name, done_at: None }).collect(),
+            last_error: None,
+            journal_next: 0,
+        };
+        let mut work = payload.clone();
+        self.masker.strip_secrets(&mut work);
+        let work = WorkState { trigger: work.to_string(), outputs: Vec::new() };
+        let mut run = Run { engine: self, flow, record: &record, live: false, persist: false, calls: Vec::new(), outputs: Vec::new() };
+        let end = if errors.is_empty() { run.execute(&work).await } else { RunEnd::Failed(reject(&errors)) };
+        let (status, error) = match end {
+            RunEnd::Done => (Status::DryRun, None),
+            RunEnd::Skipped => (Status::Skipped, None),
+            RunEnd::Failed(e) => {
+                let msg = self.masker.text(&e.message);
+                if errors.is_empty() {
+                    errors.push(msg.as_str().to_owned());
+                }
+                (if e.class == crate::model::ErrorClass::Input { Status::Rejected } else { Status::Failed },
+                 Some(ErrorSummary { class: e.class, step: e.step, message: msg, at: now_ms() }))
+            }
+        };
+        let steps = self.step_report(flow, &run.outputs);
+        let calls = std::mem::take(&mut run.calls);
+        let requests = calls.iter().map(call_json).collect();
+        let exchange_id = self.record_dry_run(flow, &payload, &d, calls, status, error, now).await?;
+        Ok(DryRunReport {
+            flow: flow.name.clone(),
+            exchange_id,
+            status: status.as_str().to_owned(),
+            valid: errors.is_empty(),
+            errors,
+            external_id: d.external_id.map(|e| self.masker.text(&e).into_string()),
+            key: d.key.map(|k| self.masker.text(&k).into_string()),
+            duplicate_of,
+            steps,
+            requests,
+        })
+    }
+
+    fn dedup_lookup(&self, flow: &str, key: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.store.read()?;
+        let table = txn.open_table(crate::store::tables::DEDUP)?;
+        let found = table.get((flow, key))?.map(|v| v.value().0);
+        Ok(found)
+    }
+
+    fn step_report(&self, flow: &Flow, outputs: &[Option<Value>]) -> Vec<Value> {
+        flow.steps
+            .iter()
+            .zip(outputs.iter().chain(std::iter::repeat(&None)))
+            .map(|(s, out)| {
+                let output = out.as_ref().map(|v| serde_json::from_str::<Value>(self.masker.json(v).as_str()).unwrap_or(Value::Null));
+                serde_json::json!({"name": s.name, "kind": s.kind.label(), "ran": out.is_some(), "output": output})
+            })
+            .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn record_dry_run(
+        &self,
+        flow: &Flow,
+        payload: &Value,
+        d: &super::intake::Decided,
+        calls: Vec<CallRecord>,
+        status: Status,
+        error: Option<ErrorSummary>,
+        now: u64,
+    ) -> Result<u64, StoreError> {
+        let new = NewExchange {
+            flow: flow.name.clone(),
+            request_id: d.request_id.clone(),
+            external_id: d.external_id.as_ref().map(|e| self.masker.text(e).into_string()),
+            key: None,
+            dedup_window_ms: 0,
+            dry_run: true,
+            source: "dry-run".into(),
+            payload: self.masker.json(payload),
+            work: WorkState::default(),
+            steps: flow.step_names(),
+            rejected: None,
+            now,
+        };
+        let attempt = AttemptRecord { number: 1, started_at: now, duration_ms: now_ms().saturating_sub(now), error, calls };
+        self.store
+            .write(move |txn| {
+                let created = ops::create_dry_run(txn, new, attempt, status)?;
+                Ok(created.id)
+            })
+            .await
+    }
+}
+
+fn reject(errors: &[String]) -> super::run::RunError {
+    super::run::RunError {
+        class: crate::model::ErrorClass::Input,
+        message: errors.join("; "),
+        step: None,
+        retry_after: None,
+    }
+}
+
+fn call_json(c: &CallRecord) -> Value {
+    serde_json::json!({
+        "step": c.step, "method": c.method, "url": c.url.as_str(),
+        "headers": c.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.as_str().to_owned()))).collect::<serde_json::Map<_, _>>(),
+        "body": c.body.as_ref().map(|b| b.as_str()),
+        "sent": c.sent, "status": c.status, "response": c.response.as_ref().map(|r| r.as_str()),
+    })
+}

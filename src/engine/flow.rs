@@ -1,0 +1,107 @@
+//! A flow as it runs: its trigger, dedup rules, validation, retry policy and steps, all
+//! compiled and checked at config load.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::jq::Jq;
+use super::retry::RetryPolicy;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Live,
+    /// Runs completely but sends nothing mutating; exchanges end `dry_run`.
+    Shadow,
+}
+
+#[derive(Debug)]
+pub enum Trigger {
+    Webhook { system: String },
+    Manual,
+    Schedule { cron: String, schedule: Box<cron::Schedule>, tz: chrono_tz::Tz },
+}
+
+impl Trigger {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trigger::Webhook { .. } => "webhook",
+            Trigger::Manual => "manual",
+            Trigger::Schedule { .. } => "schedule",
+        }
+    }
+}
+
+/// A compiled JSON Schema.
+pub struct Schema(pub jsonschema::Validator);
+
+impl std::fmt::Debug for Schema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Schema")
+    }
+}
+
+impl Schema {
+    /// Every violation as `pointer: message`.
+    pub fn errors(&self, value: &Value) -> Vec<String> {
+        self.0
+            .iter_errors(value)
+            .map(|e| {
+                let ptr = e.instance_path().as_str().to_owned();
+                format!("{}: {e}", if ptr.is_empty() { "/".to_owned() } else { ptr })
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+pub struct Flow {
+    pub name: String,
+    pub mode: Mode,
+    pub trigger: Trigger,
+    /// jq on the trigger payload; default `.id`.
+    pub external_id: Jq,
+    /// jq on the trigger payload; default: the external_id.
+    pub key: Option<Jq>,
+    pub dedup_window: Duration,
+    pub schema: Option<Schema>,
+    pub retry: RetryPolicy,
+    pub max_body: usize,
+    /// `{map name: {from: to}}`, the `$__maps` of every jq program of the flow.
+    pub status_maps: Value,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug)]
+pub struct Step {
+    pub name: String,
+    pub kind: StepKind,
+    /// Name under which later steps see this step's output.
+    pub output_as: Option<String>,
+    pub schema: Option<Schema>,
+}
+
+#[derive(Debug)]
+pub enum StepKind {
+    Filter(Jq),
+    Map(Jq),
+    Call { system: String, op: String, args: Option<Jq> },
+    Upsert { system: String, entity: String, match_fields: Vec<String>, args: Jq, link: Option<Jq>, id: Jq },
+}
+
+impl StepKind {
+    pub fn label(&self) -> &'static str {
+        match self {
+            StepKind::Filter(_) => "filter",
+            StepKind::Map(_) => "map",
+            StepKind::Call { .. } => "call",
+            StepKind::Upsert { .. } => "upsert",
+        }
+    }
+}
+
+impl Flow {
+    pub fn step_names(&self) -> Vec<String> {
+        self.steps.iter().map(|s| s.name.clone()).collect()
+    }
+}

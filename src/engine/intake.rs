@@ -1,0 +1,135 @@
+//! Intake: a trigger becomes an exchange. Validation, the external id and idempotency key
+//! are computed here; the store then dedups, journals and queues it in one durable commit.
+
+use serde_json::Value;
+
+use crate::model::{now_ms, Status};
+use crate::store::ops::{self, NewExchange};
+use crate::store::records::{ErrorSummary, WorkState};
+use crate::store::StoreError;
+
+use super::flow::{Flow, Mode};
+use super::jq::JqFailure;
+use super::Engine;
+
+/// A trigger event as it arrives: webhook, manual run, schedule tick.
+#[derive(Debug)]
+pub struct Event {
+    pub source: &'static str,
+    pub payload: Value,
+    pub request_id: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Accepted {
+    pub id: u64,
+    pub status: Status,
+    pub request_id: String,
+    pub original_id: Option<u64>,
+    /// Why the input was rejected, when it was (masked).
+    pub errors: Vec<String>,
+}
+
+/// What intake decided before anything is stored; dry runs show it without storing.
+pub struct Decided {
+    pub request_id: String,
+    pub external_id: Option<String>,
+    pub key: Option<String>,
+    pub errors: Vec<String>,
+}
+
+/// A caller's `X-Request-Id` is kept when it is a sane token; otherwise one is generated.
+pub fn request_id(given: Option<&str>) -> String {
+    match given {
+        Some(id) if valid_request_id(id) => id.to_owned(),
+        _ => {
+            let bytes: [u8; 16] = rand::random();
+            hex::encode(bytes)
+        }
+    }
+}
+
+fn valid_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+pub fn decide(flow: &Flow, payload: &Value, given_request_id: Option<&str>) -> Decided {
+    let mut errors = Vec::new();
+    if let Some(schema) = &flow.schema {
+        errors.extend(schema.errors(payload).into_iter().map(|e| format!("schema: {e}")));
+    }
+    let external_id = text(flow.external_id.first(payload.clone(), &flow.status_maps), "external_id", &mut errors);
+    let key = match &flow.key {
+        Some(jq) => text(jq.first(payload.clone(), &flow.status_maps), "key", &mut errors),
+        None => external_id.clone(),
+    };
+    Decided { request_id: request_id(given_request_id), external_id, key, errors }
+}
+
+fn text(result: Result<Option<Value>, JqFailure>, what: &str, errors: &mut Vec<String>) -> Option<String> {
+    match result {
+        Ok(Some(Value::String(s))) => Some(s),
+        Ok(None | Some(Value::Null)) => None,
+        Ok(Some(v @ (Value::Number(_) | Value::Bool(_)))) => Some(v.to_string()),
+        Ok(Some(_)) => {
+            errors.push(format!("{what}: the expression must give a string or a number"));
+            None
+        }
+        Err(e) => {
+            errors.push(format!("{what}: {e}"));
+            None
+        }
+    }
+}
+
+impl Engine {
+    /// Journals a trigger as a new exchange and queues it (or records it as rejected or
+    /// duplicate). Returns only after the durable commit.
+    pub async fn accept(&self, flow: &Flow, event: Event) -> Result<Accepted, StoreError> {
+        let d = decide(flow, &event.payload, event.request_id.as_deref());
+        let now = now_ms();
+        let masked_errors: Vec<String> = d.errors.iter().map(|e| self.masker.text(e).into_string()).collect();
+        let rejected = (!masked_errors.is_empty())
+            .then(|| ops::input_error(self.masker.text(&masked_errors.join("; ")), now));
+        let mut work = event.payload.clone();
+        self.masker.strip_secrets(&mut work);
+        let new = NewExchange {
+            flow: flow.name.clone(),
+            request_id: d.request_id.clone(),
+            external_id: d.external_id.map(|e| self.masker.text(&e).into_string()),
+            key: d.key.map(|k| self.masker.text(&k).into_string()),
+            dedup_window_ms: u64::try_from(flow.dedup_window.as_millis()).unwrap_or(u64::MAX),
+            dry_run: flow.mode == Mode::Shadow,
+            source: event.source.to_owned(),
+            payload: self.masker.json(&event.payload),
+            work: WorkState { trigger: work.to_string(), outputs: Vec::new() },
+            steps: flow.step_names(),
+            rejected: rejected.map(|r: ErrorSummary| r),
+            now,
+        };
+        let created = self.store.write(move |txn| ops::create_exchange(txn, new)).await?;
+        if created.status == Status::Queued {
+            self.wake.notify_one();
+        }
+        Ok(Accepted {
+            id: created.id,
+            status: created.status,
+            request_id: d.request_id,
+            original_id: created.original_id,
+            errors: masked_errors,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_kept_only_when_sane() {
+        assert_eq!(request_id(Some("abc-123:x")), "abc-123:x");
+        assert_eq!(request_id(Some("bad id\n")).len(), 32);
+        assert_eq!(request_id(None).len(), 32);
+    }
+}

@@ -1,0 +1,283 @@
+//! Runs the steps of one exchange from the first step not yet done. Each finished step is
+//! checkpointed (with its ID-map link, in the same commit) before the next one starts, so
+//! a retry never repeats a step that completed.
+
+use serde_json::{json, Map, Value};
+
+use crate::connectors::transport::CallCtx;
+use crate::connectors::CallError;
+use crate::model::{now_ms, ErrorClass};
+use crate::store::ops::{self, Link};
+use crate::store::records::{CallRecord, ExchangeRecord, WorkState};
+use crate::store::query;
+
+use super::flow::{Flow, Step, StepKind};
+use super::jq::{Jq, JqFailure};
+use super::Engine;
+
+/// Why a run stopped short.
+#[derive(Clone, Debug)]
+pub struct RunError {
+    pub class: ErrorClass,
+    pub message: String,
+    pub step: Option<String>,
+    pub retry_after: Option<std::time::Duration>,
+}
+
+impl RunError {
+    fn input(message: impl Into<String>) -> RunError {
+        RunError { class: ErrorClass::Input, message: message.into(), step: None, retry_after: None }
+    }
+}
+
+impl From<CallError> for RunError {
+    fn from(e: CallError) -> RunError {
+        RunError { class: e.class, message: e.message, step: None, retry_after: e.retry_after }
+    }
+}
+
+impl From<JqFailure> for RunError {
+    fn from(e: JqFailure) -> RunError {
+        RunError::input(e.to_string())
+    }
+}
+
+#[derive(Debug)]
+pub enum RunEnd {
+    Done,
+    /// A filter said no.
+    Skipped,
+    Failed(RunError),
+}
+
+/// One run of an exchange's steps.
+pub struct Run<'a> {
+    pub engine: &'a Engine,
+    pub flow: &'a Flow,
+    pub record: &'a ExchangeRecord,
+    /// Send mutating calls (false in shadow mode and dry runs).
+    pub live: bool,
+    /// Write checkpoints to the store (false for the dry-run endpoint).
+    pub persist: bool,
+    pub calls: Vec<CallRecord>,
+    /// Outputs by step index, as the run saw them.
+    pub outputs: Vec<Option<Value>>,
+}
+
+impl Run<'_> {
+    pub async fn execute(&mut self, work: &WorkState) -> RunEnd {
+        let trigger: Value = serde_json::from_str(&work.trigger).unwrap_or(Value::Null);
+        let mut ctx = self.base_context(trigger);
+        self.outputs = vec![None; self.flow.steps.len()];
+        for (i, step) in self.flow.steps.iter().enumerate() {
+            let done = self.record.steps.get(i).is_some_and(|s| s.done_at.is_some());
+            let saved = work.outputs.get(i).cloned().flatten();
+            if let (true, Some(saved)) = (done, saved) {
+                let value: Value = serde_json::from_str(&saved).unwrap_or(Value::Null);
+                remember(&mut ctx, step, &value);
+                self.outputs[i] = Some(value);
+                continue;
+            }
+            match self.step(i, step, &ctx).await {
+                Ok(Some(value)) => {
+                    remember(&mut ctx, step, &value);
+                    self.outputs[i] = Some(value);
+                }
+                Ok(None) => return RunEnd::Skipped,
+                Err(mut e) => {
+                    e.step = Some(step.name.clone());
+                    return RunEnd::Failed(e);
+                }
+            }
+        }
+        RunEnd::Done
+    }
+
+    fn base_context(&self, trigger: Value) -> Value {
+        let r = self.record;
+        json!({
+            "trigger": trigger,
+            "exchange": {"id": r.id, "request_id": r.request_id, "external_id": r.external_id, "key": r.key},
+        })
+    }
+
+    /// Runs one step; `Ok(None)` means a filter stopped the exchange.
+    async fn step(&mut self, index: usize, step: &Step, ctx: &Value) -> Result<Option<Value>, RunError> {
+        let (output, link) = match &step.kind {
+            StepKind::Filter(jq) => {
+                let pass = matches!(self.eval(jq, ctx)?, Some(v) if !matches!(v, Value::Null | Value::Bool(false)));
+                if !pass {
+                    return Ok(None);
+                }
+                (Value::Bool(true), None)
+            }
+            StepKind::Map(jq) => (self.eval(jq, ctx)?.unwrap_or(Value::Null), None),
+            StepKind::Call { system, op, args } => {
+                let args = match args {
+                    Some(jq) => self.eval(jq, ctx)?.unwrap_or(Value::Null),
+                    None => Value::Null,
+                };
+                let sys = self.engine.system(system)?;
+                let req = sys.connector.op_request(op, &args)?;
+                (self.send(step, &sys, req).await?, None)
+            }
+            StepKind::Upsert { .. } => self.upsert(step, ctx).await?,
+        };
+        if let Some(schema) = &step.schema {
+            let errors = schema.errors(&output);
+            if !errors.is_empty() {
+                return Err(RunError::input(format!("the step output breaks its schema: {}", errors.join("; "))));
+            }
+        }
+        if self.persist {
+            self.checkpoint(index, &output, link).await?;
+        }
+        Ok(Some(output))
+    }
+
+    fn eval(&self, jq: &Jq, ctx: &Value) -> Result<Option<Value>, RunError> {
+        Ok(jq.first(ctx.clone(), &self.flow.status_maps)?)
+    }
+
+    async fn send(
+        &mut self,
+        step: &Step,
+        sys: &crate::connectors::System,
+        req: crate::connectors::OutboundRequest,
+    ) -> Result<Value, RunError> {
+        let call = CallCtx {
+            step: &step.name,
+            request_id: &self.record.request_id,
+            idempotency_key: format!("{}:{}", self.record.id, step.name),
+            masker: &self.engine.masker,
+            send_mutating: self.live,
+        };
+        let (result, record) = sys.call(req, &call).await;
+        if record.sent {
+            self.engine.metrics.observe_call(&sys.name, record.duration_ms);
+        }
+        self.calls.push(record);
+        Ok(result?)
+    }
+
+    /// ID map, else search by the match fields, then update or create; the link is
+    /// recorded with the step's checkpoint.
+    async fn upsert(&mut self, step: &Step, ctx: &Value) -> Result<(Value, Option<Link>), RunError> {
+        let StepKind::Upsert { system, entity, match_fields, args, link, id } = &step.kind else {
+            return Err(RunError::input("not an upsert step"));
+        };
+        let record = self.eval(args, ctx)?.unwrap_or(Value::Null);
+        let link_key = match link {
+            Some(jq) => self.eval(jq, ctx)?.map(|v| text_of(&v)),
+            None => self.record.external_id.clone(),
+        };
+        let sys = self.engine.system(system)?;
+        let mut existing = match &link_key {
+            Some(key) => self.engine.idmap(system, entity, key)?,
+            None => None,
+        };
+        if existing.is_none() && !match_fields.is_empty() {
+            let criteria = criteria(&record, match_fields)?;
+            let req = sys.connector.find_request(entity, &criteria)?;
+            let answer = self.send(step, &sys, req).await?;
+            let found = sys.connector.found_records(entity, answer)?;
+            if let Some(first) = found.first() {
+                existing = self.eval(id, first)?.map(|v| text_of(&v));
+            }
+        }
+        let (action, target_id, response) = match existing {
+            Some(target) => {
+                let req = sys.connector.update_request(entity, &target, &record)?;
+                ("updated", Some(target), self.send(step, &sys, req).await?)
+            }
+            None => {
+                let req = sys.connector.create_request(entity, &record)?;
+                let response = self.send(step, &sys, req).await?;
+                let created = if self.live { self.eval(id, &response)?.map(|v| text_of(&v)) } else { None };
+                if self.live && created.is_none() {
+                    return Err(RunError::input(format!(
+                        "the create answer has no id at `{}`; set the step's `id`",
+                        id.source()
+                    )));
+                }
+                ("created", created, response)
+            }
+        };
+        let action = if self.live { action.to_owned() } else { format!("would_{}", action.trim_end_matches('d')) };
+        let link = match (&link_key, &target_id, self.live) {
+            (Some(key), Some(target), true) => Some(Link {
+                system: system.clone(),
+                entity: entity.clone(),
+                external_key: key.clone(),
+                target_id: target.clone(),
+                masked_key: self.engine.masker.text(key),
+                masked_target: self.engine.masker.text(target),
+            }),
+            _ => None,
+        };
+        Ok((json!({"action": action, "id": target_id, "response": response}), link))
+    }
+
+    async fn checkpoint(&self, index: usize, output: &Value, link: Option<Link>) -> Result<(), RunError> {
+        let (id, text, masked) = (self.record.id, output.to_string(), self.engine.masker.json(output));
+        self.engine
+            .store
+            .write(move |txn| ops::checkpoint(txn, id, index, text, masked, link, now_ms()))
+            .await
+            .map_err(|e| RunError {
+                class: ErrorClass::Transient,
+                message: format!("cannot record the step: {e}"),
+                step: None,
+                retry_after: None,
+            })
+    }
+}
+
+fn remember(ctx: &mut Value, step: &Step, output: &Value) {
+    if let (Some(name), Value::Object(map)) = (&step.output_as, ctx) {
+        map.insert(name.clone(), output.clone());
+    }
+}
+
+fn criteria(record: &Value, fields: &[String]) -> Result<Map<String, Value>, RunError> {
+    let mut out = Map::new();
+    for f in fields {
+        match record.get(f) {
+            Some(v) if !v.is_null() => {
+                out.insert(f.clone(), v.clone());
+            }
+            _ => return Err(RunError::input(format!("the match field `{f}` is missing from the record"))),
+        }
+    }
+    Ok(out)
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl Engine {
+    fn system(&self, name: &str) -> Result<std::sync::Arc<crate::connectors::System>, RunError> {
+        self.systems.get(name).cloned().ok_or_else(|| RunError {
+            class: ErrorClass::Config,
+            message: format!("no system named `{name}`"),
+            step: None,
+            retry_after: None,
+        })
+    }
+
+    fn idmap(&self, system: &str, entity: &str, key: &str) -> Result<Option<String>, RunError> {
+        let read = || -> Result<Option<String>, crate::store::StoreError> {
+            query::idmap(&self.store.read()?, system, entity, key)
+        };
+        read().map_err(|e| RunError {
+            class: ErrorClass::Transient,
+            message: format!("cannot read the ID map: {e}"),
+            step: None,
+            retry_after: None,
+        })
+    }
+}

@@ -1,0 +1,191 @@
+//! Workers: one dispatcher claims due exchanges in batches (bounded by free worker slots)
+//! and runs each in a tracked task. It sleeps until the next due time or a wake-up, never
+//! polling, and stops claiming on shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::model::{now_ms, ErrorClass, Status};
+use crate::store::ops::{self, Claimed, Outcome};
+use crate::store::query;
+use crate::store::records::{AttemptRecord, ErrorSummary};
+
+use super::flow::Mode;
+use super::run::{Run, RunEnd, RunError};
+use super::Engine;
+
+const CLAIM_BATCH: usize = 64;
+/// Longest sleep without looking at the queue: bounds the effect of a clock jump.
+const MAX_IDLE: Duration = Duration::from_secs(30);
+
+impl Engine {
+    /// Returns every exchange a dead process left `running` to the queue. Called at start-up.
+    pub async fn recover(&self) -> Result<usize, crate::store::StoreError> {
+        self.store.write(|txn| ops::recover_leases(txn, now_ms())).await
+    }
+
+    /// The dispatcher loop; returns when `cancel` fires.
+    pub async fn dispatch(self: Arc<Self>) {
+        loop {
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            let claimed = match self.claim().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot claim due exchanges");
+                    self.pause(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let full = claimed.len() == CLAIM_BATCH;
+            for (claim, permit) in claimed {
+                let engine = self.clone();
+                self.tracker.spawn(async move {
+                    engine.run_claimed(claim).await;
+                    drop(permit);
+                });
+            }
+            if !full {
+                let wait = self.until_next_due();
+                self.pause(wait).await;
+            }
+        }
+    }
+
+    async fn pause(&self, wait: Duration) {
+        tokio::select! {
+            () = self.cancel.cancelled() => {}
+            () = self.wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+
+    fn until_next_due(&self) -> Duration {
+        let next = self.store.read().and_then(|r| query::next_due(&r)).ok().flatten();
+        match next {
+            Some(at) => Duration::from_millis(at.saturating_sub(now_ms())).min(MAX_IDLE),
+            None => MAX_IDLE,
+        }
+    }
+
+    /// Takes free worker slots (waiting for at least one) and claims that many due exchanges.
+    async fn claim(&self) -> Result<Vec<(Claimed, tokio::sync::OwnedSemaphorePermit)>, crate::store::StoreError> {
+        let first = tokio::select! {
+            p = self.slots.clone().acquire_owned() => p.map_err(|_| crate::store::StoreError::Closed)?,
+            () = self.cancel.cancelled() => return Ok(Vec::new()),
+        };
+        let mut permits = vec![first];
+        while permits.len() < CLAIM_BATCH {
+            match self.slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        let (limit, lease) = (permits.len(), u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX));
+        let claimed = self.store.write(move |txn| ops::claim_due(txn, now_ms(), limit, lease)).await?;
+        Ok(claimed.into_iter().zip(permits).collect())
+    }
+
+    /// Runs one claimed exchange and records the attempt and its outcome.
+    pub async fn run_claimed(&self, claim: Claimed) {
+        let Claimed { record, work } = claim;
+        let started = now_ms();
+        let Some(flow) = self.flow(&record.flow).cloned() else {
+            let err = RunError {
+                class: ErrorClass::Config,
+                message: format!("the flow `{}` is no longer in the config", record.flow),
+                step: None,
+                retry_after: None,
+            };
+            self.finish(&record, started, Vec::new(), RunEnd::Failed(err), None).await;
+            return;
+        };
+        let live = flow.mode == Mode::Live && !record.dry_run;
+        let mut run = Run { engine: self, flow: &flow, record: &record, live, persist: true, calls: Vec::new(), outputs: Vec::new() };
+        let end = run.execute(&work).await;
+        let cursor = if matches!(end, RunEnd::Done) { cursor_of(&flow, &run.outputs) } else { None };
+        let calls = std::mem::take(&mut run.calls);
+        self.finish(&record, started, calls, end, cursor).await;
+    }
+
+    async fn finish(
+        &self,
+        record: &crate::store::records::ExchangeRecord,
+        started: u64,
+        calls: Vec<crate::store::records::CallRecord>,
+        end: RunEnd,
+        cursor: Option<String>,
+    ) {
+        let now = now_ms();
+        let flow = self.flow(&record.flow).cloned();
+        let (outcome, error) = match &end {
+            RunEnd::Done if record.dry_run || flow.as_ref().is_some_and(|f| f.mode == Mode::Shadow) => {
+                (Outcome::Done(Status::DryRun), None)
+            }
+            RunEnd::Done => (Outcome::Done(Status::Succeeded), None),
+            RunEnd::Skipped => (Outcome::Done(Status::Skipped), None),
+            RunEnd::Failed(e) => (self.decide(flow.as_deref(), record.attempts, e, now), Some(e)),
+        };
+        let error = error.map(|e| ErrorSummary {
+            class: e.class,
+            step: e.step.clone(),
+            message: self.masker.text(&e.message),
+            at: now,
+        });
+        let attempt = AttemptRecord {
+            number: record.attempts,
+            started_at: started,
+            duration_ms: now.saturating_sub(started),
+            error,
+            calls,
+        };
+        let (id, flow_name) = (record.id, record.flow.clone());
+        let retry_at = match &outcome {
+            Outcome::RetryAt(at) => Some(*at),
+            _ => None,
+        };
+        let result = self
+            .store
+            .write(move |txn| {
+                if let Some(c) = &cursor {
+                    ops::set_cursor(txn, &flow_name, c)?;
+                }
+                ops::finish_attempt(txn, id, attempt, outcome, now)
+            })
+            .await;
+        match result {
+            Ok(_) if retry_at.is_some() => self.wake.notify_one(),
+            Ok(_) => {}
+            // The lease stays; the next start returns the exchange to the queue.
+            Err(e) => tracing::error!(exchange = id, error = %e, "cannot record the attempt"),
+        }
+    }
+
+    /// Retry or stop: input errors reject, permanent/auth/config fail at once, retryable
+    /// ones wait per the flow's policy until attempts run out.
+    fn decide(&self, flow: Option<&super::flow::Flow>, attempts: u32, e: &RunError, now: u64) -> Outcome {
+        if e.class == ErrorClass::Input {
+            return Outcome::Stop(Status::Rejected);
+        }
+        let Some(flow) = flow else { return Outcome::Stop(Status::Failed) };
+        if !e.class.is_retryable() || !flow.retry.allows_another(attempts) {
+            return Outcome::Stop(Status::Failed);
+        }
+        let wait = flow.retry.delay(attempts, e.retry_after, &mut rand::rng());
+        Outcome::RetryAt(now + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// A step named `cursor` sets the flow's stored cursor for the next scheduled run.
+fn cursor_of(flow: &super::flow::Flow, outputs: &[Option<serde_json::Value>]) -> Option<String> {
+    flow.steps
+        .iter()
+        .zip(outputs)
+        .find(|(s, _)| s.output_as.as_deref() == Some("cursor"))
+        .and_then(|(_, o)| o.as_ref())
+        .map(|v| match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+}

@@ -1,0 +1,87 @@
+//! Inbound webhooks: verify the raw body the way the source system signs, parse it, and
+//! answer 2xx only after the exchange is durably committed.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::Serialize;
+
+use crate::connectors::inbound::Refusal;
+use crate::engine::flow::Trigger;
+use crate::engine::intake::Event;
+use crate::model::Status;
+
+use super::error::ApiError;
+use super::AppState;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HookAnswer {
+    pub exchange_id: u64,
+    pub status: Status,
+    pub request_id: String,
+    /// For a duplicate: `exchange_id` is the original; this is the duplicate's own record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_id: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// Receive a webhook for a flow.
+#[utoipa::path(post, path = "/hooks/{flow}", tag = "hooks",
+    params(("flow" = String, Path, description = "flow name")),
+    request_body(content = Object, description = "the source system's payload"),
+    responses(
+        (status = 200, description = "journaled (queued, or a duplicate of an earlier exchange)", body = HookAnswer),
+        (status = 400, description = "malformed JSON"), (status = 401, description = "missing verification"),
+        (status = 403, description = "verification failed"), (status = 404, description = "unknown flow"),
+        (status = 413, description = "body too large"), (status = 422, description = "rejected input", body = HookAnswer),
+        (status = 503, description = "the journal cannot commit; retry later")))]
+pub async fn receive(
+    State(state): State<AppState>,
+    Path(flow_name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<HookAnswer>), ApiError> {
+    let engine = &state.engine;
+    let flow = engine.flow(&flow_name).cloned().ok_or_else(|| ApiError::not_found(format!("no flow `{flow_name}`")))?;
+    let Trigger::Webhook { system } = &flow.trigger else {
+        return Err(ApiError::not_found(format!("flow `{flow_name}` is not triggered by webhooks")));
+    };
+    let bytes = axum::body::to_bytes(body, flow.max_body).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body is larger than {} bytes", flow.max_body))
+    })?;
+    let connector = &engine.systems.get(system).ok_or_else(|| ApiError::not_found("no such system"))?.connector;
+    connector.verify_inbound(&headers, &bytes).map_err(|r| refusal(&r))?;
+    let payload: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let accepted = engine.accept(&flow, Event { source: "webhook", payload, request_id }).await?;
+    let code = if accepted.status == Status::Rejected { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    Ok((
+        code,
+        Json(HookAnswer {
+            exchange_id: accepted.original_id.unwrap_or(accepted.id),
+            status: accepted.status,
+            request_id: accepted.request_id,
+            duplicate_id: accepted.original_id.map(|_| accepted.id),
+            errors: accepted.errors,
+        }),
+    ))
+}
+
+fn refusal(r: &Refusal) -> ApiError {
+    match r {
+        Refusal::Missing(_) => ApiError::new(StatusCode::UNAUTHORIZED, "unverified", r.to_string()),
+        Refusal::Mismatch(_) => ApiError::new(StatusCode::FORBIDDEN, "bad_signature", r.to_string()),
+        Refusal::NotConfigured => ApiError::new(StatusCode::FORBIDDEN, "not_configured", r.to_string()),
+    }
+}
+
+/// Subscription handshakes. The generic `http` kind has none.
+pub async fn handshake(State(state): State<AppState>, Path(flow_name): Path<String>) -> ApiError {
+    match state.engine.flow(&flow_name) {
+        None => ApiError::not_found(format!("no flow `{flow_name}`")),
+        Some(_) => ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "no_handshake", "this flow's system has no subscription handshake; POST the events"),
+    }
+}

@@ -1,0 +1,12 @@
+//! obmen: a company's API integrations on one small VPS, with a journal of every exchange,
+//! a durable queue with retry, duplicate protection and masked secrets.
+
+pub mod app;
+pub mod config;
+pub mod connectors;
+pub mod engine;
+pub mod http;
+pub mod mask;
+pub mod metrics;
+pub mod model;
+pub mod store;

@@ -1,0 +1,123 @@
+//! The one redb file: tables, records, the group-commit writer and the operations on them.
+
+mod migrate;
+pub mod ops;
+pub mod query;
+pub mod records;
+pub mod tables;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+
+pub use writer::WriterHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the data file {path}: {source}")]
+    Open { path: PathBuf, source: redb::DatabaseError },
+    #[error("the data file was written by a newer obmen (schema {found}, this build knows {known}); upgrade obmen or restore a backup")]
+    NewerSchema { found: u32, known: u32 },
+    #[error("storage: {0}")]
+    Storage(#[from] redb::StorageError),
+    #[error("table: {0}")]
+    Table(#[from] redb::TableError),
+    #[error("transaction: {0}")]
+    Transaction(#[from] redb::TransactionError),
+    #[error("commit: {0}")]
+    Commit(#[from] redb::CommitError),
+    #[error("encoding a record: {0}")]
+    Encode(postcard::Error),
+    #[error("a stored record does not decode: {0}")]
+    Decode(postcard::Error),
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("the write was not committed: {0}")]
+    NotCommitted(String),
+    #[error("backup: {0}")]
+    Backup(#[source] std::io::Error),
+}
+
+impl StoreError {
+    /// True when the write could not be made durable (disk full, I/O error, closing): the
+    /// caller should ask its sender to come back later (503 + Retry-After).
+    pub fn is_unavailable(&self) -> bool {
+        !matches!(self, StoreError::Encode(_) | StoreError::Decode(_) | StoreError::NewerSchema { .. })
+    }
+}
+
+/// Handle to the data file: concurrent reads, writes through the one writer thread.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    writer: WriterHandle,
+    path: Arc<PathBuf>,
+}
+
+pub const DATA_FILE: &str = "obmen.redb";
+
+impl Store {
+    /// Opens (or creates) `<data_dir>/obmen.redb`, migrates it and starts the writer thread.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        let path = data_dir.join(DATA_FILE);
+        let db = Database::create(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        set_owner_only(&path);
+        migrate::run(&db)?;
+        let db = Arc::new(db);
+        let writer = writer::spawn(db.clone());
+        Ok(Store { db, writer, path: Arc::new(path) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn read(&self) -> Result<ReadTransaction, StoreError> {
+        Ok(self.db.begin_read()?)
+    }
+
+    /// Runs `op` inside the next group-commit transaction and returns its result once the
+    /// transaction is durably committed.
+    pub async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.writer.submit(op).await
+    }
+
+    /// Stops the writer after what is already queued; later writes fail with `Closed`.
+    pub fn close(&self) {
+        self.writer.close();
+    }
+
+    /// A consistent copy of the data file while serving: the writer thread copies the file
+    /// between two transactions, when everything on disk is committed.
+    pub async fn backup(&self, dest: &Path) -> Result<u64, StoreError> {
+        let src = self.path.as_ref().clone();
+        let dest = dest.to_path_buf();
+        let copied = self.writer.exclusive(move || copy_file(&src, &dest)).await?;
+        copied.map_err(StoreError::Backup)
+    }
+}
+
+fn copy_file(src: &Path, dest: &Path) -> std::io::Result<u64> {
+    let tmp = dest.with_extension("partial");
+    let bytes = std::fs::copy(src, &tmp)?;
+    set_owner_only(&tmp);
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, dest)?;
+    Ok(bytes)
+}
+
+#[cfg(unix)]
+fn set_owner_only(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    // Best effort: the data dir is already 0700; a failure here changes nothing else.
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
+#[cfg(not(unix))]
+fn set_owner_only(_path: &Path) {}

@@ -1,0 +1,475 @@
+//! Write operations. Each runs inside a writer transaction and reads before it writes, so a
+//! logical refusal (not found, wrong status) leaves nothing half-written in the batch.
+
+use redb::{ReadableTable, WriteTransaction};
+
+use crate::mask::Masked;
+use crate::model::{id_floor_for, ErrorClass, Millis, Status};
+
+use super::records::*;
+use super::tables::*;
+use super::StoreError;
+
+const HOUR_MS: u64 = 3_600_000;
+
+/// What intake hands to the store for a new exchange.
+#[derive(Debug)]
+pub struct NewExchange {
+    pub flow: String,
+    pub request_id: String,
+    pub external_id: Option<String>,
+    pub key: Option<String>,
+    pub dedup_window_ms: u64,
+    pub dry_run: bool,
+    pub source: String,
+    pub payload: Masked,
+    pub work: WorkState,
+    pub steps: Vec<String>,
+    /// `Some` when intake already rejected the input (schema, key expression).
+    pub rejected: Option<ErrorSummary>,
+    pub now: Millis,
+}
+
+#[derive(Clone, Debug)]
+pub struct Created {
+    pub id: u64,
+    pub status: Status,
+    pub original_id: Option<u64>,
+}
+
+pub fn create_exchange(txn: &WriteTransaction, new: NewExchange) -> Result<Created, StoreError> {
+    let id = next_id(txn, new.now)?;
+    let original = match (&new.key, &new.rejected) {
+        (Some(key), None) => claim_key(txn, &new.flow, key, id, new.now, new.dedup_window_ms)?,
+        _ => None,
+    };
+    let status = match (&new.rejected, original) {
+        (Some(_), _) => Status::Rejected,
+        (None, Some(_)) => Status::Duplicate,
+        (None, None) => Status::Queued,
+    };
+    let mut rec = new_record(id, &new, original);
+    index_new(txn, &rec)?;
+    append(txn, &mut rec, new.now, EventKind::Received { source: new.source, payload: new.payload })?;
+    let reason = match (&new.rejected, original) {
+        (Some(err), _) => Some(err.message.clone()),
+        (None, Some(orig)) => Some(Masked::internal(format!("duplicate of exchange {orig}"))),
+        _ => None,
+    };
+    change_status(txn, &mut rec, status, reason, new.now)?;
+    if status == Status::Queued {
+        txn.open_table(WORK)?.insert(id, encode(&new.work)?.as_slice())?;
+        schedule(txn, &mut rec, new.now)?;
+    }
+    put(txn, &rec)?;
+    Ok(Created { id, status, original_id: original })
+}
+
+fn new_record(id: u64, new: &NewExchange, original: Option<u64>) -> ExchangeRecord {
+    ExchangeRecord {
+        id,
+        flow: new.flow.clone(),
+        status: Status::Received,
+        request_id: new.request_id.clone(),
+        external_id: new.external_id.clone(),
+        key: new.key.clone(),
+        created_at: new.now,
+        updated_at: new.now,
+        attempts: 0,
+        next_attempt_at: None,
+        original_id: original,
+        dry_run: new.dry_run,
+        steps: new.steps.iter().map(|name| StepState { name: name.clone(), done_at: None }).collect(),
+        last_error: new.rejected.clone(),
+        journal_next: 0,
+    }
+}
+
+/// Records a finished dry run: received, its one attempt (requests recorded, not sent),
+/// and its final status. No dedup key is claimed and nothing is queued.
+pub fn create_dry_run(
+    txn: &WriteTransaction,
+    new: NewExchange,
+    attempt: AttemptRecord,
+    status: Status,
+) -> Result<Created, StoreError> {
+    let id = next_id(txn, new.now)?;
+    let mut rec = new_record(id, &new, None);
+    rec.attempts = 1;
+    rec.last_error = attempt.error.clone();
+    index_new(txn, &rec)?;
+    let now = new.now;
+    append(txn, &mut rec, now, EventKind::Received { source: new.source, payload: new.payload })?;
+    append(txn, &mut rec, now, EventKind::Attempt(attempt))?;
+    change_status(txn, &mut rec, status, None, now)?;
+    put(txn, &rec)?;
+    Ok(Created { id, status, original_id: None })
+}
+
+/// Ids grow with time (`created_ms * IDS_PER_MS + n`) and never repeat, even if the clock
+/// steps back.
+fn next_id(txn: &WriteTransaction, now: Millis) -> Result<u64, StoreError> {
+    let mut meta = txn.open_table(META)?;
+    let last = match meta.get("last_id")? {
+        Some(v) => u64::from_le_bytes(v.value().try_into().unwrap_or([0; 8])),
+        None => 0,
+    };
+    let id = (last + 1).max(id_floor_for(now));
+    meta.insert("last_id", id.to_le_bytes().as_slice())?;
+    Ok(id)
+}
+
+/// Returns the original exchange when `key` was seen inside the window; otherwise records
+/// this exchange as the key's owner.
+fn claim_key(
+    txn: &WriteTransaction,
+    flow: &str,
+    key: &str,
+    id: u64,
+    now: Millis,
+    window_ms: u64,
+) -> Result<Option<u64>, StoreError> {
+    let mut dedup = txn.open_table(DEDUP)?;
+    if let Some(seen) = dedup.get((flow, key))? {
+        let (original, first_seen) = seen.value();
+        if now.saturating_sub(first_seen) < window_ms {
+            return Ok(Some(original));
+        }
+    }
+    dedup.insert((flow, key), (id, now))?;
+    Ok(None)
+}
+
+fn index_new(txn: &WriteTransaction, rec: &ExchangeRecord) -> Result<(), StoreError> {
+    txn.open_table(BY_FLOW)?.insert((rec.flow.as_str(), rec.id), ())?;
+    txn.open_table(BY_REQUEST)?.insert((rec.request_id.as_str(), rec.id), ())?;
+    if let Some(ext) = &rec.external_id {
+        txn.open_table(BY_EXTERNAL)?.insert((ext.as_str(), rec.id), ())?;
+    }
+    if let Some(key) = &rec.key {
+        txn.open_table(BY_KEY)?.insert((key.as_str(), rec.id), ())?;
+    }
+    Ok(())
+}
+
+pub fn get(txn: &WriteTransaction, id: u64) -> Result<Option<ExchangeRecord>, StoreError> {
+    let table = txn.open_table(EXCHANGES)?;
+    let found = table.get(id)?;
+    found.map(|v| decode(v.value())).transpose()
+}
+
+pub fn put(txn: &WriteTransaction, rec: &ExchangeRecord) -> Result<(), StoreError> {
+    txn.open_table(EXCHANGES)?.insert(rec.id, encode(rec)?.as_slice())?;
+    Ok(())
+}
+
+pub fn get_work(txn: &WriteTransaction, id: u64) -> Result<WorkState, StoreError> {
+    let table = txn.open_table(WORK)?;
+    let found = table.get(id)?;
+    Ok(found.map(|v| decode(v.value())).transpose()?.unwrap_or_default())
+}
+
+/// Appends one journal event; the journal is never rewritten.
+pub fn append(
+    txn: &WriteTransaction,
+    rec: &mut ExchangeRecord,
+    at: Millis,
+    kind: EventKind,
+) -> Result<(), StoreError> {
+    let event = JournalEvent { at, kind };
+    txn.open_table(JOURNAL)?.insert((rec.id, rec.journal_next), encode(&event)?.as_slice())?;
+    rec.journal_next += 1;
+    Ok(())
+}
+
+/// Moves an exchange to `to`: indexes, counters, the hourly buckets and the journal.
+pub fn change_status(
+    txn: &WriteTransaction,
+    rec: &mut ExchangeRecord,
+    to: Status,
+    reason: Option<Masked>,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let from = rec.status;
+    // `received` is never indexed or counted: it lasts only inside the intake commit.
+    let first = from == Status::Received;
+    let flow = rec.flow.as_str();
+    let hour = rec.created_at / HOUR_MS;
+    let mut by_status = txn.open_table(BY_STATUS)?;
+    let mut by_flow_status = txn.open_table(BY_FLOW_STATUS)?;
+    if !first {
+        by_status.remove((from.code(), rec.id))?;
+        by_flow_status.remove((flow, from.code(), rec.id))?;
+        bump(txn, (flow, from.code()), (flow, hour, from.code()), -1)?;
+    }
+    by_status.insert((to.code(), rec.id), ())?;
+    by_flow_status.insert((flow, to.code(), rec.id), ())?;
+    bump(txn, (flow, to.code()), (flow, hour, to.code()), 1)?;
+    match to {
+        Status::Succeeded | Status::DryRun => {
+            txn.open_table(FLOW_LAST)?.insert((flow, 0), (now, rec.id))?;
+        }
+        Status::Failed | Status::Rejected => {
+            txn.open_table(FLOW_LAST)?.insert((flow, 1), (now, rec.id))?;
+        }
+        _ => {}
+    }
+    rec.status = to;
+    rec.updated_at = now;
+    let from = (!first).then_some(from);
+    append(txn, rec, now, EventKind::StatusChanged { from, to, reason })
+}
+
+fn bump(
+    txn: &WriteTransaction,
+    count_key: (&str, u8),
+    hour_key: (&str, u64, u8),
+    delta: i64,
+) -> Result<(), StoreError> {
+    let mut counts = txn.open_table(COUNTS)?;
+    let now = counts.get(count_key)?.map(|v| v.value()).unwrap_or(0);
+    counts.insert(count_key, now.saturating_add_signed(delta))?;
+    let mut hourly = txn.open_table(HOURLY)?;
+    let now = hourly.get(hour_key)?.map(|v| v.value()).unwrap_or(0);
+    hourly.insert(hour_key, now.saturating_add_signed(delta))?;
+    Ok(())
+}
+
+/// Puts an exchange in the queue at `at`.
+pub fn schedule(txn: &WriteTransaction, rec: &mut ExchangeRecord, at: Millis) -> Result<(), StoreError> {
+    if let Some(old) = rec.next_attempt_at.take() {
+        txn.open_table(DUE)?.remove((old, rec.id))?;
+    }
+    txn.open_table(DUE)?.insert((at, rec.id), ())?;
+    rec.next_attempt_at = Some(at);
+    Ok(())
+}
+
+/// A claimed exchange: its head (now `running`) and what the worker needs to run it.
+#[derive(Debug)]
+pub struct Claimed {
+    pub record: ExchangeRecord,
+    pub work: WorkState,
+}
+
+/// Takes up to `limit` exchanges due at or before `now`, marks them `running` with a lease
+/// and counts the attempt, all in the caller's transaction.
+pub fn claim_due(
+    txn: &WriteTransaction,
+    now: Millis,
+    limit: usize,
+    lease_ms: u64,
+) -> Result<Vec<Claimed>, StoreError> {
+    let due: Vec<(u64, u64)> = {
+        let table = txn.open_table(DUE)?;
+        let range = table.range(..=(now, u64::MAX))?;
+        range.take(limit).map(|e| e.map(|(k, _)| k.value())).collect::<Result<_, _>>()?
+    };
+    let mut claimed = Vec::with_capacity(due.len());
+    for (at, id) in due {
+        txn.open_table(DUE)?.remove((at, id))?;
+        let Some(mut record) = get(txn, id)? else { continue };
+        record.next_attempt_at = None;
+        record.attempts += 1;
+        change_status(txn, &mut record, Status::Running, None, now)?;
+        txn.open_table(LEASES)?.insert(id, now + lease_ms)?;
+        put(txn, &record)?;
+        claimed.push(Claimed { work: get_work(txn, id)?, record });
+    }
+    Ok(claimed)
+}
+
+/// Crash recovery at start-up: every lease belongs to a process that is gone, so each
+/// `running` exchange goes back to the queue, due now.
+pub fn recover_leases(txn: &WriteTransaction, now: Millis) -> Result<usize, StoreError> {
+    let ids: Vec<u64> = {
+        let table = txn.open_table(LEASES)?;
+        table.iter()?.map(|e| e.map(|(k, _)| k.value())).collect::<Result<_, _>>()?
+    };
+    for &id in &ids {
+        txn.open_table(LEASES)?.remove(id)?;
+        let Some(mut rec) = get(txn, id)? else { continue };
+        if rec.status != Status::Running {
+            continue;
+        }
+        let reason = Masked::fixed("the process stopped during the attempt; resuming");
+        change_status(txn, &mut rec, Status::Queued, Some(reason), now)?;
+        schedule(txn, &mut rec, now)?;
+        put(txn, &rec)?;
+    }
+    Ok(ids.len())
+}
+
+/// A link written by an `upsert` step, committed with its checkpoint.
+#[derive(Clone, Debug)]
+pub struct Link {
+    pub system: String,
+    pub entity: String,
+    pub external_key: String,
+    pub target_id: String,
+    pub masked_key: Masked,
+    pub masked_target: Masked,
+}
+
+/// Records a finished step: its output for later steps, the journal event, and the ID map
+/// link when the step made one — all in one commit.
+pub fn checkpoint(
+    txn: &WriteTransaction,
+    id: u64,
+    index: usize,
+    output: String,
+    masked: Masked,
+    link: Option<Link>,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let Some(mut rec) = get(txn, id)? else { return Ok(()) };
+    let mut work = get_work(txn, id)?;
+    if work.outputs.len() <= index {
+        work.outputs.resize(index + 1, None);
+    }
+    work.outputs[index] = Some(output);
+    txn.open_table(WORK)?.insert(id, encode(&work)?.as_slice())?;
+    let name = rec.steps.get(index).map(|s| s.name.clone()).unwrap_or_default();
+    if let Some(step) = rec.steps.get_mut(index) {
+        step.done_at = Some(now);
+    }
+    let index32 = u32::try_from(index).unwrap_or(u32::MAX);
+    append(txn, &mut rec, now, EventKind::StepDone { index: index32, name, output: masked })?;
+    if let Some(link) = link {
+        write_link(txn, &mut rec, link, now)?;
+    }
+    put(txn, &rec)
+}
+
+fn write_link(txn: &WriteTransaction, rec: &mut ExchangeRecord, link: Link, now: Millis) -> Result<(), StoreError> {
+    let key = (link.system.as_str(), link.entity.as_str(), link.external_key.as_str());
+    txn.open_table(IDMAP)?.insert(key, link.target_id.as_str())?;
+    let n = u32::try_from(rec.journal_next).unwrap_or(u32::MAX);
+    let row = (link.system.as_str(), link.entity.as_str(), link.masked_key.as_str(), link.masked_target.as_str());
+    txn.open_table(LINKS)?.insert((rec.id, n), row)?;
+    let kind = EventKind::Linked {
+        system: link.system,
+        entity: link.entity,
+        external_key: link.masked_key,
+        target_id: link.masked_target,
+    };
+    append(txn, rec, now, kind)
+}
+
+/// How an attempt ended, decided by the engine.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Done(Status),
+    RetryAt(Millis),
+    Stop(Status),
+}
+
+/// Records an attempt and moves the exchange to its next status.
+pub fn finish_attempt(
+    txn: &WriteTransaction,
+    id: u64,
+    attempt: AttemptRecord,
+    outcome: Outcome,
+    now: Millis,
+) -> Result<Option<ExchangeRecord>, StoreError> {
+    let Some(mut rec) = get(txn, id)? else { return Ok(None) };
+    txn.open_table(LEASES)?.remove(id)?;
+    if let Some(err) = &attempt.error {
+        let flow = rec.flow.as_str();
+        let mut errors = txn.open_table(ATTEMPT_ERRORS)?;
+        let n = errors.get((flow, err.class.code()))?.map(|v| v.value()).unwrap_or(0);
+        errors.insert((flow, err.class.code()), n + 1)?;
+        rec.last_error = Some(err.clone());
+    }
+    let reason = attempt.error.as_ref().map(|e| e.message.clone());
+    append(txn, &mut rec, now, EventKind::Attempt(attempt))?;
+    match outcome {
+        Outcome::Done(status) | Outcome::Stop(status) => {
+            change_status(txn, &mut rec, status, reason, now)?;
+        }
+        Outcome::RetryAt(at) => {
+            change_status(txn, &mut rec, Status::Retrying, reason, now)?;
+            schedule(txn, &mut rec, at)?;
+        }
+    }
+    put(txn, &rec)?;
+    Ok(Some(rec))
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RetryRefused {
+    NotFound,
+    /// Waiting or running already; nothing to do.
+    Pending(Status),
+    /// Succeeded (or ended without effect): needs `force`.
+    NeedsForce(Status),
+    /// A duplicate is retried through its original.
+    Duplicate(u64),
+}
+
+/// Manual retry: back to `queued`, history kept, resumes at the first unfinished step.
+/// `force` re-runs a finished exchange from its first step.
+pub fn manual_retry(
+    txn: &WriteTransaction,
+    id: u64,
+    force: bool,
+    by: &str,
+    now: Millis,
+) -> Result<Result<ExchangeRecord, RetryRefused>, StoreError> {
+    let Some(mut rec) = get(txn, id)? else { return Ok(Err(RetryRefused::NotFound)) };
+    let finished = matches!(rec.status, Status::Succeeded | Status::Skipped | Status::DryRun);
+    match rec.status {
+        s if s.is_pending() => return Ok(Err(RetryRefused::Pending(s))),
+        Status::Duplicate => return Ok(Err(RetryRefused::Duplicate(rec.original_id.unwrap_or(0)))),
+        s if finished && !force => return Ok(Err(RetryRefused::NeedsForce(s))),
+        _ => {}
+    }
+    if finished {
+        rec.steps.iter_mut().for_each(|s| s.done_at = None);
+        let mut work = get_work(txn, id)?;
+        work.outputs.clear();
+        txn.open_table(WORK)?.insert(id, encode(&work)?.as_slice())?;
+    }
+    let action = if force { "retry (forced)" } else { "retry" };
+    append(txn, &mut rec, now, EventKind::Manual { action: action.into(), by: by.into() })?;
+    change_status(txn, &mut rec, Status::Queued, None, now)?;
+    schedule(txn, &mut rec, now)?;
+    put(txn, &rec)?;
+    Ok(Ok(rec))
+}
+
+/// Ids of exchanges in `statuses` (of `flow`, if given) created in `[since, until)`.
+pub fn select_for_retry(
+    txn: &WriteTransaction,
+    flow: Option<&str>,
+    statuses: &[Status],
+    since: Millis,
+    until: Millis,
+) -> Result<Vec<u64>, StoreError> {
+    let (lo, hi) = (id_floor_for(since), id_floor_for(until));
+    let mut ids = Vec::new();
+    for status in statuses {
+        if let Some(flow) = flow {
+            let table = txn.open_table(BY_FLOW_STATUS)?;
+            for e in table.range((flow, status.code(), lo)..(flow, status.code(), hi))? {
+                ids.push(e?.0.value().2);
+            }
+        } else {
+            let table = txn.open_table(BY_STATUS)?;
+            for e in table.range((status.code(), lo)..(status.code(), hi))? {
+                ids.push(e?.0.value().1);
+            }
+        }
+    }
+    Ok(ids)
+}
+
+pub fn set_cursor(txn: &WriteTransaction, flow: &str, cursor: &str) -> Result<(), StoreError> {
+    txn.open_table(CURSORS)?.insert(flow, cursor)?;
+    Ok(())
+}
+
+/// The error class an intake-time refusal is recorded with.
+pub fn input_error(message: Masked, now: Millis) -> ErrorSummary {
+    ErrorSummary { class: ErrorClass::Input, step: None, message, at: now }
+}

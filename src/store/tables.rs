@@ -1,0 +1,61 @@
+//! Every redb table of the data file, with its key and value layout. Values are postcard
+//! records from `records.rs`; keys are typed tuples so that ranges sort the way they read.
+
+use redb::TableDefinition;
+
+/// key = name, value = raw bytes. Holds `schema_version` (u32 LE) and `last_id` (u64 LE).
+pub const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+
+/// key = exchange id, value = `ExchangeRecord`: the current head of one exchange.
+pub const EXCHANGES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("exchanges");
+
+/// key = exchange id, value = `WorkState`: what a worker needs to run it (trigger payload
+/// and step outputs, secrets already stripped). Kept apart so listings never decode it.
+pub const WORK: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("work");
+
+/// key = (exchange id, seq), value = `JournalEvent`. Append-only: never updated or removed.
+pub const JOURNAL: TableDefinition<'_, (u64, u32), &[u8]> = TableDefinition::new("journal");
+
+/// The queue. key = (due at ms, exchange id), value = (). Present while waiting to run.
+pub const DUE: TableDefinition<'_, (u64, u64), ()> = TableDefinition::new("due");
+
+/// key = exchange id, value = lease expiry ms. Present while a worker runs it.
+pub const LEASES: TableDefinition<'_, u64, u64> = TableDefinition::new("leases");
+
+/// key = (flow, idempotency key), value = (original exchange id, first seen ms).
+pub const DEDUP: TableDefinition<'_, (&str, &str), (u64, u64)> = TableDefinition::new("dedup");
+
+/// The ID map. key = (system, entity, external key), value = id in that system.
+pub const IDMAP: TableDefinition<'_, (&str, &str, &str), &str> = TableDefinition::new("idmap");
+
+/// key = (exchange id, n), value = (system, entity, external key, target id) of a link an
+/// exchange recorded, so its detail can show it.
+pub const LINKS: TableDefinition<'_, (u64, u32), (&str, &str, &str, &str)> =
+    TableDefinition::new("links");
+
+/// Listing indexes, value = (). key = (flow, id) / (status code, id) / (flow, status, id) /
+/// (external id, id) / (request id, id) / (idempotency key, id).
+pub const BY_FLOW: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("by_flow");
+pub const BY_STATUS: TableDefinition<'_, (u8, u64), ()> = TableDefinition::new("by_status");
+pub const BY_FLOW_STATUS: TableDefinition<'_, (&str, u8, u64), ()> =
+    TableDefinition::new("by_flow_status");
+pub const BY_EXTERNAL: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("by_external");
+pub const BY_REQUEST: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("by_request");
+pub const BY_KEY: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("by_key");
+
+/// key = (flow, status code), value = number of exchanges in that status now.
+pub const COUNTS: TableDefinition<'_, (&str, u8), u64> = TableDefinition::new("counts");
+
+/// key = (flow, creation hour since epoch, status code), value = exchanges created in that
+/// hour that are in that status now. Windows (24 h, 7 d) sum a few keys instead of scanning.
+pub const HOURLY: TableDefinition<'_, (&str, u64, u8), u64> = TableDefinition::new("hourly");
+
+/// key = (flow, error class code), value = failed attempts of that class, ever.
+pub const ATTEMPT_ERRORS: TableDefinition<'_, (&str, u8), u64> =
+    TableDefinition::new("attempt_errors");
+
+/// key = (flow, 0 = last success | 1 = last error), value = (time ms, exchange id).
+pub const FLOW_LAST: TableDefinition<'_, (&str, u8), (u64, u64)> = TableDefinition::new("flow_last");
+
+/// key = flow, value = the schedule cursor (JSON text) for incremental polling.
+pub const CURSORS: TableDefinition<'_, &str, &str> = TableDefinition::new("cursors");

@@ -1,0 +1,150 @@
+//! The one writer: a dedicated thread owns redb write transactions. Callers send closures;
+//! the thread drains what is pending (up to `MAX_BATCH`), runs them in one transaction,
+//! commits durably once and only then answers every caller. Throughput then scales with
+//! the batch, not with fsync latency.
+
+use std::sync::Arc;
+
+use redb::{Database, Durability, WriteTransaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::StoreError;
+
+const MAX_BATCH: usize = 1024;
+const QUEUE: usize = 8192;
+
+type Finish = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+type Op = Box<dyn FnOnce(&WriteTransaction) -> Finish + Send>;
+
+enum Job {
+    Op(Op),
+    /// Runs with no transaction open (file-level work such as a backup copy).
+    Exclusive(Box<dyn FnOnce() + Send>),
+}
+
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: Arc<std::sync::Mutex<Option<mpsc::Sender<Job>>>>,
+}
+
+pub fn spawn(db: Arc<Database>) -> WriterHandle {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    std::thread::Builder::new()
+        .name("obmen-writer".into())
+        .spawn(move || run(&db, rx))
+        .expect("the OS refused to start the writer thread");
+    WriterHandle { tx: Arc::new(std::sync::Mutex::new(Some(tx))) }
+}
+
+impl WriterHandle {
+    fn sender(&self) -> Option<mpsc::Sender<Job>> {
+        self.tx.lock().ok().and_then(|g| g.clone())
+    }
+
+    pub fn close(&self) {
+        if let Ok(mut guard) = self.tx.lock() {
+            guard.take();
+        }
+    }
+
+    pub async fn submit<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Op = Box::new(move |txn| {
+            let result = op(txn);
+            Box::new(move |commit: Result<(), &StoreError>| {
+                let out = match (commit, result) {
+                    (Ok(()), r) => r,
+                    (Err(e), _) => Err(clone_commit_error(e)),
+                };
+                let _ = reply.send(out);
+            })
+        });
+        let sender = self.sender().ok_or(StoreError::Closed)?;
+        sender.send(Job::Op(job)).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on the writer thread between transactions, so no write is in flight.
+    pub async fn exclusive<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let sender = self.sender().ok_or(StoreError::Closed)?;
+        let job = Job::Exclusive(Box::new(move || {
+            let _ = reply.send(f());
+        }));
+        sender.send(job).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)
+    }
+}
+
+/// A failed commit fails every op of the batch; each caller gets its own copy of the cause.
+fn clone_commit_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Closed => StoreError::Closed,
+        other => StoreError::NotCommitted(other.to_string()),
+    }
+}
+
+fn run(db: &Database, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut ops = Vec::new();
+        let mut pending = Some(first);
+        while let Some(job) = pending.take() {
+            match job {
+                Job::Op(op) => ops.push(op),
+                Job::Exclusive(f) => {
+                    commit_batch(db, std::mem::take(&mut ops));
+                    f();
+                }
+            }
+            if ops.len() < MAX_BATCH {
+                pending = rx.try_recv().ok();
+            }
+        }
+        commit_batch(db, ops);
+    }
+}
+
+fn commit_batch(db: &Database, ops: Vec<Op>) {
+    if ops.is_empty() {
+        return;
+    }
+    let txn = match begin(db) {
+        Ok(txn) => txn,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot begin a write transaction");
+            for op in ops {
+                fail_unrun(op, &e);
+            }
+            return;
+        }
+    };
+    let finishers: Vec<Finish> = ops.into_iter().map(|op| op(&txn)).collect();
+    let committed = txn.commit().map_err(StoreError::from);
+    if let Err(e) = &committed {
+        tracing::error!(error = %e, batch = finishers.len(), "group commit failed");
+    }
+    for finish in finishers {
+        finish(committed.as_ref().map(|_| ()));
+    }
+}
+
+fn begin(db: &Database) -> Result<WriteTransaction, StoreError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| StoreError::NotCommitted(e.to_string()))?;
+    Ok(txn)
+}
+
+/// Answers an op that never ran because no transaction could be opened. The op's closure
+/// needs a transaction to produce its finisher, so the reply is dropped, which the caller
+/// sees as `Closed` — the "try again later" answer.
+fn fail_unrun(op: Op, _cause: &StoreError) {
+    drop(op);
+}
