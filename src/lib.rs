@@ -2,8 +2,10 @@
 //! a durable queue with retry, duplicate protection and masked secrets.
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod connectors;
+pub mod demo;
 pub mod engine;
 pub mod http;
 pub mod mask;

@@ -270,3 +270,21 @@ pub async fn run(
 fn json_body(body: &[u8]) -> Result<serde_json::Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
 }
+
+/// A consistent copy of the data file, taken between two commits and streamed back.
+#[utoipa::path(post, path = "/api/backup", tag = "ops",
+    responses((status = 200, content_type = "application/octet-stream"), (status = 403)), security(("bearer" = [])))]
+pub async fn backup(_admin: Admin, State(s): State<AppState>) -> Result<axum::response::Response, ApiError> {
+    let store = &s.engine.store;
+    let dir = store.path().parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let tmp = dir.join(format!("backup-{}.redb", now_ms()));
+    store.backup(&tmp).await?;
+    let file = tokio::fs::File::open(&tmp).await.map_err(|e| ApiError::unavailable(format!("cannot read the copy: {e}")))?;
+    // The open handle keeps the bytes readable; the name goes at once.
+    let _ = tokio::fs::remove_file(&tmp).await;
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    Ok(axum::response::Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, "application/octet-stream")
+        .body(body)
+        .unwrap_or_default())
+}

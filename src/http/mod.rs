@@ -36,6 +36,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/api/flows", get(api::flows))
         .route("/api/flows/{flow}/dry-run", post(api::dry_run))
         .route("/api/flows/{flow}/run", post(api::run))
+        .route("/api/backup", post(api::backup))
         .route("/api/openapi.json", get(openapi))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(healthz))
@@ -73,7 +74,7 @@ pub async fn readyz(State(s): State<AppState>) -> Result<&'static str, ApiError>
 #[openapi(
     info(title = "obmen", description = "API integrations with a journal, a durable queue, retry and dedup."),
     paths(
-        hooks::receive, api::list, api::show, api::retry, api::bulk_retry, api::flows, api::dry_run, api::run,
+        hooks::receive, api::list, api::show, api::retry, api::bulk_retry, api::flows, api::dry_run, api::run, api::backup,
         metrics::metrics, healthz, readyz, openapi
     ),
     modifiers(&BearerAuth)

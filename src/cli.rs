@@ -1,0 +1,262 @@
+//! What each command does. Exit codes: 0 ok, 1 user error (bad config, bad input) with a
+//! one-line cause, 2 runtime failure.
+
+use std::io::Read as _;
+use std::path::Path;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Loaded};
+
+pub const OK: u8 = 0;
+pub const USER_ERROR: u8 = 1;
+pub const RUNTIME_ERROR: u8 = 2;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ExchangesCmd {
+    /// List exchanges, newest first.
+    List {
+        #[arg(long)]
+        flow: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show one exchange with its attempts and journal.
+    Show { id: u64 },
+    /// Retry one exchange (`--force` for a succeeded one).
+    Retry {
+        id: u64,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the OS refused to start the runtime")
+}
+
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OBMEN_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn load(path: &Path) -> Result<Loaded, u8> {
+    config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        USER_ERROR
+    })
+}
+
+pub fn check(path: &Path) -> u8 {
+    match config::load(path) {
+        Ok(loaded) => {
+            println!("{}: ok ({} systems, {} flows)", path.display(), loaded.connectors.len(), loaded.flows.len());
+            OK
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("{} problem(s) found", e.lines.len());
+            USER_ERROR
+        }
+    }
+}
+
+pub fn serve(path: &Path) -> u8 {
+    init_logging();
+    let loaded = match load(path) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    runtime().block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(loaded.server.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("cannot listen on {}: {e}", loaded.server.listen);
+                return RUNTIME_ERROR;
+            }
+        };
+        let token = CancellationToken::new();
+        tokio::spawn(crate::app::on_signal(token.clone()));
+        match crate::app::serve(loaded, listener, token).await {
+            Ok(()) => OK,
+            Err(e) => {
+                eprintln!("obmen stopped: {e}");
+                RUNTIME_ERROR
+            }
+        }
+    })
+}
+
+pub fn init(dir: &Path) -> u8 {
+    let path = dir.join("obmen.toml");
+    if path.exists() {
+        eprintln!("{} exists; not overwriting it", path.display());
+        return USER_ERROR;
+    }
+    let write = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, TEMPLATE));
+    match write {
+        Ok(()) => {
+            println!("wrote {}", path.display());
+            println!("set the secrets it references, e.g. export OBMEN_SECRET_ADMIN_TOKEN=$(openssl rand -hex 24)");
+            println!("then: obmen check -c {0} && obmen serve -c {0}", path.display());
+            OK
+        }
+        Err(e) => {
+            eprintln!("cannot write {}: {e}", path.display());
+            RUNTIME_ERROR
+        }
+    }
+}
+
+pub const TEMPLATE: &str = include_str!("../examples/obmen.toml");
+
+pub fn demo(dir: &Path, port: u16) -> u8 {
+    init_logging();
+    runtime().block_on(crate::demo::run(dir, port))
+}
+
+/// A client of the running server, from the config's listen address and CLI token.
+struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+fn client(path: &Path) -> Result<Client, u8> {
+    let loaded = load(path)?;
+    let token = match (&loaded.cli_token, std::env::var("OBMEN_TOKEN")) {
+        (_, Ok(t)) => t,
+        (Some(t), _) => t.expose().to_owned(),
+        (None, _) => {
+            eprintln!("no admin token: set server.cli_token in the config or OBMEN_TOKEN");
+            return Err(USER_ERROR);
+        }
+    };
+    Ok(Client { base: format!("http://{}", loaded.server.listen), token, http: crate::app::http_client() })
+}
+
+impl Client {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> u8 {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        match req.send().await {
+            Ok(resp) => {
+                let ok = resp.status().is_success();
+                let text = resp.text().await.unwrap_or_default();
+                let pretty = serde_json::from_str::<serde_json::Value>(&text)
+                    .and_then(|v| serde_json::to_string_pretty(&v))
+                    .unwrap_or(text);
+                if ok {
+                    println!("{pretty}");
+                    OK
+                } else {
+                    eprintln!("{pretty}");
+                    USER_ERROR
+                }
+            }
+            Err(e) => {
+                eprintln!("cannot reach obmen at {}: {e}", self.base);
+                RUNTIME_ERROR
+            }
+        }
+    }
+}
+
+pub fn exchanges(path: &Path, cmd: ExchangesCmd) -> u8 {
+    let c = match client(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let (method, url) = match cmd {
+        ExchangesCmd::List { flow, status, since, limit } => {
+            let mut q = format!("/api/exchanges?limit={limit}");
+            for (k, v) in [("flow", flow), ("status", status), ("since", since)] {
+                if let Some(v) = v {
+                    q.push_str(&format!("&{k}={}", crate::mask::url_encode(&v)));
+                }
+            }
+            (reqwest::Method::GET, q)
+        }
+        ExchangesCmd::Show { id } => (reqwest::Method::GET, format!("/api/exchanges/{id}")),
+        ExchangesCmd::Retry { id, force } => (reqwest::Method::POST, format!("/api/exchanges/{id}/retry?force={force}")),
+    };
+    runtime().block_on(c.call(method, &url, None))
+}
+
+pub fn dry_run(path: &Path, flow: &str, file: Option<&Path>) -> u8 {
+    let c = match client(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut body = Vec::new();
+    let read = match file {
+        Some(f) => std::fs::read(f).map(|b| body = b),
+        None => std::io::stdin().read_to_end(&mut body).map(|_| ()),
+    };
+    if let Err(e) = read {
+        eprintln!("cannot read the payload: {e}");
+        return USER_ERROR;
+    }
+    if serde_json::from_slice::<serde_json::Value>(&body).is_err() {
+        eprintln!("the payload is not valid JSON");
+        return USER_ERROR;
+    }
+    let url = format!("/api/flows/{}/dry-run", crate::mask::url_encode(flow));
+    runtime().block_on(c.call(reqwest::Method::POST, &url, Some(body)))
+}
+
+/// Copies the data file. With the server running, the server's writer makes the copy
+/// between two commits; otherwise the file is opened here.
+pub fn backup(path: &Path, dest: &Path) -> u8 {
+    let loaded = match load(path) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    runtime().block_on(async move {
+        let result = match crate::store::Store::open(&loaded.server.data_dir) {
+            Ok(store) => {
+                let r = store.backup(dest).await;
+                store.close();
+                r.map_err(|e| e.to_string())
+            }
+            Err(crate::store::StoreError::Open { source: redb::DatabaseError::DatabaseAlreadyOpen, .. }) => {
+                backup_via_server(path, dest).await
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(bytes) => {
+                println!("wrote {} ({bytes} bytes)", dest.display());
+                OK
+            }
+            Err(e) => {
+                eprintln!("backup failed: {e}");
+                RUNTIME_ERROR
+            }
+        }
+    })
+}
+
+async fn backup_via_server(path: &Path, dest: &Path) -> Result<u64, String> {
+    let c = client(path).map_err(|_| "no admin token for the running server".to_owned())?;
+    let resp = c
+        .http
+        .post(format!("{}/api/backup", c.base))
+        .bearer_auth(&c.token)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach obmen at {}: {e}", c.base))?;
+    if !resp.status().is_success() {
+        return Err(format!("the server answered {}", resp.status()));
+    }
+    let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+    let tmp = dest.with_extension("partial");
+    std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, dest)).map_err(|e| e.to_string())?;
+    Ok(bytes.len() as u64)
+}
