@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Loaded;
 use crate::connectors::System;
-use crate::engine::flow::Trigger;
 use crate::engine::Engine;
+use crate::engine::flow::Trigger;
 use crate::http::{self, AppState};
 use crate::store::Store;
 
@@ -41,15 +41,35 @@ pub fn engine(loaded: &Loaded, store: Store) -> Engine {
     let systems: BTreeMap<String, Arc<System>> = loaded
         .connectors
         .iter()
-        .map(|(name, c)| (name.clone(), Arc::new(System::new(name.clone(), c.clone(), client.clone()))))
+        .map(|(name, c)| {
+            (
+                name.clone(),
+                Arc::new(System::new(name.clone(), c.clone(), client.clone())),
+            )
+        })
         .collect();
-    Engine::new(store, loaded.flows.clone(), systems, loaded.masker.clone(), loaded.server.workers)
+    Engine::new(
+        store,
+        loaded.flows.clone(),
+        systems,
+        loaded.masker.clone(),
+        loaded.server.workers,
+    )
 }
 
 /// Runs everything until `shutdown` fires, then drains.
-pub async fn serve(loaded: Loaded, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    loaded: Loaded,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let data_dir = loaded.server.data_dir.clone();
-    prepare_data_dir(&data_dir).map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", data_dir.display()))?;
+    prepare_data_dir(&data_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create the data directory {}: {e}",
+            data_dir.display()
+        )
+    })?;
     let store = Store::open(&data_dir)?;
     let engine = Arc::new(engine(&loaded, store.clone()));
     let recovered = engine.recover().await?;
@@ -62,11 +82,16 @@ pub async fn serve(loaded: Loaded, listener: TcpListener, shutdown: Cancellation
             engine.tracker.spawn(engine.clone().schedule(flow.clone()));
         }
     }
-    let state = AppState { engine: engine.clone(), tokens: Arc::new(loaded.tokens.clone()) };
+    let state = AppState {
+        engine: engine.clone(),
+        tokens: Arc::new(loaded.tokens.clone()),
+    };
     let router = http::router(state, loaded.server.max_body);
     tracing::info!(address = %listener.local_addr()?, flows = engine.flows.len(), "obmen is serving");
     let stop = shutdown.clone();
-    axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await?;
     drain(&engine, loaded.server.shutdown_grace).await;
     store.close();
     Ok(())
@@ -75,8 +100,13 @@ pub async fn serve(loaded: Loaded, listener: TcpListener, shutdown: Cancellation
 async fn drain(engine: &Engine, grace: std::time::Duration) {
     engine.cancel.cancel();
     engine.tracker.close();
-    if tokio::time::timeout(grace, engine.tracker.wait()).await.is_err() {
-        tracing::warn!("attempts still running after the grace period; they resume at the next start");
+    if tokio::time::timeout(grace, engine.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "attempts still running after the grace period; they resume at the next start"
+        );
     }
 }
 
@@ -85,7 +115,7 @@ pub async fn on_signal(token: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {

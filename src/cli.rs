@@ -36,12 +36,19 @@ pub enum ExchangesCmd {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the OS refused to start the runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the OS refused to start the runtime")
 }
 
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OBMEN_LOG").unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("OBMEN_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn load(path: &Path) -> Result<Loaded, u8> {
@@ -54,7 +61,12 @@ fn load(path: &Path) -> Result<Loaded, u8> {
 pub fn check(path: &Path) -> u8 {
     match config::load(path) {
         Ok(loaded) => {
-            println!("{}: ok ({} systems, {} flows)", path.display(), loaded.connectors.len(), loaded.flows.len());
+            println!(
+                "{}: ok ({} systems, {} flows)",
+                path.display(),
+                loaded.connectors.len(),
+                loaded.flows.len()
+            );
             OK
         }
         Err(e) => {
@@ -101,8 +113,13 @@ pub fn init(dir: &Path) -> u8 {
     match write {
         Ok(()) => {
             println!("wrote {}", path.display());
-            println!("set the secrets it references, e.g. export OBMEN_SECRET_ADMIN_TOKEN=$(openssl rand -hex 24)");
-            println!("then: obmen check -c {0} && obmen serve -c {0}", path.display());
+            println!(
+                "set the secrets it references, e.g. export OBMEN_SECRET_ADMIN_TOKEN=$(openssl rand -hex 24)"
+            );
+            println!(
+                "then: obmen check -c {0} && obmen serve -c {0}",
+                path.display()
+            );
             OK
         }
         Err(e) => {
@@ -136,12 +153,19 @@ fn client(path: &Path) -> Result<Client, u8> {
             return Err(USER_ERROR);
         }
     };
-    Ok(Client { base: format!("http://{}", loaded.server.listen), token, http: crate::app::http_client() })
+    Ok(Client {
+        base: format!("http://{}", loaded.server.listen),
+        token,
+        http: crate::app::http_client(),
+    })
 }
 
 impl Client {
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> u8 {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.header("content-type", "application/json").body(b);
         }
@@ -174,7 +198,12 @@ pub fn exchanges(path: &Path, cmd: ExchangesCmd) -> u8 {
         Err(code) => return code,
     };
     let (method, url) = match cmd {
-        ExchangesCmd::List { flow, status, since, limit } => {
+        ExchangesCmd::List {
+            flow,
+            status,
+            since,
+            limit,
+        } => {
             let mut q = format!("/api/exchanges?limit={limit}");
             for (k, v) in [("flow", flow), ("status", status), ("since", since)] {
                 if let Some(v) = v {
@@ -184,7 +213,10 @@ pub fn exchanges(path: &Path, cmd: ExchangesCmd) -> u8 {
             (reqwest::Method::GET, q)
         }
         ExchangesCmd::Show { id } => (reqwest::Method::GET, format!("/api/exchanges/{id}")),
-        ExchangesCmd::Retry { id, force } => (reqwest::Method::POST, format!("/api/exchanges/{id}/retry?force={force}")),
+        ExchangesCmd::Retry { id, force } => (
+            reqwest::Method::POST,
+            format!("/api/exchanges/{id}/retry?force={force}"),
+        ),
     };
     runtime().block_on(c.call(method, &url, None))
 }
@@ -225,9 +257,10 @@ pub fn backup(path: &Path, dest: &Path) -> u8 {
                 store.close();
                 r.map_err(|e| e.to_string())
             }
-            Err(crate::store::StoreError::Open { source: redb::DatabaseError::DatabaseAlreadyOpen, .. }) => {
-                backup_via_server(path, dest).await
-            }
+            Err(crate::store::StoreError::Open {
+                source: redb::DatabaseError::DatabaseAlreadyOpen,
+                ..
+            }) => backup_via_server(path, dest).await,
             Err(e) => Err(e.to_string()),
         };
         match result {
@@ -257,6 +290,8 @@ async fn backup_via_server(path: &Path, dest: &Path) -> Result<u64, String> {
     }
     let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
     let tmp = dest.with_extension("partial");
-    std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, dest)).map_err(|e| e.to_string())?;
+    std::fs::write(&tmp, &bytes)
+        .and_then(|()| std::fs::rename(&tmp, dest))
+        .map_err(|e| e.to_string())?;
     Ok(bytes.len() as u64)
 }

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use rand::Rng;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{OK, RUNTIME_ERROR};
@@ -31,26 +31,44 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
 }
 
 fn unauthorized() -> Response {
-    (StatusCode::UNAUTHORIZED, Json(json!({"error": "invalid_token"}))).into_response()
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"error": "invalid_token"})),
+    )
+        .into_response()
 }
 
-async fn find_contacts(State(crm): State<Arc<Crm>>, headers: HeaderMap, Query(q): Query<Vec<(String, String)>>) -> Response {
+async fn find_contacts(
+    State(crm): State<Arc<Crm>>,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
     if !authorized(&headers, &crm.token) {
         return unauthorized();
     }
     let contacts = crm.contacts.lock().map(|c| c.clone()).unwrap_or_default();
     let items: Vec<Value> = contacts
         .into_iter()
-        .filter(|c| q.iter().all(|(k, v)| c.get(k).and_then(Value::as_str) == Some(v.as_str())))
+        .filter(|c| {
+            q.iter()
+                .all(|(k, v)| c.get(k).and_then(Value::as_str) == Some(v.as_str()))
+        })
         .collect();
     Json(json!({"items": items})).into_response()
 }
 
-async fn create_contact(State(crm): State<Arc<Crm>>, headers: HeaderMap, Json(mut body): Json<Value>) -> Response {
+async fn create_contact(
+    State(crm): State<Arc<Crm>>,
+    headers: HeaderMap,
+    Json(mut body): Json<Value>,
+) -> Response {
     if !authorized(&headers, &crm.token) {
         return unauthorized();
     }
-    let email_ok = body.get("email").and_then(Value::as_str).is_some_and(|e| e.contains('@'));
+    let email_ok = body
+        .get("email")
+        .and_then(Value::as_str)
+        .is_some_and(|e| e.contains('@'));
     if !email_ok {
         let err = json!({"error": "validation_failed", "fields": {"email": "is required and must be an address"}});
         return (StatusCode::UNPROCESSABLE_ENTITY, Json(err)).into_response();
@@ -63,11 +81,18 @@ async fn create_contact(State(crm): State<Arc<Crm>>, headers: HeaderMap, Json(mu
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
-async fn update_contact(State(crm): State<Arc<Crm>>, headers: HeaderMap, UrlPath(id): UrlPath<String>, Json(body): Json<Value>) -> Response {
+async fn update_contact(
+    State(crm): State<Arc<Crm>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    Json(body): Json<Value>,
+) -> Response {
     if !authorized(&headers, &crm.token) {
         return unauthorized();
     }
-    let Ok(mut contacts) = crm.contacts.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    let Ok(mut contacts) = crm.contacts.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
     let Some(c) = contacts.iter_mut().find(|c| c["id"] == json!(id)) else {
         return (StatusCode::NOT_FOUND, Json(json!({"error": "not_found"}))).into_response();
     };
@@ -77,28 +102,52 @@ async fn update_contact(State(crm): State<Arc<Crm>>, headers: HeaderMap, UrlPath
     Json(c.clone()).into_response()
 }
 
-async fn create_deal(State(crm): State<Arc<Crm>>, headers: HeaderMap, Json(mut body): Json<Value>) -> Response {
+async fn create_deal(
+    State(crm): State<Arc<Crm>>,
+    headers: HeaderMap,
+    Json(mut body): Json<Value>,
+) -> Response {
     if !authorized(&headers, &crm.token) {
         return unauthorized();
     }
-    body["id"] = json!(format!("d-{}", crm.next.fetch_add(1, Ordering::Relaxed) + 1));
+    body["id"] = json!(format!(
+        "d-{}",
+        crm.next.fetch_add(1, Ordering::Relaxed) + 1
+    ));
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
 /// The flaky warehouse: about half the requests fail in one of the usual ways.
-async fn reserve(State(token): State<Arc<String>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn reserve(
+    State(token): State<Arc<String>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     if !authorized(&headers, &token) {
         return unauthorized();
     }
     let roll: u8 = rand::rng().random_range(0..100);
     match roll {
-        0..25 => (StatusCode::INTERNAL_SERVER_ERROR, "upstream database is restarting").into_response(),
+        0..25 => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "upstream database is restarting",
+        )
+            .into_response(),
         25..35 => {
             tokio::time::sleep(Duration::from_secs(3)).await;
             StatusCode::GATEWAY_TIMEOUT.into_response()
         }
-        35..50 => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "2")], Json(json!({"error": "slow down"}))).into_response(),
-        _ => (StatusCode::CREATED, Json(json!({"reservation": format!("r-{}", body["order"]), "status": "reserved"}))).into_response(),
+        35..50 => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "2")],
+            Json(json!({"error": "slow down"})),
+        )
+            .into_response(),
+        _ => (
+            StatusCode::CREATED,
+            Json(json!({"reservation": format!("r-{}", body["order"]), "status": "reserved"})),
+        )
+            .into_response(),
     }
 }
 
@@ -202,14 +251,25 @@ pub async fn run(dir: &Path, port: u16) -> u8 {
 }
 
 async fn world(dir: &Path, port: u16) -> anyhow::Result<()> {
-    let t = Tokens { admin: token(), viewer: token(), shop: token(), crm: token(), warehouse: token() };
-    let crm = Arc::new(Crm { token: t.crm.clone(), ..Crm::default() });
+    let t = Tokens {
+        admin: token(),
+        viewer: token(),
+        shop: token(),
+        crm: token(),
+        warehouse: token(),
+    };
+    let crm = Arc::new(Crm {
+        token: t.crm.clone(),
+        ..Crm::default()
+    });
     let crm_router = Router::new()
         .route("/contacts", get(find_contacts).post(create_contact))
         .route("/contacts/{id}", patch(update_contact))
         .route("/deals", post(create_deal))
         .with_state(crm);
-    let wh_router = Router::new().route("/reservations", post(reserve)).with_state(Arc::new(t.warehouse.clone()));
+    let wh_router = Router::new()
+        .route("/reservations", post(reserve))
+        .with_state(Arc::new(t.warehouse.clone()));
     let crm_port = serve_on_loopback(crm_router).await?;
     let wh_port = serve_on_loopback(wh_router).await?;
     // A fresh world each time: the story below is easier to read without the last run's.

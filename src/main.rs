@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use obmen::cli;
 
 #[derive(Parser)]
-#[command(name = "obmen", version, about = "Runs a company's API integrations: journal, queue, retry, dedup")]
+#[command(
+    name = "obmen",
+    version,
+    about = "Runs a company's API integrations: journal, queue, retry, dedup"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

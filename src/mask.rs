@@ -100,7 +100,10 @@ impl std::fmt::Debug for Masker {
 pub const MIN_SECRET_LEN: usize = 6;
 
 impl Masker {
-    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a Secret>, extra_headers: &[String]) -> Masker {
+    pub fn new<'a>(
+        secrets: impl IntoIterator<Item = &'a Secret>,
+        extra_headers: &[String],
+    ) -> Masker {
         let mut forms: Vec<String> = Vec::new();
         for secret in secrets {
             let raw = secret.expose();
@@ -111,8 +114,14 @@ impl Masker {
         }
         forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
         forms.dedup();
-        let extra_headers = extra_headers.iter().map(|h| h.to_ascii_lowercase()).collect();
-        Masker { forms: Arc::new(forms), extra_headers: Arc::new(extra_headers) }
+        let extra_headers = extra_headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        Masker {
+            forms: Arc::new(forms),
+            extra_headers: Arc::new(extra_headers),
+        }
     }
 
     /// Masks every known secret form in free text.
@@ -151,10 +160,8 @@ impl Masker {
     /// trigger): strings that are, or contain, a secret get it replaced.
     pub fn strip_secrets(&self, value: &mut serde_json::Value) {
         match value {
-            serde_json::Value::String(s) => {
-                if self.forms.iter().any(|f| s.contains(f.as_str())) {
-                    *s = self.scrub(s);
-                }
+            serde_json::Value::String(s) if self.forms.iter().any(|f| s.contains(f.as_str())) => {
+                *s = self.scrub(s);
             }
             serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.strip_secrets(v)),
             serde_json::Value::Object(map) => map.values_mut().for_each(|v| self.strip_secrets(v)),
@@ -182,7 +189,12 @@ fn secret_forms(raw: &str) -> Vec<String> {
     let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
     let json = serde_json::to_string(raw).unwrap_or_default();
     let json_inner = json.trim_matches('"').to_owned();
-    for form in [url, b64.trim_end_matches('=').to_owned(), b64url, json_inner] {
+    for form in [
+        url,
+        b64.trim_end_matches('=').to_owned(),
+        b64url,
+        json_inner,
+    ] {
         if form != raw && form.len() >= MIN_SECRET_LEN {
             forms.push(form);
         }
@@ -207,7 +219,10 @@ mod tests {
     use super::*;
 
     fn masker() -> Masker {
-        Masker::new(&[Secret::new("s3cr3t/tok+en")], &["X-Custom-Sig".to_owned()])
+        Masker::new(
+            &[Secret::new("s3cr3t/tok+en")],
+            &["X-Custom-Sig".to_owned()],
+        )
     }
 
     #[test]
@@ -233,7 +248,10 @@ mod tests {
         let m = masker();
         assert_eq!(m.header("Authorization", "Bearer abc").as_str(), MASK);
         assert_eq!(m.header("x-custom-sig", "abc").as_str(), MASK);
-        assert_eq!(m.header("Accept", "application/json").as_str(), "application/json");
+        assert_eq!(
+            m.header("Accept", "application/json").as_str(),
+            "application/json"
+        );
     }
 
     #[test]

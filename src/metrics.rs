@@ -22,7 +22,9 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn observe_call(&self, system: &str, ms: u64) {
-        let Ok(mut calls) = self.calls.lock() else { return };
+        let Ok(mut calls) = self.calls.lock() else {
+            return;
+        };
         let h = calls.entry(system.to_owned()).or_default();
         for (slot, bound) in h.buckets.iter_mut().zip(BUCKETS_MS) {
             if ms <= bound {

@@ -7,7 +7,9 @@ pub type Millis = u64;
 
 pub fn now_ms() -> Millis {
     let now = std::time::SystemTime::now();
-    let since = now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let since = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -83,7 +85,10 @@ impl Status {
 
     /// Waiting for the queue or a worker: what crash recovery and `/metrics` queue depth count.
     pub fn is_pending(self) -> bool {
-        matches!(self, Status::Received | Status::Queued | Status::Running | Status::Retrying)
+        matches!(
+            self,
+            Status::Received | Status::Queued | Status::Running | Status::Retrying
+        )
     }
 }
 

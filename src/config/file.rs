@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::spans::{from_ignored, PathSeg};
+use super::spans::{PathSeg, from_ignored};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ConfigFile {

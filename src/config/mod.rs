@@ -22,7 +22,10 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(path: Vec<PathSeg>, message: impl Into<String>) -> Problem {
-        Problem { path, message: message.into() }
+        Problem {
+            path,
+            message: message.into(),
+        }
     }
 }
 
@@ -39,8 +42,11 @@ impl ConfigErrors {
         self.lines.join("\n")
     }
 
-    pub fn single(file: &Path, message: String) -> ConfigErrors {
-        ConfigErrors { file: file.to_path_buf(), lines: vec![format!("{}: {message}", file.display())] }
+    pub fn single(file: &Path, message: &str) -> ConfigErrors {
+        ConfigErrors {
+            file: file.to_path_buf(),
+            lines: vec![format!("{}: {message}", file.display())],
+        }
     }
 
     pub fn locate(file: &Path, src: &str, problems: &[Problem]) -> ConfigErrors {
@@ -50,20 +56,25 @@ impl ConfigErrors {
                 let key = spans::fmt_path(&p.path);
                 let at = spans::key_span_of(src, &p.path).or_else(|| spans::span_of(src, &p.path));
                 match at.map(|r| spans::line_col(src, r.start)) {
-                    Some((line, col)) => format!("{}:{line}:{col}: {key}: {}", file.display(), p.message),
+                    Some((line, col)) => {
+                        format!("{}:{line}:{col}: {key}: {}", file.display(), p.message)
+                    }
                     None if key.is_empty() => format!("{}: {}", file.display(), p.message),
                     None => format!("{}: {key}: {}", file.display(), p.message),
                 }
             })
             .collect();
-        ConfigErrors { file: file.to_path_buf(), lines }
+        ConfigErrors {
+            file: file.to_path_buf(),
+            lines,
+        }
     }
 }
 
 /// Reads, parses and checks a config file; every problem is reported at once.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     let src = std::fs::read_to_string(path)
-        .map_err(|e| ConfigErrors::single(path, format!("cannot read the config: {e}")))?;
+        .map_err(|e| ConfigErrors::single(path, &format!("cannot read the config: {e}")))?;
     load_str(path, &src)
 }
 
@@ -72,13 +83,18 @@ pub fn load_str(path: &Path, src: &str) -> Result<Loaded, ConfigErrors> {
         let at = e.span().map(|r| spans::line_col(src, r.start));
         let msg = e.message().to_owned();
         match at {
-            Some((l, c)) => ConfigErrors { file: path.to_path_buf(), lines: vec![format!("{}:{l}:{c}: {msg}", path.display())] },
-            None => ConfigErrors::single(path, msg),
+            Some((l, c)) => ConfigErrors {
+                file: path.to_path_buf(),
+                lines: vec![format!("{}:{l}:{c}: {msg}", path.display())],
+            },
+            None => ConfigErrors::single(path, &msg),
         }
     })?;
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let mut problems: Vec<Problem> =
-        unknown.into_iter().map(|p| Problem::new(p, "unknown key")).collect();
+    let mut problems: Vec<Problem> = unknown
+        .into_iter()
+        .map(|p| Problem::new(p, "unknown key"))
+        .collect();
     let loaded = validate::build(raw, &base, &mut problems);
     if problems.is_empty() {
         Ok(loaded)

@@ -30,13 +30,16 @@ pub fn from_ignored(p: &serde_ignored::Path<'_>, out: &mut Vec<PathSeg>) {
                 out.push(PathSeg::Key(key.clone()));
             }
         }
-        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
-            from_ignored(parent, out)
-        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => from_ignored(parent, out),
     }
 }
 
-fn walk<'a>(root: &'a DeValue<'a>, path: &[PathSeg]) -> Option<(&'a DeValue<'a>, Option<Range<usize>>)> {
+fn walk<'a>(
+    root: &'a DeValue<'a>,
+    path: &[PathSeg],
+) -> Option<(&'a DeValue<'a>, Option<Range<usize>>)> {
     let mut cur = root;
     let mut span = None;
     for seg in path {
@@ -58,9 +61,13 @@ pub fn span_of(src: &str, path: &[PathSeg]) -> Option<Range<usize>> {
 
 /// Byte span of the key itself (the last segment must be a key).
 pub fn key_span_of(src: &str, path: &[PathSeg]) -> Option<Range<usize>> {
-    let (PathSeg::Key(last), parent) = path.split_last()? else { return None };
+    let (PathSeg::Key(last), parent) = path.split_last()? else {
+        return None;
+    };
     let root = DeValue::Table(DeTable::parse(src).ok()?.into_inner());
-    let (DeValue::Table(t), _) = walk(&root, parent)? else { return None };
+    let (DeValue::Table(t), _) = walk(&root, parent)? else {
+        return None;
+    };
     let (k, _) = t.get_key_value(last.as_str())?;
     Some(k.span())
 }
@@ -103,11 +110,24 @@ mod tests {
     fn finds_keys_in_arrays_of_tables_and_inline_arrays() {
         let at = |p: &[PathSeg]| key_span_of(SRC, p).map(|r| line_col(SRC, r.start));
         assert_eq!(at(&[key("server"), key("listen")]), Some((2, 1)));
-        assert_eq!(at(&[key("flows"), PathSeg::Index(1), key("name")]), Some((8, 1)));
         assert_eq!(
-            at(&[key("flows"), PathSeg::Index(1), key("steps"), PathSeg::Index(1), key("call")]).map(|p| p.0),
+            at(&[key("flows"), PathSeg::Index(1), key("name")]),
+            Some((8, 1))
+        );
+        assert_eq!(
+            at(&[
+                key("flows"),
+                PathSeg::Index(1),
+                key("steps"),
+                PathSeg::Index(1),
+                key("call")
+            ])
+            .map(|p| p.0),
             Some(9)
         );
-        assert_eq!(fmt_path(&[key("flows"), PathSeg::Index(1), key("steps")]), "flows[1].steps");
+        assert_eq!(
+            fmt_path(&[key("flows"), PathSeg::Index(1), key("steps")]),
+            "flows[1].steps"
+        );
     }
 }

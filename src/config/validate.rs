@@ -16,10 +16,10 @@ use crate::engine::jq::Jq;
 use crate::engine::retry::RetryPolicy;
 use crate::mask::{Masker, Secret};
 
-use super::file::{ConfigFile, FlowFile, SchemaFile, StepFile};
-use super::spans::{key, PathSeg};
-use super::values::{parse_duration, resolve_secret};
 use super::Problem;
+use super::file::{ConfigFile, FlowFile, SchemaFile, StepFile};
+use super::spans::{PathSeg, key};
+use super::values::{parse_duration, resolve_secret};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -81,7 +81,9 @@ impl Ctx<'_> {
     }
 
     fn jq(&mut self, path: Vec<PathSeg>, code: &str) -> Option<Jq> {
-        Jq::compile(code).map_err(|e| self.problem(path, format!("jq: {e}"))).ok()
+        Jq::compile(code)
+            .map_err(|e| self.problem(path, format!("jq: {e}")))
+            .ok()
     }
 
     fn duration(&mut self, path: Vec<PathSeg>, text: Option<&str>, default: Duration) -> Duration {
@@ -101,13 +103,24 @@ fn p(parts: &[PathSeg]) -> Vec<PathSeg> {
 }
 
 pub fn build(file: ConfigFile, base: &Path, problems: &mut Vec<Problem>) -> Loaded {
-    let mut ctx = Ctx { problems, secrets: Vec::new(), base };
+    let mut ctx = Ctx {
+        problems,
+        secrets: Vec::new(),
+        base,
+    };
     let server = server(&file, &mut ctx);
     let tokens = tokens(&file, &mut ctx);
-    let cli_token = file.server.cli_token.as_deref().and_then(|t| ctx.secret(p(&[key("server"), key("cli_token")]), t));
+    let cli_token = file
+        .server
+        .cli_token
+        .as_deref()
+        .and_then(|t| ctx.secret(p(&[key("server"), key("cli_token")]), t));
     let mut connectors = BTreeMap::new();
     for (name, system) in file.systems {
-        let mut bctx = BuildCtx { problems: ctx.problems, secrets: &mut ctx.secrets };
+        let mut bctx = BuildCtx {
+            problems: ctx.problems,
+            secrets: &mut ctx.secrets,
+        };
         if let Some(c) = connectors::build(&name, &system.kind, system.rest, &mut bctx) {
             connectors.insert(name, c);
         }
@@ -117,14 +130,24 @@ pub fn build(file: ConfigFile, base: &Path, problems: &mut Vec<Problem>) -> Load
     for (i, flow) in file.flows.into_iter().enumerate() {
         let at = vec![key("flows"), PathSeg::Index(i)];
         if !names.insert(flow.name.clone()) {
-            ctx.problem(with(&at, "name"), format!("a flow named `{}` already exists", flow.name));
+            ctx.problem(
+                with(&at, "name"),
+                format!("a flow named `{}` already exists", flow.name),
+            );
         }
         if let Some(f) = build_flow(flow, &at, &connectors, &mut ctx, server.max_body) {
             flows.push(Arc::new(f));
         }
     }
     let masker = Masker::new(&ctx.secrets, &[]);
-    Loaded { server, tokens, cli_token, connectors, flows, masker }
+    Loaded {
+        server,
+        tokens,
+        cli_token,
+        connectors,
+        flows,
+        masker,
+    }
 }
 
 fn with(base: &[PathSeg], k: &str) -> Vec<PathSeg> {
@@ -137,11 +160,18 @@ fn server(file: &ConfigFile, ctx: &mut Ctx<'_>) -> ServerSettings {
     let s = &file.server;
     let listen_text = s.listen.as_deref().unwrap_or("127.0.0.1:8080");
     let listen = listen_text.parse().unwrap_or_else(|_| {
-        ctx.problem(p(&[key("server"), key("listen")]), format!("`{listen_text}` is not an address like 127.0.0.1:8080"));
+        ctx.problem(
+            p(&[key("server"), key("listen")]),
+            format!("`{listen_text}` is not an address like 127.0.0.1:8080"),
+        );
         SocketAddr::from(([127, 0, 0, 1], 8080))
     });
     let data_dir = ctx.base.join(s.data_dir.as_deref().unwrap_or("data"));
-    let grace = ctx.duration(p(&[key("server"), key("shutdown_grace")]), s.shutdown_grace.as_deref(), Duration::from_secs(10));
+    let grace = ctx.duration(
+        p(&[key("server"), key("shutdown_grace")]),
+        s.shutdown_grace.as_deref(),
+        Duration::from_secs(10),
+    );
     ServerSettings {
         listen,
         data_dir,
@@ -159,12 +189,19 @@ fn tokens(file: &ConfigFile, ctx: &mut Ctx<'_>) -> Vec<Token> {
             "admin" => Role::Admin,
             "viewer" => Role::Viewer,
             other => {
-                ctx.problem(with(&at, "role"), format!("`{other}`: the role is admin or viewer"));
+                ctx.problem(
+                    with(&at, "role"),
+                    format!("`{other}`: the role is admin or viewer"),
+                );
                 continue;
             }
         };
         if let Some(token) = ctx.secret(with(&at, "token"), &t.token) {
-            out.push(Token { name: t.name.clone(), role, token });
+            out.push(Token {
+                name: t.name.clone(),
+                role,
+                token,
+            });
         }
     }
     out
@@ -177,32 +214,56 @@ fn build_flow(
     ctx: &mut Ctx<'_>,
     server_max_body: usize,
 ) -> Option<Flow> {
-    if f.name.is_empty() || !f.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        ctx.problem(with(at, "name"), "a flow name uses only letters, digits, - and _");
+    if f.name.is_empty()
+        || !f
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        ctx.problem(
+            with(at, "name"),
+            "a flow name uses only letters, digits, - and _",
+        );
     }
     let mode = match f.mode.as_deref().unwrap_or("live") {
         "live" => Mode::Live,
         "shadow" => Mode::Shadow,
         other => {
-            ctx.problem(with(at, "mode"), format!("`{other}`: the mode is live or shadow"));
+            ctx.problem(
+                with(at, "mode"),
+                format!("`{other}`: the mode is live or shadow"),
+            );
             Mode::Live
         }
     };
     let trigger = trigger(&f, at, systems, ctx);
-    let external_id = ctx.jq(with(at, "external_id"), f.external_id.as_deref().unwrap_or(".id"));
+    let external_id = ctx.jq(
+        with(at, "external_id"),
+        f.external_id.as_deref().unwrap_or(".id"),
+    );
     let key_jq = f.key.as_deref().and_then(|k| ctx.jq(with(at, "key"), k));
-    let dedup_window = ctx.duration(with(at, "dedup_window"), f.dedup_window.as_deref(), DEFAULT_DEDUP_WINDOW);
-    let schema = f.schema.as_ref().and_then(|s| schema(s, with(at, "schema"), ctx));
+    let dedup_window = ctx.duration(
+        with(at, "dedup_window"),
+        f.dedup_window.as_deref(),
+        DEFAULT_DEDUP_WINDOW,
+    );
+    let schema = f
+        .schema
+        .as_ref()
+        .and_then(|s| schema(s, with(at, "schema"), ctx));
     let retry = retry(&f, at, ctx);
     let status_maps = serde_json::to_value(&f.status_maps).unwrap_or(Value::Null);
     let mut seen_as = HashSet::new();
     let mut steps = Vec::new();
     for (i, s) in f.steps.iter().enumerate() {
         let sat = [with(at, "steps"), vec![PathSeg::Index(i)]].concat();
-        if let Some(name) = &s.as_ {
-            if matches!(name.as_str(), "trigger" | "exchange") || !seen_as.insert(name.clone()) {
-                ctx.problem(with(&sat, "as"), format!("`{name}` is already taken in this flow"));
-            }
+        if let Some(name) = &s.as_
+            && (matches!(name.as_str(), "trigger" | "exchange") || !seen_as.insert(name.clone()))
+        {
+            ctx.problem(
+                with(&sat, "as"),
+                format!("`{name}` is already taken in this flow"),
+            );
         }
         steps.extend(step(s, i, &sat, systems, &f.status_maps, ctx));
     }
@@ -232,26 +293,44 @@ fn trigger(
 ) -> Option<Trigger> {
     let t = &f.trigger;
     let tat = with(at, "trigger");
-    let set = [t.webhook.is_some(), t.manual.is_some(), t.schedule.is_some()];
+    let set = [
+        t.webhook.is_some(),
+        t.manual.is_some(),
+        t.schedule.is_some(),
+    ];
     if set.iter().filter(|s| **s).count() != 1 {
         ctx.problem(tat, "set exactly one of webhook, manual, schedule");
         return None;
     }
     if let Some(w) = &t.webhook {
         if !systems.contains_key(&w.system) {
-            ctx.problem([tat, vec![key("webhook"), key("system")]].concat(), format!("no system named `{}`", w.system));
+            ctx.problem(
+                [tat, vec![key("webhook"), key("system")]].concat(),
+                format!("no system named `{}`", w.system),
+            );
             return None;
         }
-        return Some(Trigger::Webhook { system: w.system.clone() });
+        return Some(Trigger::Webhook {
+            system: w.system.clone(),
+        });
     }
     if let Some(s) = &t.schedule {
         let sat = with(&tat, "schedule");
-        let schedule = super::cron::parse(&s.cron).map_err(|e| ctx.problem(with(&sat, "cron"), e)).ok();
+        let schedule = super::cron::parse(&s.cron)
+            .map_err(|e| ctx.problem(with(&sat, "cron"), e))
+            .ok();
         let tz_name = s.tz.as_deref().unwrap_or("UTC");
         let tz = tz_name.parse::<chrono_tz::Tz>().map_err(|_| {
-            ctx.problem(with(&sat, "tz"), format!("`{tz_name}` is not a time zone like Asia/Almaty"))
+            ctx.problem(
+                with(&sat, "tz"),
+                format!("`{tz_name}` is not a time zone like Asia/Almaty"),
+            )
         });
-        return Some(Trigger::Schedule { cron: s.cron.clone(), schedule: Box::new(schedule?), tz: tz.ok()? });
+        return Some(Trigger::Schedule {
+            cron: s.cron.clone(),
+            schedule: Box::new(schedule?),
+            tz: tz.ok()?,
+        });
     }
     Some(Trigger::Manual)
 }
@@ -262,17 +341,27 @@ fn schema(s: &SchemaFile, at: Vec<PathSeg>, ctx: &mut Ctx<'_>) -> Option<Schema>
         SchemaFile::Path(rel) => {
             let path = ctx.base.join(rel);
             let text = std::fs::read_to_string(&path)
-                .map_err(|e| ctx.problem(at.clone(), format!("cannot read {}: {e}", path.display())))
+                .map_err(|e| {
+                    ctx.problem(at.clone(), format!("cannot read {}: {e}", path.display()))
+                })
                 .ok()?;
             serde_json::from_str(&text)
-                .map_err(|e| ctx.problem(at.clone(), format!("{} is not JSON: {e}", path.display())))
+                .map_err(|e| {
+                    ctx.problem(at.clone(), format!("{} is not JSON: {e}", path.display()))
+                })
                 .ok()?
         }
     };
     match jsonschema::validator_for(&value) {
         Ok(v) => Some(Schema(v)),
         Err(e) => {
-            ctx.problem(at, format!("not a valid JSON Schema at {}: {e}", e.instance_path().as_str()));
+            ctx.problem(
+                at,
+                format!(
+                    "not a valid JSON Schema at {}: {e}",
+                    e.instance_path().as_str()
+                ),
+            );
             None
         }
     }
@@ -304,10 +393,18 @@ fn step(
     maps: &BTreeMap<String, BTreeMap<String, String>>,
     ctx: &mut Ctx<'_>,
 ) -> Option<Step> {
-    let kinds = [("filter", &s.filter), ("map", &s.map), ("call", &s.call), ("upsert", &s.upsert)];
+    let kinds = [
+        ("filter", &s.filter),
+        ("map", &s.map),
+        ("call", &s.call),
+        ("upsert", &s.upsert),
+    ];
     let set: Vec<_> = kinds.iter().filter(|(_, v)| v.is_some()).collect();
     let [(label, Some(value))] = set.as_slice() else {
-        ctx.problem(at.to_vec(), "a step sets exactly one of filter, map, call, upsert");
+        ctx.problem(
+            at.to_vec(),
+            "a step sets exactly one of filter, map, call, upsert",
+        );
         return None;
     };
     let vat = with(at, label);
@@ -319,7 +416,8 @@ fn step(
         "filter" => StepKind::Filter(ctx.jq(vat, value)?),
         "map" => StepKind::Map(ctx.jq(vat, value)?),
         "call" => {
-            let (system, op) = target(value, &vat, systems, ctx, |c, op| c.has_op(op), "operation")?;
+            let (system, op) =
+                target(value, &vat, systems, ctx, |c, op| c.has_op(op), "operation")?;
             let args = match &s.args {
                 Some(a) => Some(ctx.jq(with(at, "args"), a)?),
                 None => None,
@@ -327,9 +425,13 @@ fn step(
             StepKind::Call { system, op, args }
         }
         _ => {
-            let (system, entity) = target(value, &vat, systems, ctx, |c, e| c.has_entity(e), "entity")?;
+            let (system, entity) =
+                target(value, &vat, systems, ctx, |c, e| c.has_entity(e), "entity")?;
             let Some(args) = &s.args else {
-                ctx.problem(with(at, "args"), "an upsert needs args: the record to write");
+                ctx.problem(
+                    with(at, "args"),
+                    "an upsert needs args: the record to write",
+                );
                 return None;
             };
             StepKind::Upsert {
@@ -345,9 +447,20 @@ fn step(
             }
         }
     };
-    let schema = s.schema.as_ref().and_then(|sc| schema(sc, with(at, "schema"), ctx));
-    let name = s.name.clone().unwrap_or_else(|| format!("{}-{}", i + 1, kind.label()));
-    Some(Step { name, kind, output_as: s.as_.clone(), schema })
+    let schema = s
+        .schema
+        .as_ref()
+        .and_then(|sc| schema(sc, with(at, "schema"), ctx));
+    let name = s
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", i + 1, kind.label()));
+    Some(Step {
+        name,
+        kind,
+        output_as: s.as_.clone(),
+        schema,
+    })
 }
 
 /// Splits `system.op` and checks that the system has it.
@@ -368,21 +481,35 @@ fn target(
         return None;
     };
     if !has(connector.as_ref(), name) {
-        ctx.problem(at.to_vec(), format!("system `{system}` ({}) has no {what} `{name}`", connector.kind()));
+        ctx.problem(
+            at.to_vec(),
+            format!(
+                "system `{system}` ({}) has no {what} `{name}`",
+                connector.kind()
+            ),
+        );
         return None;
     }
     Some((system.to_owned(), name.to_owned()))
 }
 
 /// A `status("name")` that names no map of the flow is a config error, not a runtime one.
-fn check_status_maps(code: &str, at: &[PathSeg], maps: &BTreeMap<String, BTreeMap<String, String>>, ctx: &mut Ctx<'_>) {
+fn check_status_maps(
+    code: &str,
+    at: &[PathSeg],
+    maps: &BTreeMap<String, BTreeMap<String, String>>,
+    ctx: &mut Ctx<'_>,
+) {
     let mut rest = code;
     while let Some(i) = rest.find("status(\"") {
         rest = &rest[i + 8..];
         let Some(end) = rest.find('"') else { break };
         let name = &rest[..end];
         if !maps.contains_key(name) {
-            ctx.problem(at.to_vec(), format!("status map `{name}` is not defined in this flow's status_maps"));
+            ctx.problem(
+                at.to_vec(),
+                format!("status map `{name}` is not defined in this flow's status_maps"),
+            );
         }
     }
 }

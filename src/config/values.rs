@@ -3,13 +3,17 @@
 
 use std::time::Duration;
 
-use crate::mask::{Secret, MIN_SECRET_LEN};
+use crate::mask::{MIN_SECRET_LEN, Secret};
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (num, unit) = text.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("`{text}` is not a duration like \"30s\", \"5m\", \"2h\", \"30d\""))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like \"30s\", \"5m\", \"2h\", \"30d\""))?;
     let ms = match unit.trim() {
         "ms" => 1,
         "s" => 1_000,
@@ -42,7 +46,10 @@ pub const SECRET_PREFIX: &str = "secret:";
 
 /// The environment variable a `secret:NAME` reference reads: `OBMEN_SECRET_NAME`.
 pub fn secret_env_var(name: &str) -> String {
-    format!("OBMEN_SECRET_{}", name.to_ascii_uppercase().replace(['-', '.'], "_"))
+    format!(
+        "OBMEN_SECRET_{}",
+        name.to_ascii_uppercase().replace(['-', '.'], "_")
+    )
 }
 
 /// Resolves a value that may be a secret reference. A literal is accepted too (and masked
@@ -59,7 +66,9 @@ pub fn resolve_secret(value: &str) -> Result<Secret, String> {
         None => Secret::new(value),
     };
     if secret.expose().len() < MIN_SECRET_LEN {
-        return Err(format!("a secret must be at least {MIN_SECRET_LEN} characters long"));
+        return Err(format!(
+            "a secret must be at least {MIN_SECRET_LEN} characters long"
+        ));
     }
     Ok(secret)
 }

@@ -29,14 +29,24 @@ pub enum Verifier {
     /// The sender puts a shared token in a header.
     Token { header: String, token: Secret },
     /// The sender signs the raw body: `prefix + encode(HMAC-SHA256(secret, body))`.
-    Hmac { header: String, secret: Secret, encoding: Encoding, prefix: String },
+    Hmac {
+        header: String,
+        secret: Secret,
+        encoding: Encoding,
+        prefix: String,
+    },
 }
 
 impl Verifier {
     pub fn verify(&self, headers: &axum::http::HeaderMap, body: &[u8]) -> Result<(), Refusal> {
         let (header, expected) = match self {
             Verifier::Token { header, token } => (header, token.expose().as_bytes().to_vec()),
-            Verifier::Hmac { header, secret, encoding, prefix } => {
+            Verifier::Hmac {
+                header,
+                secret,
+                encoding,
+                prefix,
+            } => {
                 let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes())
                     .map_err(|_| Refusal::NotConfigured)?;
                 mac.update(body);
@@ -48,7 +58,9 @@ impl Verifier {
                 (header, format!("{prefix}{encoded}").into_bytes())
             }
         };
-        let got = headers.get(header.as_str()).ok_or_else(|| Refusal::Missing(header.clone()))?;
+        let got = headers
+            .get(header.as_str())
+            .ok_or_else(|| Refusal::Missing(header.clone()))?;
         if bool::from(got.as_bytes().ct_eq(&expected)) {
             Ok(())
         } else {
@@ -77,7 +89,13 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-signature", HeaderValue::from_str(&sig).expect("hv"));
         assert_eq!(v.verify(&headers, body), Ok(()));
-        assert!(matches!(v.verify(&headers, b"{\"id\":2}"), Err(Refusal::Mismatch(_))));
-        assert!(matches!(v.verify(&HeaderMap::new(), body), Err(Refusal::Missing(_))));
+        assert!(matches!(
+            v.verify(&headers, b"{\"id\":2}"),
+            Err(Refusal::Mismatch(_))
+        ));
+        assert!(matches!(
+            v.verify(&HeaderMap::new(), body),
+            Err(Refusal::Missing(_))
+        ));
     }
 }

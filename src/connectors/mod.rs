@@ -47,7 +47,12 @@ pub struct CallError {
 
 impl CallError {
     pub fn new(class: ErrorClass, message: impl Into<String>) -> CallError {
-        CallError { class, message: message.into(), retry_after: None, status: None }
+        CallError {
+            class,
+            message: message.into(),
+            retry_after: None,
+            status: None,
+        }
     }
 }
 
@@ -61,9 +66,18 @@ pub trait Connector: Send + Sync {
     /// The request for a named operation with the step's arguments.
     fn op_request(&self, op: &str, args: &Value) -> Result<OutboundRequest, CallError>;
     /// Search-before-create: find records whose `criteria` fields equal the given values.
-    fn find_request(&self, entity: &str, criteria: &Map<String, Value>) -> Result<OutboundRequest, CallError>;
+    fn find_request(
+        &self,
+        entity: &str,
+        criteria: &Map<String, Value>,
+    ) -> Result<OutboundRequest, CallError>;
     fn create_request(&self, entity: &str, record: &Value) -> Result<OutboundRequest, CallError>;
-    fn update_request(&self, entity: &str, id: &str, record: &Value) -> Result<OutboundRequest, CallError>;
+    fn update_request(
+        &self,
+        entity: &str,
+        id: &str,
+        record: &Value,
+    ) -> Result<OutboundRequest, CallError>;
     /// The records a find answer holds.
     fn found_records(&self, entity: &str, answer: Value) -> Result<Vec<Value>, CallError>;
     /// Adds credentials just before sending.
@@ -73,7 +87,11 @@ pub trait Connector: Send + Sync {
         transport::classify_http(answer)
     }
     /// Verifies an inbound webhook on the raw body, before anything parses it.
-    fn verify_inbound(&self, headers: &axum::http::HeaderMap, body: &[u8]) -> Result<(), inbound::Refusal>;
+    fn verify_inbound(
+        &self,
+        headers: &axum::http::HeaderMap,
+        body: &[u8],
+    ) -> Result<(), inbound::Refusal>;
 }
 
 /// What the transport needs from any system's config.
@@ -123,12 +141,17 @@ pub fn build(
 ) -> Option<Arc<dyn Connector>> {
     let path = vec![PathSeg::Key("systems".into()), PathSeg::Key(name.into())];
     match kind {
-        "http" => http::HttpConnector::build(table, &path, ctx).map(|c| Arc::new(c) as Arc<dyn Connector>),
-        "bitrix24" | "moysklad" | "onec" | "trustme" | "pkb" | "adata" | "hh" | "huntflow" | "telegram"
-        | "whatsapp" | "asterisk" => {
+        "http" => {
+            http::HttpConnector::build(table, &path, ctx).map(|c| Arc::new(c) as Arc<dyn Connector>)
+        }
+        "bitrix24" | "moysklad" | "onec" | "trustme" | "pkb" | "adata" | "hh" | "huntflow"
+        | "telegram" | "whatsapp" | "asterisk" => {
             let mut at = path;
             at.push(PathSeg::Key("kind".into()));
-            ctx.problem(at, format!("the `{kind}` connector is not in this build yet; use kind = \"http\""));
+            ctx.problem(
+                at,
+                format!("the `{kind}` connector is not in this build yet; use kind = \"http\""),
+            );
             None
         }
         other => {

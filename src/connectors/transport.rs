@@ -43,14 +43,26 @@ impl System {
         let settings = connector.settings().clone();
         let limiter = settings.rate.map(|(n, per)| {
             let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
-            let quota = Quota::with_period(per / n.get()).unwrap_or_else(|| Quota::per_second(n)).allow_burst(n);
+            let quota = Quota::with_period(per / n.get())
+                .unwrap_or_else(|| Quota::per_second(n))
+                .allow_burst(n);
             RateLimiter::direct(quota)
         });
-        System { name, connector, limiter, slots: Semaphore::new(settings.concurrency.max(1)), client }
+        System {
+            name,
+            connector,
+            limiter,
+            slots: Semaphore::new(settings.concurrency.max(1)),
+            client,
+        }
     }
 
     /// Sends `req` (or records it as "would send") and reads the answer.
-    pub async fn call(&self, mut req: OutboundRequest, ctx: &CallCtx<'_>) -> (Result<Value, CallError>, CallRecord) {
+    pub async fn call(
+        &self,
+        mut req: OutboundRequest,
+        ctx: &CallCtx<'_>,
+    ) -> (Result<Value, CallError>, CallRecord) {
         self.add_headers(&mut req, ctx);
         self.connector.authorize(&mut req);
         let mut record = record_of(&req, ctx);
@@ -68,7 +80,10 @@ impl System {
         let outcome = match result {
             Ok(answer) => {
                 record.status = Some(answer.status);
-                record.response = Some(ctx.masker.excerpt(&String::from_utf8_lossy(&answer.body), BODY_EXCERPT));
+                record.response = Some(
+                    ctx.masker
+                        .excerpt(&String::from_utf8_lossy(&answer.body), BODY_EXCERPT),
+                );
                 match self.connector.classify(&answer) {
                     Some(err) => Err(err),
                     None => read_body(&answer),
@@ -93,18 +108,29 @@ impl System {
     }
 
     async fn send(&self, req: OutboundRequest) -> Result<Answer, CallError> {
-        let mut builder = self.client.request(req.method, &req.url).timeout(self.connector.settings().timeout);
+        let mut builder = self
+            .client
+            .request(req.method, &req.url)
+            .timeout(self.connector.settings().timeout);
         for (name, value) in &req.headers {
             builder = builder.header(name, value);
         }
         if let Some(body) = &req.body {
             builder = builder.json(body);
         }
-        let response = builder.send().await.map_err(network_error)?;
+        let response = builder.send().await.map_err(|e| network_error(&e))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(network_error)?.to_vec();
-        Ok(Answer { status, headers, body })
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| network_error(&e))?
+            .to_vec();
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
@@ -114,8 +140,15 @@ fn record_of(req: &OutboundRequest, ctx: &CallCtx<'_>) -> CallRecord {
         step: ctx.step.to_owned(),
         method: req.method.to_string(),
         url: m.text(&req.url),
-        headers: req.headers.iter().map(|(k, v)| (k.clone(), m.header(k, v))).collect(),
-        body: req.body.as_ref().map(|b| m.excerpt(&b.to_string(), BODY_EXCERPT)),
+        headers: req
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), m.header(k, v)))
+            .collect(),
+        body: req
+            .body
+            .as_ref()
+            .map(|b| m.excerpt(&b.to_string(), BODY_EXCERPT)),
         sent: false,
         status: None,
         response: None,
@@ -125,7 +158,7 @@ fn record_of(req: &OutboundRequest, ctx: &CallCtx<'_>) -> CallRecord {
 }
 
 /// Network failures are transient; the message never carries the URL (it may hold a token).
-fn network_error(err: reqwest::Error) -> CallError {
+fn network_error(err: &reqwest::Error) -> CallError {
     let what = if err.is_timeout() {
         "the target did not answer in time"
     } else if err.is_connect() {
@@ -135,7 +168,9 @@ fn network_error(err: reqwest::Error) -> CallError {
     } else {
         "the request failed"
     };
-    let detail = std::error::Error::source(&err).map(|s| s.to_string()).unwrap_or_default();
+    let detail = std::error::Error::source(err)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
     CallError::new(ErrorClass::Transient, format!("{what} ({detail})"))
 }
 
@@ -149,9 +184,14 @@ fn read_body(answer: &Answer) -> Result<Value, CallError> {
         Ok(v) => Ok(v),
         Err(e) if is_json(answer) => Err(CallError::new(
             ErrorClass::Transient,
-            format!("the target answered {} with invalid JSON: {e}", answer.status),
+            format!(
+                "the target answered {} with invalid JSON: {e}",
+                answer.status
+            ),
         )),
-        Err(_) => Ok(Value::String(String::from_utf8_lossy(&answer.body).into_owned())),
+        Err(_) => Ok(Value::String(
+            String::from_utf8_lossy(&answer.body).into_owned(),
+        )),
     }
 }
 
@@ -184,7 +224,11 @@ pub fn classify_http(answer: &Answer) -> Option<CallError> {
 
 /// `Retry-After` as seconds or an HTTP date.
 pub fn retry_after(headers: &reqwest::header::HeaderMap, now: SystemTime) -> Option<Duration> {
-    let raw = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let raw = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = raw.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
@@ -202,7 +246,11 @@ mod tests {
         if let Some(r) = retry {
             headers.insert(RETRY_AFTER, HeaderValue::from_str(r).expect("header"));
         }
-        Answer { status, headers, body: b"{\"error\":\"x\"}".to_vec() }
+        Answer {
+            status,
+            headers,
+            body: b"{\"error\":\"x\"}".to_vec(),
+        }
     }
 
     #[test]

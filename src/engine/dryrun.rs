@@ -5,15 +5,17 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::model::{now_ms, Status};
-use crate::store::ops::{self, NewExchange};
-use crate::store::records::{AttemptRecord, CallRecord, ErrorSummary, ExchangeRecord, StepState, WorkState};
+use crate::model::{Status, now_ms};
 use crate::store::StoreError;
+use crate::store::ops::{self, NewExchange};
+use crate::store::records::{
+    AttemptRecord, CallRecord, ErrorSummary, ExchangeRecord, StepState, WorkState,
+};
 
+use super::Engine;
 use super::flow::Flow;
 use super::intake::decide;
 use super::run::{Run, RunEnd};
-use super::Engine;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DryRunReport {
@@ -41,7 +43,11 @@ impl Engine {
             Some(k) => self.dedup_lookup(&flow.name, &self.masker.text(k).into_string())?,
             None => None,
         };
-        let mut errors: Vec<String> = d.errors.iter().map(|e| self.masker.text(e).into_string()).collect();
+        let mut errors: Vec<String> = d
+            .errors
+            .iter()
+            .map(|e| self.masker.text(e).into_string())
+            .collect();
         let now = now_ms();
         let record = ExchangeRecord {
             id: 0,
@@ -56,15 +62,37 @@ impl Engine {
             next_attempt_at: None,
             original_id: None,
             dry_run: true,
-            steps: flow.step_names().into_iter().map(|name| StepState { name, done_at: None }).collect(),
+            steps: flow
+                .step_names()
+                .into_iter()
+                .map(|name| StepState {
+                    name,
+                    done_at: None,
+                })
+                .collect(),
             last_error: None,
             journal_next: 0,
         };
         let mut work = payload.clone();
         self.masker.strip_secrets(&mut work);
-        let work = WorkState { trigger: work.to_string(), outputs: Vec::new() };
-        let mut run = Run { engine: self, flow, record: &record, live: false, persist: false, calls: Vec::new(), outputs: Vec::new() };
-        let end = if errors.is_empty() { run.execute(&work).await } else { RunEnd::Failed(reject(&errors)) };
+        let work = WorkState {
+            trigger: work.to_string(),
+            outputs: Vec::new(),
+        };
+        let mut run = Run {
+            engine: self,
+            flow,
+            record: &record,
+            live: false,
+            persist: false,
+            calls: Vec::new(),
+            outputs: Vec::new(),
+        };
+        let end = if errors.is_empty() {
+            run.execute(&work).await
+        } else {
+            RunEnd::Failed(reject(&errors))
+        };
         let (status, error) = match end {
             RunEnd::Done => (Status::DryRun, None),
             RunEnd::Skipped => (Status::Skipped, None),
@@ -73,14 +101,27 @@ impl Engine {
                 if errors.is_empty() {
                     errors.push(msg.as_str().to_owned());
                 }
-                (if e.class == crate::model::ErrorClass::Input { Status::Rejected } else { Status::Failed },
-                 Some(ErrorSummary { class: e.class, step: e.step, message: msg, at: now_ms() }))
+                (
+                    if e.class == crate::model::ErrorClass::Input {
+                        Status::Rejected
+                    } else {
+                        Status::Failed
+                    },
+                    Some(ErrorSummary {
+                        class: e.class,
+                        step: e.step,
+                        message: msg,
+                        at: now_ms(),
+                    }),
+                )
             }
         };
         let steps = self.step_report(flow, &run.outputs);
         let calls = std::mem::take(&mut run.calls);
         let requests = calls.iter().map(call_json).collect();
-        let exchange_id = self.record_dry_run(flow, &payload, &d, calls, status, error, now).await?;
+        let exchange_id = self
+            .record_dry_run(flow, &payload, &d, calls, status, error, now)
+            .await?;
         Ok(DryRunReport {
             flow: flow.name.clone(),
             exchange_id,
@@ -127,7 +168,10 @@ impl Engine {
         let new = NewExchange {
             flow: flow.name.clone(),
             request_id: d.request_id.clone(),
-            external_id: d.external_id.as_ref().map(|e| self.masker.text(e).into_string()),
+            external_id: d
+                .external_id
+                .as_ref()
+                .map(|e| self.masker.text(e).into_string()),
             key: None,
             dedup_window_ms: 0,
             dry_run: true,
@@ -138,7 +182,13 @@ impl Engine {
             rejected: None,
             now,
         };
-        let attempt = AttemptRecord { number: 1, started_at: now, duration_ms: now_ms().saturating_sub(now), error, calls };
+        let attempt = AttemptRecord {
+            number: 1,
+            started_at: now,
+            duration_ms: now_ms().saturating_sub(now),
+            error,
+            calls,
+        };
         self.store
             .write(move |txn| {
                 let created = ops::create_dry_run(txn, new, attempt, status)?;

@@ -17,9 +17,15 @@ pub enum Mode {
 
 #[derive(Debug)]
 pub enum Trigger {
-    Webhook { system: String },
+    Webhook {
+        system: String,
+    },
     Manual,
-    Schedule { cron: String, schedule: Box<cron::Schedule>, tz: chrono_tz::Tz },
+    Schedule {
+        cron: String,
+        schedule: Box<cron::Schedule>,
+        tz: chrono_tz::Tz,
+    },
 }
 
 impl Trigger {
@@ -85,8 +91,19 @@ pub struct Step {
 pub enum StepKind {
     Filter(Jq),
     Map(Jq),
-    Call { system: String, op: String, args: Option<Jq> },
-    Upsert { system: String, entity: String, match_fields: Vec<String>, args: Jq, link: Option<Jq>, id: Jq },
+    Call {
+        system: String,
+        op: String,
+        args: Option<Jq>,
+    },
+    Upsert {
+        system: String,
+        entity: String,
+        match_fields: Vec<String>,
+        args: Jq,
+        link: Option<Jq>,
+        id: Jq,
+    },
 }
 
 impl StepKind {

@@ -3,14 +3,14 @@
 
 use serde_json::Value;
 
-use crate::model::{now_ms, Status};
+use crate::model::{Status, now_ms};
+use crate::store::StoreError;
 use crate::store::ops::{self, NewExchange};
 use crate::store::records::{ErrorSummary, WorkState};
-use crate::store::StoreError;
 
+use super::Engine;
 use super::flow::{Flow, Mode};
 use super::jq::JqFailure;
-use super::Engine;
 
 /// A trigger event as it arrives: webhook, manual run, schedule tick.
 #[derive(Debug)]
@@ -51,29 +51,55 @@ pub fn request_id(given: Option<&str>) -> String {
 
 fn valid_request_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 pub fn decide(flow: &Flow, payload: &Value, given_request_id: Option<&str>) -> Decided {
     let mut errors = Vec::new();
     if let Some(schema) = &flow.schema {
-        errors.extend(schema.errors(payload).into_iter().map(|e| format!("schema: {e}")));
+        errors.extend(
+            schema
+                .errors(payload)
+                .into_iter()
+                .map(|e| format!("schema: {e}")),
+        );
     }
-    let external_id = text(flow.external_id.first(payload.clone(), &flow.status_maps), "external_id", &mut errors);
+    let external_id = text(
+        flow.external_id.first(payload.clone(), &flow.status_maps),
+        "external_id",
+        &mut errors,
+    );
     let key = match &flow.key {
-        Some(jq) => text(jq.first(payload.clone(), &flow.status_maps), "key", &mut errors),
+        Some(jq) => text(
+            jq.first(payload.clone(), &flow.status_maps),
+            "key",
+            &mut errors,
+        ),
         None => external_id.clone(),
     };
-    Decided { request_id: request_id(given_request_id), external_id, key, errors }
+    Decided {
+        request_id: request_id(given_request_id),
+        external_id,
+        key,
+        errors,
+    }
 }
 
-fn text(result: Result<Option<Value>, JqFailure>, what: &str, errors: &mut Vec<String>) -> Option<String> {
+fn text(
+    result: Result<Option<Value>, JqFailure>,
+    what: &str,
+    errors: &mut Vec<String>,
+) -> Option<String> {
     match result {
         Ok(Some(Value::String(s))) => Some(s),
         Ok(None | Some(Value::Null)) => None,
         Ok(Some(v @ (Value::Number(_) | Value::Bool(_)))) => Some(v.to_string()),
         Ok(Some(_)) => {
-            errors.push(format!("{what}: the expression must give a string or a number"));
+            errors.push(format!(
+                "{what}: the expression must give a string or a number"
+            ));
             None
         }
         Err(e) => {
@@ -89,7 +115,11 @@ impl Engine {
     pub async fn accept(&self, flow: &Flow, event: Event) -> Result<Accepted, StoreError> {
         let d = decide(flow, &event.payload, event.request_id.as_deref());
         let now = now_ms();
-        let masked_errors: Vec<String> = d.errors.iter().map(|e| self.masker.text(e).into_string()).collect();
+        let masked_errors: Vec<String> = d
+            .errors
+            .iter()
+            .map(|e| self.masker.text(e).into_string())
+            .collect();
         let rejected = (!masked_errors.is_empty())
             .then(|| ops::input_error(self.masker.text(&masked_errors.join("; ")), now));
         let mut work = event.payload.clone();
@@ -103,12 +133,18 @@ impl Engine {
             dry_run: flow.mode == Mode::Shadow,
             source: event.source.to_owned(),
             payload: self.masker.json(&event.payload),
-            work: WorkState { trigger: work.to_string(), outputs: Vec::new() },
+            work: WorkState {
+                trigger: work.to_string(),
+                outputs: Vec::new(),
+            },
             steps: flow.step_names(),
             rejected: rejected.map(|r: ErrorSummary| r),
             now,
         };
-        let created = self.store.write(move |txn| ops::create_exchange(txn, new)).await?;
+        let created = self
+            .store
+            .write(move |txn| ops::create_exchange(txn, new))
+            .await?;
         if created.status == Status::Queued {
             self.wake.notify_one();
         }

@@ -54,7 +54,11 @@ pub fn compile_with_defs(defs: &str, code: &str, global_vars: &[&str]) -> Result
         return Err(format!("global variable name must start with '$': {bad}"));
     }
     // one source string; the newline keeps a trailing `#` comment in defs harmless
-    let src = if defs.is_empty() { code.to_owned() } else { format!("{defs}\n{code}") };
+    let src = if defs.is_empty() {
+        code.to_owned()
+    } else {
+        format!("{defs}\n{code}")
+    };
     let prefix_len = if defs.is_empty() { 0 } else { defs.len() + 1 };
     let pos = |part: &str| position(&src, part, defs, prefix_len);
 
@@ -70,7 +74,13 @@ pub fn compile_with_defs(defs: &str, code: &str, global_vars: &[&str]) -> Result
     let arena = Arena::default();
     let loader = Loader::new(std_defs);
     let modules = loader
-        .load(&arena, File { code: src.as_str(), path: () })
+        .load(
+            &arena,
+            File {
+                code: src.as_str(),
+                path: (),
+            },
+        )
         .map_err(|errs| {
             let mut msgs = Vec::new();
             for (_file, err) in errs {
@@ -82,7 +92,11 @@ pub fn compile_with_defs(defs: &str, code: &str, global_vars: &[&str]) -> Result
                     }
                     load::Error::Lex(es) => {
                         for (expect, found) in es {
-                            msgs.push(format!("syntax error: expected {} {}", expect.as_str(), pos(found)));
+                            msgs.push(format!(
+                                "syntax error: expected {} {}",
+                                expect.as_str(),
+                                pos(found)
+                            ));
                         }
                     }
                     load::Error::Parse(es) => {
@@ -90,7 +104,7 @@ pub fn compile_with_defs(defs: &str, code: &str, global_vars: &[&str]) -> Result
                             let found_s = if found.is_empty() {
                                 "end of input".to_owned()
                             } else {
-                                format!("{:?}", found)
+                                format!("{found:?}")
                             };
                             msgs.push(format!(
                                 "syntax error: expected {}, found {found_s} {}",
@@ -113,7 +127,9 @@ pub fn compile_with_defs(defs: &str, code: &str, global_vars: &[&str]) -> Result
             for (_file, es) in errs {
                 for (name, undef) in es {
                     let what = match undef {
-                        jaq_core::compile::Undefined::Filter(arity) => format!("filter {name}/{arity}"),
+                        jaq_core::compile::Undefined::Filter(arity) => {
+                            format!("filter {name}/{arity}")
+                        }
                         other => format!("{} {name}", other.as_str()),
                     };
                     msgs.push(format!("undefined {what} {}", pos(name)));
@@ -147,7 +163,11 @@ fn position(src: &str, part: &str, defs: &str, prefix_len: usize) -> String {
 /// Run a compiled filter. `vars` must be in the same order as the
 /// `global_vars` names given to [`compile`].
 pub fn run(filter: &Filter, input: Value, vars: Vec<Value>) -> Result<Vec<Value>, JqError> {
-    run_val(filter, json_to_val(input), vars.into_iter().map(json_to_val))
+    run_val(
+        filter,
+        json_to_val(input),
+        vars.into_iter().map(json_to_val),
+    )
 }
 
 /// Same as [`run`], but with already converted `Val`s (useful to convert a big,
@@ -292,7 +312,10 @@ impl std::fmt::Debug for Jq {
 impl Jq {
     pub fn compile(code: &str) -> Result<Jq, String> {
         let filter = compile_with_defs(OBMEN_DEFS, code, GLOBALS)?;
-        Ok(Jq { filter: std::sync::Arc::new(filter), source: code.into() })
+        Ok(Jq {
+            filter: std::sync::Arc::new(filter),
+            source: code.into(),
+        })
     }
 
     pub fn source(&self) -> &str {
@@ -304,8 +327,15 @@ impl Jq {
         match run(&self.filter, input, vec![maps.clone()]) {
             Ok(outputs) => Ok(outputs.into_iter().next()),
             Err(JqError::Value(Value::Object(o))) if o.contains_key("obmen_unmapped") => {
-                let map = o.get("obmen_unmapped").and_then(Value::as_str).unwrap_or_default().to_owned();
-                Err(JqFailure::Unmapped { map, value: o.get("value").cloned().unwrap_or(Value::Null) })
+                let map = o
+                    .get("obmen_unmapped")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                Err(JqFailure::Unmapped {
+                    map,
+                    value: o.get("value").cloned().unwrap_or(Value::Null),
+                })
             }
             Err(e) => Err(JqFailure::Error(e.to_string())),
         }
@@ -321,10 +351,19 @@ mod tests {
     fn status_maps_map_or_refuse() {
         let jq = Jq::compile(".s | status(\"deal\")").expect("compiles");
         let maps = json!({"deal": {"WON": "done", "1": "one"}});
-        assert_eq!(jq.first(json!({"s": "WON"}), &maps), Ok(Some(json!("done"))));
+        assert_eq!(
+            jq.first(json!({"s": "WON"}), &maps),
+            Ok(Some(json!("done")))
+        );
         assert_eq!(jq.first(json!({"s": 1}), &maps), Ok(Some(json!("one"))));
         let err = jq.first(json!({"s": "LOST"}), &maps).expect_err("unmapped");
-        assert_eq!(err, JqFailure::Unmapped { map: "deal".into(), value: json!("LOST") });
+        assert_eq!(
+            err,
+            JqFailure::Unmapped {
+                map: "deal".into(),
+                value: json!("LOST")
+            }
+        );
         assert!(err.to_string().contains("LOST"));
     }
 

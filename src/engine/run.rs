@@ -2,18 +2,18 @@
 //! checkpointed (with its ID-map link, in the same commit) before the next one starts, so
 //! a retry never repeats a step that completed.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
-use crate::connectors::transport::CallCtx;
 use crate::connectors::CallError;
-use crate::model::{now_ms, ErrorClass};
+use crate::connectors::transport::CallCtx;
+use crate::model::{ErrorClass, now_ms};
 use crate::store::ops::{self, Link};
-use crate::store::records::{CallRecord, ExchangeRecord, WorkState};
 use crate::store::query;
+use crate::store::records::{CallRecord, ExchangeRecord, WorkState};
 
+use super::Engine;
 use super::flow::{Flow, Step, StepKind};
 use super::jq::{Jq, JqFailure};
-use super::Engine;
 
 /// Why a run stopped short.
 #[derive(Clone, Debug)]
@@ -26,13 +26,23 @@ pub struct RunError {
 
 impl RunError {
     fn input(message: impl Into<String>) -> RunError {
-        RunError { class: ErrorClass::Input, message: message.into(), step: None, retry_after: None }
+        RunError {
+            class: ErrorClass::Input,
+            message: message.into(),
+            step: None,
+            retry_after: None,
+        }
     }
 }
 
 impl From<CallError> for RunError {
     fn from(e: CallError) -> RunError {
-        RunError { class: e.class, message: e.message, step: None, retry_after: e.retry_after }
+        RunError {
+            class: e.class,
+            message: e.message,
+            step: None,
+            retry_after: e.retry_after,
+        }
     }
 }
 
@@ -70,7 +80,11 @@ impl Run<'_> {
         let mut ctx = self.base_context(trigger);
         self.outputs = vec![None; self.flow.steps.len()];
         for (i, step) in self.flow.steps.iter().enumerate() {
-            let done = self.record.steps.get(i).is_some_and(|s| s.done_at.is_some());
+            let done = self
+                .record
+                .steps
+                .get(i)
+                .is_some_and(|s| s.done_at.is_some());
             let saved = work.outputs.get(i).cloned().flatten();
             if let (true, Some(saved)) = (done, saved) {
                 let value: Value = serde_json::from_str(&saved).unwrap_or(Value::Null);
@@ -95,14 +109,20 @@ impl Run<'_> {
 
     fn base_context(&self, trigger: Value) -> Value {
         let r = self.record;
-        json!({
-            "trigger": trigger,
-            "exchange": {"id": r.id, "request_id": r.request_id, "external_id": r.external_id, "key": r.key},
-        })
+        let mut ctx = Map::new();
+        ctx.insert("trigger".into(), trigger);
+        let exchange = json!({"id": r.id, "request_id": r.request_id, "external_id": r.external_id, "key": r.key});
+        ctx.insert("exchange".into(), exchange);
+        Value::Object(ctx)
     }
 
     /// Runs one step; `Ok(None)` means a filter stopped the exchange.
-    async fn step(&mut self, index: usize, step: &Step, ctx: &Value) -> Result<Option<Value>, RunError> {
+    async fn step(
+        &mut self,
+        index: usize,
+        step: &Step,
+        ctx: &Value,
+    ) -> Result<Option<Value>, RunError> {
         let (output, link) = match &step.kind {
             StepKind::Filter(jq) => {
                 let pass = matches!(self.eval(jq, ctx)?, Some(v) if !matches!(v, Value::Null | Value::Bool(false)));
@@ -126,7 +146,10 @@ impl Run<'_> {
         if let Some(schema) = &step.schema {
             let errors = schema.errors(&output);
             if !errors.is_empty() {
-                return Err(RunError::input(format!("the step output breaks its schema: {}", errors.join("; "))));
+                return Err(RunError::input(format!(
+                    "the step output breaks its schema: {}",
+                    errors.join("; ")
+                )));
             }
         }
         if self.persist {
@@ -154,7 +177,9 @@ impl Run<'_> {
         };
         let (result, record) = sys.call(req, &call).await;
         if record.sent {
-            self.engine.metrics.observe_call(&sys.name, record.duration_ms);
+            self.engine
+                .metrics
+                .observe_call(&sys.name, record.duration_ms);
         }
         self.calls.push(record);
         Ok(result?)
@@ -162,8 +187,20 @@ impl Run<'_> {
 
     /// ID map, else search by the match fields, then update or create; the link is
     /// recorded with the step's checkpoint.
-    async fn upsert(&mut self, step: &Step, ctx: &Value) -> Result<(Value, Option<Link>), RunError> {
-        let StepKind::Upsert { system, entity, match_fields, args, link, id } = &step.kind else {
+    async fn upsert(
+        &mut self,
+        step: &Step,
+        ctx: &Value,
+    ) -> Result<(Value, Option<Link>), RunError> {
+        let StepKind::Upsert {
+            system,
+            entity,
+            match_fields,
+            args,
+            link,
+            id,
+        } = &step.kind
+        else {
             return Err(RunError::input("not an upsert step"));
         };
         let record = self.eval(args, ctx)?.unwrap_or(Value::Null);
@@ -193,7 +230,11 @@ impl Run<'_> {
             None => {
                 let req = sys.connector.create_request(entity, &record)?;
                 let response = self.send(step, &sys, req).await?;
-                let created = if self.live { self.eval(id, &response)?.map(|v| text_of(&v)) } else { None };
+                let created = if self.live {
+                    self.eval(id, &response)?.map(|v| text_of(&v))
+                } else {
+                    None
+                };
                 if self.live && created.is_none() {
                     return Err(RunError::input(format!(
                         "the create answer has no id at `{}`; set the step's `id`",
@@ -203,7 +244,11 @@ impl Run<'_> {
                 ("created", created, response)
             }
         };
-        let action = if self.live { action.to_owned() } else { format!("would_{}", action.trim_end_matches('d')) };
+        let action = if self.live {
+            action.to_owned()
+        } else {
+            format!("would_{}", action.trim_end_matches('d'))
+        };
         let link = match (&link_key, &target_id, self.live) {
             (Some(key), Some(target), true) => Some(Link {
                 system: system.clone(),
@@ -215,11 +260,23 @@ impl Run<'_> {
             }),
             _ => None,
         };
-        Ok((json!({"action": action, "id": target_id, "response": response}), link))
+        Ok((
+            json!({"action": action, "id": target_id, "response": response}),
+            link,
+        ))
     }
 
-    async fn checkpoint(&self, index: usize, output: &Value, link: Option<Link>) -> Result<(), RunError> {
-        let (id, text, masked) = (self.record.id, output.to_string(), self.engine.masker.json(output));
+    async fn checkpoint(
+        &self,
+        index: usize,
+        output: &Value,
+        link: Option<Link>,
+    ) -> Result<(), RunError> {
+        let (id, text, masked) = (
+            self.record.id,
+            output.to_string(),
+            self.engine.masker.json(output),
+        );
         self.engine
             .store
             .write(move |txn| ops::checkpoint(txn, id, index, text, masked, link, now_ms()))
@@ -246,7 +303,11 @@ fn criteria(record: &Value, fields: &[String]) -> Result<Map<String, Value>, Run
             Some(v) if !v.is_null() => {
                 out.insert(f.clone(), v.clone());
             }
-            _ => return Err(RunError::input(format!("the match field `{f}` is missing from the record"))),
+            _ => {
+                return Err(RunError::input(format!(
+                    "the match field `{f}` is missing from the record"
+                )));
+            }
         }
     }
     Ok(out)

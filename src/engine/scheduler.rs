@@ -10,9 +10,9 @@ use serde_json::json;
 
 use crate::store::query;
 
+use super::Engine;
 use super::flow::{Flow, Trigger};
 use super::intake::Event;
-use super::Engine;
 
 /// Longest sleep before the next tick is computed again (clock changes, DST).
 const RECHECK: Duration = Duration::from_secs(60);
@@ -20,8 +20,13 @@ const RECHECK: Duration = Duration::from_secs(60);
 impl Engine {
     /// Next tick of a schedule flow, if it has one.
     pub fn next_tick(flow: &Flow) -> Option<chrono::DateTime<Utc>> {
-        let Trigger::Schedule { schedule, tz, .. } = &flow.trigger else { return None };
-        schedule.after(&Utc::now().with_timezone(tz)).next().map(|t| t.with_timezone(&Utc))
+        let Trigger::Schedule { schedule, tz, .. } = &flow.trigger else {
+            return None;
+        };
+        schedule
+            .after(&Utc::now().with_timezone(tz))
+            .next()
+            .map(|t| t.with_timezone(&Utc))
     }
 
     /// Runs one flow's schedule until shutdown.
@@ -45,9 +50,18 @@ impl Engine {
     }
 
     async fn fire(&self, flow: &Flow, tick: chrono::DateTime<Utc>) {
-        let cursor = self.store.read().and_then(|r| query::cursor(&r, &flow.name)).ok().flatten();
+        let cursor = self
+            .store
+            .read()
+            .and_then(|r| query::cursor(&r, &flow.name))
+            .ok()
+            .flatten();
         let payload = json!({"id": format!("tick:{}", tick.to_rfc3339()), "scheduled_at": tick.to_rfc3339(), "cursor": cursor});
-        let event = Event { source: "schedule", payload, request_id: None };
+        let event = Event {
+            source: "schedule",
+            payload,
+            request_id: None,
+        };
         if let Err(e) = self.accept(flow, event).await {
             tracing::error!(flow = %flow.name, error = %e, "cannot record a scheduled run");
         }

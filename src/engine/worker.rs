@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::model::{now_ms, ErrorClass, Status};
+use crate::model::{ErrorClass, Status, now_ms};
 use crate::store::ops::{self, Claimed, Outcome};
 use crate::store::query;
 use crate::store::records::{AttemptRecord, ErrorSummary};
 
+use super::Engine;
 use super::flow::Mode;
 use super::run::{Run, RunEnd, RunError};
-use super::Engine;
 
 const CLAIM_BATCH: usize = 64;
 /// Longest sleep without looking at the queue: bounds the effect of a clock jump.
@@ -21,7 +21,9 @@ const MAX_IDLE: Duration = Duration::from_secs(30);
 impl Engine {
     /// Returns every exchange a dead process left `running` to the queue. Called at start-up.
     pub async fn recover(&self) -> Result<usize, crate::store::StoreError> {
-        self.store.write(|txn| ops::recover_leases(txn, now_ms())).await
+        self.store
+            .write(|txn| ops::recover_leases(txn, now_ms()))
+            .await
     }
 
     /// The dispatcher loop; returns when `cancel` fires.
@@ -62,7 +64,12 @@ impl Engine {
     }
 
     fn until_next_due(&self) -> Duration {
-        let next = self.store.read().and_then(|r| query::next_due(&r)).ok().flatten();
+        let next = self
+            .store
+            .read()
+            .and_then(|r| query::next_due(&r))
+            .ok()
+            .flatten();
         match next {
             Some(at) => Duration::from_millis(at.saturating_sub(now_ms())).min(MAX_IDLE),
             None => MAX_IDLE,
@@ -70,7 +77,9 @@ impl Engine {
     }
 
     /// Takes free worker slots (waiting for at least one) and claims that many due exchanges.
-    async fn claim(&self) -> Result<Vec<(Claimed, tokio::sync::OwnedSemaphorePermit)>, crate::store::StoreError> {
+    async fn claim(
+        &self,
+    ) -> Result<Vec<(Claimed, tokio::sync::OwnedSemaphorePermit)>, crate::store::StoreError> {
         let first = tokio::select! {
             p = self.slots.clone().acquire_owned() => p.map_err(|_| crate::store::StoreError::Closed)?,
             () = self.cancel.cancelled() => return Ok(Vec::new()),
@@ -82,8 +91,14 @@ impl Engine {
                 Err(_) => break,
             }
         }
-        let (limit, lease) = (permits.len(), u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX));
-        let claimed = self.store.write(move |txn| ops::claim_due(txn, now_ms(), limit, lease)).await?;
+        let (limit, lease) = (
+            permits.len(),
+            u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX),
+        );
+        let claimed = self
+            .store
+            .write(move |txn| ops::claim_due(txn, now_ms(), limit, lease))
+            .await?;
         Ok(claimed.into_iter().zip(permits).collect())
     }
 
@@ -98,13 +113,26 @@ impl Engine {
                 step: None,
                 retry_after: None,
             };
-            self.finish(&record, started, Vec::new(), RunEnd::Failed(err), None).await;
+            self.finish(&record, started, Vec::new(), RunEnd::Failed(err), None)
+                .await;
             return;
         };
         let live = flow.mode == Mode::Live && !record.dry_run;
-        let mut run = Run { engine: self, flow: &flow, record: &record, live, persist: true, calls: Vec::new(), outputs: Vec::new() };
+        let mut run = Run {
+            engine: self,
+            flow: &flow,
+            record: &record,
+            live,
+            persist: true,
+            calls: Vec::new(),
+            outputs: Vec::new(),
+        };
         let end = run.execute(&work).await;
-        let cursor = if matches!(end, RunEnd::Done) { cursor_of(&flow, &run.outputs) } else { None };
+        let cursor = if matches!(end, RunEnd::Done) {
+            cursor_of(&flow, &run.outputs)
+        } else {
+            None
+        };
         let calls = std::mem::take(&mut run.calls);
         self.finish(&record, started, calls, end, cursor).await;
     }
@@ -120,12 +148,17 @@ impl Engine {
         let now = now_ms();
         let flow = self.flow(&record.flow).cloned();
         let (outcome, error) = match &end {
-            RunEnd::Done if record.dry_run || flow.as_ref().is_some_and(|f| f.mode == Mode::Shadow) => {
+            RunEnd::Done
+                if record.dry_run || flow.as_ref().is_some_and(|f| f.mode == Mode::Shadow) =>
+            {
                 (Outcome::Done(Status::DryRun), None)
             }
             RunEnd::Done => (Outcome::Done(Status::Succeeded), None),
             RunEnd::Skipped => (Outcome::Done(Status::Skipped), None),
-            RunEnd::Failed(e) => (self.decide(flow.as_deref(), record.attempts, e, now), Some(e)),
+            RunEnd::Failed(e) => (
+                self.decide(flow.as_deref(), record.attempts, e, now),
+                Some(e),
+            ),
         };
         let error = error.map(|e| ErrorSummary {
             class: e.class,
@@ -164,11 +197,19 @@ impl Engine {
 
     /// Retry or stop: input errors reject, permanent/auth/config fail at once, retryable
     /// ones wait per the flow's policy until attempts run out.
-    fn decide(&self, flow: Option<&super::flow::Flow>, attempts: u32, e: &RunError, now: u64) -> Outcome {
+    fn decide(
+        &self,
+        flow: Option<&super::flow::Flow>,
+        attempts: u32,
+        e: &RunError,
+        now: u64,
+    ) -> Outcome {
         if e.class == ErrorClass::Input {
             return Outcome::Stop(Status::Rejected);
         }
-        let Some(flow) = flow else { return Outcome::Stop(Status::Failed) };
+        let Some(flow) = flow else {
+            return Outcome::Stop(Status::Failed);
+        };
         if !e.class.is_retryable() || !flow.retry.allows_another(attempts) {
             return Outcome::Stop(Status::Failed);
         }

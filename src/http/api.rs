@@ -1,25 +1,25 @@
 //! The JSON API of SPEC §5: exchanges (list, show, retry, bulk retry) and flows (list,
 //! dry-run, manual run).
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use crate::config::values::parse_duration;
+use crate::engine::Engine;
 use crate::engine::dryrun::DryRunReport;
 use crate::engine::flow::Trigger;
 use crate::engine::intake::Event;
-use crate::engine::Engine;
-use crate::model::{now_ms, Millis, Status};
+use crate::model::{Millis, Status, now_ms};
 use crate::store::ops::{self, RetryRefused};
 use crate::store::query::{self, Filter};
 
+use super::AppState;
 use super::auth::{Admin, Viewer};
 use super::error::ApiError;
 use super::hooks::HookAnswer;
 use super::views::{self, ExchangeDetail, ExchangeSummary};
-use super::AppState;
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -50,15 +50,22 @@ pub fn parse_time(text: &str) -> Result<Millis, ApiError> {
         return Ok(ms);
     }
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-        return u64::try_from(t.timestamp_millis()).map_err(|_| ApiError::bad_request("time before 1970"));
+        return u64::try_from(t.timestamp_millis())
+            .map_err(|_| ApiError::bad_request("time before 1970"));
     }
-    let age = parse_duration(text)
-        .map_err(|_| ApiError::bad_request(format!("`{text}` is not an RFC 3339 time, Unix ms or an age like 24h")))?;
+    let age = parse_duration(text).map_err(|_| {
+        ApiError::bad_request(format!(
+            "`{text}` is not an RFC 3339 time, Unix ms or an age like 24h"
+        ))
+    })?;
     Ok(now_ms().saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)))
 }
 
 fn status_of(text: Option<&str>) -> Result<Option<Status>, ApiError> {
-    text.map(|s| Status::parse(s).ok_or_else(|| ApiError::bad_request(format!("unknown status `{s}`")))).transpose()
+    text.map(|s| {
+        Status::parse(s).ok_or_else(|| ApiError::bad_request(format!("unknown status `{s}`")))
+    })
+    .transpose()
 }
 
 fn filter_of(q: ListQuery) -> Result<Filter, ApiError> {
@@ -78,19 +85,31 @@ fn filter_of(q: ListQuery) -> Result<Filter, ApiError> {
 #[utoipa::path(get, path = "/api/exchanges", tag = "exchanges", params(ListQuery),
     responses((status = 200, body = ExchangePage), (status = 400), (status = 401)),
     security(("bearer" = [])))]
-pub async fn list(_viewer: Viewer, State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<ExchangePage>, ApiError> {
+pub async fn list(
+    _viewer: Viewer,
+    State(s): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ExchangePage>, ApiError> {
     let filter = filter_of(q)?;
     let page = query::list(&s.engine.store.read()?, &filter)?;
-    Ok(Json(ExchangePage { items: page.items.iter().map(ExchangeSummary::from).collect(), next_cursor: page.next_cursor }))
+    Ok(Json(ExchangePage {
+        items: page.items.iter().map(ExchangeSummary::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// One exchange with its steps, attempts and journal.
 #[utoipa::path(get, path = "/api/exchanges/{id}", tag = "exchanges",
     params(("id" = u64, Path)), responses((status = 200, body = ExchangeDetail), (status = 404)),
     security(("bearer" = [])))]
-pub async fn show(_viewer: Viewer, State(s): State<AppState>, Path(id): Path<u64>) -> Result<Json<ExchangeDetail>, ApiError> {
+pub async fn show(
+    _viewer: Viewer,
+    State(s): State<AppState>,
+    Path(id): Path<u64>,
+) -> Result<Json<ExchangeDetail>, ApiError> {
     let txn = s.engine.store.read()?;
-    let rec = query::exchange(&txn, id)?.ok_or_else(|| ApiError::not_found(format!("no exchange {id}")))?;
+    let rec = query::exchange(&txn, id)?
+        .ok_or_else(|| ApiError::not_found(format!("no exchange {id}")))?;
     let journal = query::journal(&txn, id)?;
     let links = query::links(&txn, id)?;
     Ok(Json(views::detail(&rec, &journal, &links)))
@@ -116,7 +135,11 @@ pub async fn retry(
 ) -> Result<Json<ExchangeSummary>, ApiError> {
     let force = q.force.unwrap_or(false);
     let by = admin.0.name;
-    let result = s.engine.store.write(move |txn| ops::manual_retry(txn, id, force, &by, now_ms())).await?;
+    let result = s
+        .engine
+        .store
+        .write(move |txn| ops::manual_retry(txn, id, force, &by, now_ms()))
+        .await?;
     match result {
         Ok(rec) => {
             s.engine.wake.notify_one();
@@ -131,8 +154,12 @@ fn refused_error(id: u64, r: &RetryRefused) -> ApiError {
     match r {
         RetryRefused::NotFound => ApiError::not_found(format!("no exchange {id}")),
         RetryRefused::Pending(s) => conflict(format!("exchange {id} is {s}: it will run anyway")),
-        RetryRefused::NeedsForce(s) => conflict(format!("exchange {id} is {s}; add ?force=true to run it again")),
-        RetryRefused::Duplicate(o) => conflict(format!("exchange {id} is a duplicate; retry the original, {o}")),
+        RetryRefused::NeedsForce(s) => conflict(format!(
+            "exchange {id} is {s}; add ?force=true to run it again"
+        )),
+        RetryRefused::Duplicate(o) => conflict(format!(
+            "exchange {id} is a duplicate; retry the original, {o}"
+        )),
     }
 }
 
@@ -156,13 +183,24 @@ pub struct BulkAnswer {
 #[utoipa::path(post, path = "/api/exchanges/retry", tag = "exchanges", params(BulkRetry),
     responses((status = 200, body = BulkAnswer), (status = 400), (status = 403)),
     security(("bearer" = [])))]
-pub async fn bulk_retry(admin: Admin, State(s): State<AppState>, Query(q): Query<BulkRetry>) -> Result<Json<BulkAnswer>, ApiError> {
+pub async fn bulk_retry(
+    admin: Admin,
+    State(s): State<AppState>,
+    Query(q): Query<BulkRetry>,
+) -> Result<Json<BulkAnswer>, ApiError> {
     let status = status_of(q.status.as_deref())?.unwrap_or(Status::Failed);
     if !matches!(status, Status::Failed | Status::Rejected) {
-        return Err(ApiError::bad_request("bulk retry takes status failed or rejected"));
+        return Err(ApiError::bad_request(
+            "bulk retry takes status failed or rejected",
+        ));
     }
     let since = q.since.as_deref().map(parse_time).transpose()?.unwrap_or(0);
-    let until = q.until.as_deref().map(parse_time).transpose()?.unwrap_or(u64::MAX / crate::model::IDS_PER_MS);
+    let until = q
+        .until
+        .as_deref()
+        .map(parse_time)
+        .transpose()?
+        .unwrap_or(u64::MAX / crate::model::IDS_PER_MS);
     let (flow, by) = (q.flow, admin.0.name);
     let (matched, requeued) = s
         .engine
@@ -199,13 +237,21 @@ pub struct FlowView {
 }
 
 fn by_status(counts: [u64; 10]) -> serde_json::Map<String, serde_json::Value> {
-    Status::ALL.iter().zip(counts).filter(|(_, n)| *n > 0).map(|(s, n)| (s.as_str().to_owned(), n.into())).collect()
+    Status::ALL
+        .iter()
+        .zip(counts)
+        .filter(|(_, n)| *n > 0)
+        .map(|(s, n)| (s.as_str().to_owned(), n.into()))
+        .collect()
 }
 
 /// Flows with counts by status, last success and error, next scheduled run.
 #[utoipa::path(get, path = "/api/flows", tag = "flows",
     responses((status = 200, body = Vec<FlowView>)), security(("bearer" = [])))]
-pub async fn flows(_viewer: Viewer, State(s): State<AppState>) -> Result<Json<Vec<FlowView>>, ApiError> {
+pub async fn flows(
+    _viewer: Viewer,
+    State(s): State<AppState>,
+) -> Result<Json<Vec<FlowView>>, ApiError> {
     let txn = s.engine.store.read()?;
     let since = now_ms().saturating_sub(24 * 3_600_000);
     let mut out = Vec::new();
@@ -235,7 +281,11 @@ pub async fn dry_run(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<DryRunReport>, ApiError> {
-    let flow = s.engine.flow(&name).cloned().ok_or_else(|| ApiError::not_found(format!("no flow `{name}`")))?;
+    let flow = s
+        .engine
+        .flow(&name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("no flow `{name}`")))?;
     let payload = json_body(&body)?;
     Ok(Json(s.engine.dry_run(&flow, payload).await?))
 }
@@ -250,36 +300,71 @@ pub async fn run(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<HookAnswer>), ApiError> {
-    let flow = s.engine.flow(&name).cloned().ok_or_else(|| ApiError::not_found(format!("no flow `{name}`")))?;
-    let mut payload = if body.is_empty() { serde_json::json!({}) } else { json_body(&body)? };
+    let flow = s
+        .engine
+        .flow(&name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("no flow `{name}`")))?;
+    let mut payload = if body.is_empty() {
+        serde_json::json!({})
+    } else {
+        json_body(&body)?
+    };
     if let (Trigger::Schedule { .. }, Some(obj)) = (&flow.trigger, payload.as_object_mut()) {
         let cursor = query::cursor(&s.engine.store.read()?, &flow.name)?;
         obj.entry("cursor").or_insert(cursor.into());
     }
-    let a = s.engine.accept(&flow, Event { source: "manual", payload, request_id: None }).await?;
-    let code = if a.status == Status::Rejected { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
-    Ok((code, Json(HookAnswer {
-        exchange_id: a.original_id.unwrap_or(a.id),
-        status: a.status,
-        request_id: a.request_id,
-        duplicate_id: a.original_id.map(|_| a.id),
-        errors: a.errors,
-    })))
+    let a = s
+        .engine
+        .accept(
+            &flow,
+            Event {
+                source: "manual",
+                payload,
+                request_id: None,
+            },
+        )
+        .await?;
+    let code = if a.status == Status::Rejected {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        code,
+        Json(HookAnswer {
+            exchange_id: a.original_id.unwrap_or(a.id),
+            status: a.status,
+            request_id: a.request_id,
+            duplicate_id: a.original_id.map(|_| a.id),
+            errors: a.errors,
+        }),
+    ))
 }
 
 fn json_body(body: &[u8]) -> Result<serde_json::Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
 }
 
 /// A consistent copy of the data file, taken between two commits and streamed back.
 #[utoipa::path(post, path = "/api/backup", tag = "ops",
     responses((status = 200, content_type = "application/octet-stream"), (status = 403)), security(("bearer" = [])))]
-pub async fn backup(_admin: Admin, State(s): State<AppState>) -> Result<axum::response::Response, ApiError> {
+pub async fn backup(
+    _admin: Admin,
+    State(s): State<AppState>,
+) -> Result<axum::response::Response, ApiError> {
     let store = &s.engine.store;
-    let dir = store.path().parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let dir = store
+        .path()
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
     let tmp = dir.join(format!("backup-{}.redb", now_ms()));
     store.backup(&tmp).await?;
-    let file = tokio::fs::File::open(&tmp).await.map_err(|e| ApiError::unavailable(format!("cannot read the copy: {e}")))?;
+    let file = tokio::fs::File::open(&tmp)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("cannot read the copy: {e}")))?;
     // The open handle keeps the bytes readable; the name goes at once.
     let _ = tokio::fs::remove_file(&tmp).await;
     let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));

@@ -2,14 +2,14 @@
 //! without an admin token. Missing or unknown token: 401; known but not admin: 403.
 
 use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use subtle::ConstantTimeEq;
 
 use crate::config::validate::{Role, Token};
 
-use super::error::ApiError;
 use super::AppState;
+use super::error::ApiError;
 
 #[derive(Clone, Debug)]
 pub struct Caller {
@@ -27,25 +27,43 @@ pub fn identify(tokens: &[Token], presented: &str) -> Option<Caller> {
     let mut found = None;
     for t in tokens {
         if bool::from(t.token.expose().as_bytes().ct_eq(presented.as_bytes())) {
-            found = Some(Caller { name: t.name.clone(), role: t.role });
+            found = Some(Caller {
+                name: t.name.clone(),
+                role: t.role,
+            });
         }
     }
     found
 }
 
 fn caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
-    let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "send Authorization: Bearer <token>"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send Authorization: Bearer <token>",
+        ));
     };
-    identify(&state.tokens, token.trim())
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the token is not valid"))
+    identify(&state.tokens, token.trim()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the token is not valid",
+        )
+    })
 }
 
 impl FromRequestParts<AppState> for Viewer {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         caller(parts, state).map(Viewer)
     }
 }
@@ -53,10 +71,17 @@ impl FromRequestParts<AppState> for Viewer {
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let c = caller(parts, state)?;
         if c.role != Role::Admin {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this needs an admin token"));
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this needs an admin token",
+            ));
         }
         Ok(Admin(c))
     }

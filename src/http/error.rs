@@ -1,8 +1,8 @@
 //! API errors, mapped to HTTP in this one place: `{"error": {"code", "message"}}`.
 
+use axum::Json;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 
 use crate::store::StoreError;
 
@@ -16,7 +16,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), retry_after: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     pub fn not_found(what: impl Into<String>) -> ApiError {
@@ -29,7 +34,10 @@ impl ApiError {
 
     /// The store could not commit: the sender should come back (503 + Retry-After).
     pub fn unavailable(message: impl Into<String>) -> ApiError {
-        ApiError { retry_after: Some(5), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message) }
+        ApiError {
+            retry_after: Some(5),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        }
     }
 }
 
@@ -39,7 +47,11 @@ impl From<StoreError> for ApiError {
         if e.is_unavailable() {
             ApiError::unavailable("the journal cannot commit right now; retry later")
         } else {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "a stored record could not be read")
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "a stored record could not be read",
+            )
         }
     }
 }
@@ -49,7 +61,9 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

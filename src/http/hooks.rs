@@ -1,10 +1,10 @@
 //! Inbound webhooks: verify the raw body the way the source system signs, parse it, and
 //! answer 2xx only after the exchange is durably committed.
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::Json;
 use serde::Serialize;
 
 use crate::connectors::inbound::Refusal;
@@ -12,8 +12,8 @@ use crate::engine::flow::Trigger;
 use crate::engine::intake::Event;
 use crate::model::Status;
 
-use super::error::ApiError;
 use super::AppState;
+use super::error::ApiError;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HookAnswer {
@@ -44,20 +44,53 @@ pub async fn receive(
     body: Body,
 ) -> Result<(StatusCode, Json<HookAnswer>), ApiError> {
     let engine = &state.engine;
-    let flow = engine.flow(&flow_name).cloned().ok_or_else(|| ApiError::not_found(format!("no flow `{flow_name}`")))?;
+    let flow = engine
+        .flow(&flow_name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("no flow `{flow_name}`")))?;
     let Trigger::Webhook { system } = &flow.trigger else {
-        return Err(ApiError::not_found(format!("flow `{flow_name}` is not triggered by webhooks")));
+        return Err(ApiError::not_found(format!(
+            "flow `{flow_name}` is not triggered by webhooks"
+        )));
     };
-    let bytes = axum::body::to_bytes(body, flow.max_body).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body is larger than {} bytes", flow.max_body))
-    })?;
-    let connector = &engine.systems.get(system).ok_or_else(|| ApiError::not_found("no such system"))?.connector;
-    connector.verify_inbound(&headers, &bytes).map_err(|r| refusal(&r))?;
+    let bytes = axum::body::to_bytes(body, flow.max_body)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the body is larger than {} bytes", flow.max_body),
+            )
+        })?;
+    let connector = &engine
+        .systems
+        .get(system)
+        .ok_or_else(|| ApiError::not_found("no such system"))?
+        .connector;
+    connector
+        .verify_inbound(&headers, &bytes)
+        .map_err(|r| refusal(&r))?;
     let payload: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
-    let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let accepted = engine.accept(&flow, Event { source: "webhook", payload, request_id }).await?;
-    let code = if accepted.status == Status::Rejected { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let accepted = engine
+        .accept(
+            &flow,
+            Event {
+                source: "webhook",
+                payload,
+                request_id,
+            },
+        )
+        .await?;
+    let code = if accepted.status == Status::Rejected {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
     Ok((
         code,
         Json(HookAnswer {
@@ -73,8 +106,12 @@ pub async fn receive(
 fn refusal(r: &Refusal) -> ApiError {
     match r {
         Refusal::Missing(_) => ApiError::new(StatusCode::UNAUTHORIZED, "unverified", r.to_string()),
-        Refusal::Mismatch(_) => ApiError::new(StatusCode::FORBIDDEN, "bad_signature", r.to_string()),
-        Refusal::NotConfigured => ApiError::new(StatusCode::FORBIDDEN, "not_configured", r.to_string()),
+        Refusal::Mismatch(_) => {
+            ApiError::new(StatusCode::FORBIDDEN, "bad_signature", r.to_string())
+        }
+        Refusal::NotConfigured => {
+            ApiError::new(StatusCode::FORBIDDEN, "not_configured", r.to_string())
+        }
     }
 }
 
@@ -82,6 +119,10 @@ fn refusal(r: &Refusal) -> ApiError {
 pub async fn handshake(State(state): State<AppState>, Path(flow_name): Path<String>) -> ApiError {
     match state.engine.flow(&flow_name) {
         None => ApiError::not_found(format!("no flow `{flow_name}`")),
-        Some(_) => ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "no_handshake", "this flow's system has no subscription handshake; POST the events"),
+        Some(_) => ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "no_handshake",
+            "this flow's system has no subscription handshake; POST the events",
+        ),
     }
 }

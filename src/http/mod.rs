@@ -66,7 +66,11 @@ pub async fn readyz(State(s): State<AppState>) -> Result<&'static str, ApiError>
     match tokio::time::timeout(Duration::from_secs(5), probe).await {
         Ok(Ok(())) => Ok("ready"),
         Ok(Err(e)) => Err(ApiError::from(e)),
-        Err(_) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the journal did not commit within 5 s")),
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the journal did not commit within 5 s",
+        )),
     }
 }
 
@@ -87,7 +91,10 @@ impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 

@@ -2,10 +2,12 @@
 //! `type`. Everything here was masked before it was stored.
 
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::model::{ErrorClass, Millis, Status};
-use crate::store::records::{AttemptRecord, CallRecord, ErrorSummary, EventKind, ExchangeRecord, JournalEvent};
+use crate::store::records::{
+    AttemptRecord, CallRecord, ErrorSummary, EventKind, ExchangeRecord, JournalEvent,
+};
 
 pub fn time(ms: Millis) -> String {
     let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
@@ -25,7 +27,12 @@ pub struct ErrorView {
 
 impl From<&ErrorSummary> for ErrorView {
     fn from(e: &ErrorSummary) -> ErrorView {
-        ErrorView { class: e.class, step: e.step.clone(), message: e.message.as_str().to_owned(), at: time(e.at) }
+        ErrorView {
+            class: e.class,
+            step: e.step.clone(),
+            message: e.message.as_str().to_owned(),
+            at: time(e.at),
+        }
     }
 }
 
@@ -85,7 +92,11 @@ pub struct ExchangeDetail {
     pub links: Vec<Value>,
 }
 
-pub fn detail(rec: &ExchangeRecord, journal: &[JournalEvent], links: &[[String; 4]]) -> ExchangeDetail {
+pub fn detail(
+    rec: &ExchangeRecord,
+    journal: &[JournalEvent],
+    links: &[[String; 4]],
+) -> ExchangeDetail {
     let steps = rec
         .steps
         .iter()
@@ -113,7 +124,9 @@ pub fn detail(rec: &ExchangeRecord, journal: &[JournalEvent], links: &[[String; 
         events: journal.iter().map(event).collect(),
         links: links
             .iter()
-            .map(|[s, e, k, t]| json!({"system": s, "entity": e, "external_key": k, "target_id": t}))
+            .map(
+                |[s, e, k, t]| json!({"system": s, "entity": e, "external_key": k, "target_id": t}),
+            )
             .collect(),
     }
 }
@@ -130,8 +143,11 @@ fn attempt(a: &AttemptRecord) -> Value {
 }
 
 pub fn call(c: &CallRecord) -> Value {
-    let headers: serde_json::Map<String, Value> =
-        c.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.as_str().to_owned()))).collect();
+    let headers: serde_json::Map<String, Value> = c
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.as_str().to_owned())))
+        .collect();
     json!({
         "step": c.step, "method": c.method, "url": c.url.as_str(), "headers": headers,
         "body": c.body.as_ref().map(|b| b.as_str()), "sent": c.sent, "status": c.status,
@@ -151,10 +167,19 @@ fn event(e: &JournalEvent) -> Value {
             json!({"type": "status", "at": at, "from": from, "to": to, "reason": reason.as_ref().map(|r| r.as_str())})
         }
         EventKind::Attempt(a) => json!({"type": "attempt", "at": at, "attempt": attempt(a)}),
-        EventKind::StepDone { index, name, .. } => json!({"type": "step_done", "at": at, "index": index, "name": name}),
-        EventKind::Linked { system, entity, external_key, target_id } => json!({
+        EventKind::StepDone { index, name, .. } => {
+            json!({"type": "step_done", "at": at, "index": index, "name": name})
+        }
+        EventKind::Linked {
+            system,
+            entity,
+            external_key,
+            target_id,
+        } => json!({
             "type": "linked", "at": at, "system": system, "entity": entity,
             "external_key": external_key.as_str(), "target_id": target_id.as_str()}),
-        EventKind::Manual { action, by } => json!({"type": "manual", "at": at, "action": action, "by": by}),
+        EventKind::Manual { action, by } => {
+            json!({"type": "manual", "at": at, "action": action, "by": by})
+        }
     }
 }

@@ -3,8 +3,8 @@
 
 use redb::{Database, ReadableTable, WriteTransaction};
 
-use super::tables::*;
 use super::StoreError;
+use super::tables::*;
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -18,20 +18,26 @@ pub fn run(db: &Database) -> Result<(), StoreError> {
         let txn = db.begin_write()?;
         let found = read_version(&txn)?;
         if found > SCHEMA_VERSION {
-            return Err(StoreError::NewerSchema { found, known: SCHEMA_VERSION });
+            return Err(StoreError::NewerSchema {
+                found,
+                known: SCHEMA_VERSION,
+            });
         }
         if found == SCHEMA_VERSION {
             return Ok(());
         }
         MIGRATIONS[found as usize](&txn)?;
-        txn.open_table(META)?.insert("schema_version", (found + 1).to_le_bytes().as_slice())?;
+        txn.open_table(META)?
+            .insert("schema_version", (found + 1).to_le_bytes().as_slice())?;
         txn.commit()?;
     }
 }
 
 fn read_version(txn: &WriteTransaction) -> Result<u32, StoreError> {
     let meta = txn.open_table(META)?;
-    let Some(bytes) = meta.get("schema_version")? else { return Ok(0) };
+    let Some(bytes) = meta.get("schema_version")? else {
+        return Ok(0);
+    };
     let raw: [u8; 4] = bytes.value().try_into().unwrap_or([0xff; 4]);
     Ok(u32::from_le_bytes(raw))
 }
@@ -70,7 +76,10 @@ mod tests {
         let db = Database::create(dir.path().join("x.redb")).expect("create");
         run(&db).expect("fresh file migrates");
         let txn = db.begin_write().expect("write");
-        txn.open_table(META).expect("meta").insert("schema_version", 99u32.to_le_bytes().as_slice()).expect("insert");
+        txn.open_table(META)
+            .expect("meta")
+            .insert("schema_version", 99u32.to_le_bytes().as_slice())
+            .expect("insert");
         txn.commit().expect("commit");
         let err = run(&db).expect_err("newer schema must be refused");
         assert!(err.to_string().contains("newer obmen"), "{err}");

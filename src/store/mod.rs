@@ -17,8 +17,13 @@ pub use writer::WriterHandle;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the data file {path}: {source}")]
-    Open { path: PathBuf, source: redb::DatabaseError },
-    #[error("the data file was written by a newer obmen (schema {found}, this build knows {known}); upgrade obmen or restore a backup")]
+    Open {
+        path: PathBuf,
+        source: redb::DatabaseError,
+    },
+    #[error(
+        "the data file was written by a newer obmen (schema {found}, this build knows {known}); upgrade obmen or restore a backup"
+    )]
     NewerSchema { found: u32, known: u32 },
     #[error("storage: {0}")]
     Storage(#[from] redb::StorageError),
@@ -44,7 +49,10 @@ impl StoreError {
     /// True when the write could not be made durable (disk full, I/O error, closing): the
     /// caller should ask its sender to come back later (503 + Retry-After).
     pub fn is_unavailable(&self) -> bool {
-        !matches!(self, StoreError::Encode(_) | StoreError::Decode(_) | StoreError::NewerSchema { .. })
+        !matches!(
+            self,
+            StoreError::Encode(_) | StoreError::Decode(_) | StoreError::NewerSchema { .. }
+        )
     }
 }
 
@@ -62,12 +70,19 @@ impl Store {
     /// Opens (or creates) `<data_dir>/obmen.redb`, migrates it and starts the writer thread.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         let path = data_dir.join(DATA_FILE);
-        let db = Database::create(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        let db = Database::create(&path).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
         set_owner_only(&path);
         migrate::run(&db)?;
         let db = Arc::new(db);
         let writer = writer::spawn(db.clone());
-        Ok(Store { db, writer, path: Arc::new(path) })
+        Ok(Store {
+            db,
+            writer,
+            path: Arc::new(path),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -98,7 +113,10 @@ impl Store {
     pub async fn backup(&self, dest: &Path) -> Result<u64, StoreError> {
         let src = self.path.as_ref().clone();
         let dest = dest.to_path_buf();
-        let copied = self.writer.exclusive(move || copy_file(&src, &dest)).await?;
+        let copied = self
+            .writer
+            .exclusive(move || copy_file(&src, &dest))
+            .await?;
         copied.map_err(StoreError::Backup)
     }
 }

@@ -4,11 +4,11 @@
 use redb::{ReadableTable, WriteTransaction};
 
 use crate::mask::Masked;
-use crate::model::{id_floor_for, ErrorClass, Millis, Status};
+use crate::model::{ErrorClass, Millis, Status, id_floor_for};
 
+use super::StoreError;
 use super::records::*;
 use super::tables::*;
-use super::StoreError;
 
 const HOUR_MS: u64 = 3_600_000;
 
@@ -50,7 +50,15 @@ pub fn create_exchange(txn: &WriteTransaction, new: NewExchange) -> Result<Creat
     };
     let mut rec = new_record(id, &new, original);
     index_new(txn, &rec)?;
-    append(txn, &mut rec, new.now, EventKind::Received { source: new.source, payload: new.payload })?;
+    append(
+        txn,
+        &mut rec,
+        new.now,
+        EventKind::Received {
+            source: new.source,
+            payload: new.payload,
+        },
+    )?;
     let reason = match (&new.rejected, original) {
         (Some(err), _) => Some(err.message.clone()),
         (None, Some(orig)) => Some(Masked::internal(format!("duplicate of exchange {orig}"))),
@@ -58,11 +66,16 @@ pub fn create_exchange(txn: &WriteTransaction, new: NewExchange) -> Result<Creat
     };
     change_status(txn, &mut rec, status, reason, new.now)?;
     if status == Status::Queued {
-        txn.open_table(WORK)?.insert(id, encode(&new.work)?.as_slice())?;
+        txn.open_table(WORK)?
+            .insert(id, encode(&new.work)?.as_slice())?;
         schedule(txn, &mut rec, new.now)?;
     }
     put(txn, &rec)?;
-    Ok(Created { id, status, original_id: original })
+    Ok(Created {
+        id,
+        status,
+        original_id: original,
+    })
 }
 
 fn new_record(id: u64, new: &NewExchange, original: Option<u64>) -> ExchangeRecord {
@@ -79,7 +92,14 @@ fn new_record(id: u64, new: &NewExchange, original: Option<u64>) -> ExchangeReco
         next_attempt_at: None,
         original_id: original,
         dry_run: new.dry_run,
-        steps: new.steps.iter().map(|name| StepState { name: name.clone(), done_at: None }).collect(),
+        steps: new
+            .steps
+            .iter()
+            .map(|name| StepState {
+                name: name.clone(),
+                done_at: None,
+            })
+            .collect(),
         last_error: new.rejected.clone(),
         journal_next: 0,
     }
@@ -99,11 +119,23 @@ pub fn create_dry_run(
     rec.last_error = attempt.error.clone();
     index_new(txn, &rec)?;
     let now = new.now;
-    append(txn, &mut rec, now, EventKind::Received { source: new.source, payload: new.payload })?;
+    append(
+        txn,
+        &mut rec,
+        now,
+        EventKind::Received {
+            source: new.source,
+            payload: new.payload,
+        },
+    )?;
     append(txn, &mut rec, now, EventKind::Attempt(attempt))?;
     change_status(txn, &mut rec, status, None, now)?;
     put(txn, &rec)?;
-    Ok(Created { id, status, original_id: None })
+    Ok(Created {
+        id,
+        status,
+        original_id: None,
+    })
 }
 
 /// Ids grow with time (`created_ms * IDS_PER_MS + n`) and never repeat, even if the clock
@@ -141,10 +173,13 @@ fn claim_key(
 }
 
 fn index_new(txn: &WriteTransaction, rec: &ExchangeRecord) -> Result<(), StoreError> {
-    txn.open_table(BY_FLOW)?.insert((rec.flow.as_str(), rec.id), ())?;
-    txn.open_table(BY_REQUEST)?.insert((rec.request_id.as_str(), rec.id), ())?;
+    txn.open_table(BY_FLOW)?
+        .insert((rec.flow.as_str(), rec.id), ())?;
+    txn.open_table(BY_REQUEST)?
+        .insert((rec.request_id.as_str(), rec.id), ())?;
     if let Some(ext) = &rec.external_id {
-        txn.open_table(BY_EXTERNAL)?.insert((ext.as_str(), rec.id), ())?;
+        txn.open_table(BY_EXTERNAL)?
+            .insert((ext.as_str(), rec.id), ())?;
     }
     if let Some(key) = &rec.key {
         txn.open_table(BY_KEY)?.insert((key.as_str(), rec.id), ())?;
@@ -159,14 +194,18 @@ pub fn get(txn: &WriteTransaction, id: u64) -> Result<Option<ExchangeRecord>, St
 }
 
 pub fn put(txn: &WriteTransaction, rec: &ExchangeRecord) -> Result<(), StoreError> {
-    txn.open_table(EXCHANGES)?.insert(rec.id, encode(rec)?.as_slice())?;
+    txn.open_table(EXCHANGES)?
+        .insert(rec.id, encode(rec)?.as_slice())?;
     Ok(())
 }
 
 pub fn get_work(txn: &WriteTransaction, id: u64) -> Result<WorkState, StoreError> {
     let table = txn.open_table(WORK)?;
     let found = table.get(id)?;
-    Ok(found.map(|v| decode(v.value())).transpose()?.unwrap_or_default())
+    Ok(found
+        .map(|v| decode(v.value()))
+        .transpose()?
+        .unwrap_or_default())
 }
 
 /// Appends one journal event; the journal is never rewritten.
@@ -177,7 +216,8 @@ pub fn append(
     kind: EventKind,
 ) -> Result<(), StoreError> {
     let event = JournalEvent { at, kind };
-    txn.open_table(JOURNAL)?.insert((rec.id, rec.journal_next), encode(&event)?.as_slice())?;
+    txn.open_table(JOURNAL)?
+        .insert((rec.id, rec.journal_next), encode(&event)?.as_slice())?;
     rec.journal_next += 1;
     Ok(())
 }
@@ -207,10 +247,12 @@ pub fn change_status(
     bump(txn, (flow, to.code()), (flow, hour, to.code()), 1)?;
     match to {
         Status::Succeeded | Status::DryRun => {
-            txn.open_table(FLOW_LAST)?.insert((flow, 0), (now, rec.id))?;
+            txn.open_table(FLOW_LAST)?
+                .insert((flow, 0), (now, rec.id))?;
         }
         Status::Failed | Status::Rejected => {
-            txn.open_table(FLOW_LAST)?.insert((flow, 1), (now, rec.id))?;
+            txn.open_table(FLOW_LAST)?
+                .insert((flow, 1), (now, rec.id))?;
         }
         _ => {}
     }
@@ -236,7 +278,11 @@ fn bump(
 }
 
 /// Puts an exchange in the queue at `at`.
-pub fn schedule(txn: &WriteTransaction, rec: &mut ExchangeRecord, at: Millis) -> Result<(), StoreError> {
+pub fn schedule(
+    txn: &WriteTransaction,
+    rec: &mut ExchangeRecord,
+    at: Millis,
+) -> Result<(), StoreError> {
     if let Some(old) = rec.next_attempt_at.take() {
         txn.open_table(DUE)?.remove((old, rec.id))?;
     }
@@ -263,18 +309,26 @@ pub fn claim_due(
     let due: Vec<(u64, u64)> = {
         let table = txn.open_table(DUE)?;
         let range = table.range(..=(now, u64::MAX))?;
-        range.take(limit).map(|e| e.map(|(k, _)| k.value())).collect::<Result<_, _>>()?
+        range
+            .take(limit)
+            .map(|e| e.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()?
     };
     let mut claimed = Vec::with_capacity(due.len());
     for (at, id) in due {
         txn.open_table(DUE)?.remove((at, id))?;
-        let Some(mut record) = get(txn, id)? else { continue };
+        let Some(mut record) = get(txn, id)? else {
+            continue;
+        };
         record.next_attempt_at = None;
         record.attempts += 1;
         change_status(txn, &mut record, Status::Running, None, now)?;
         txn.open_table(LEASES)?.insert(id, now + lease_ms)?;
         put(txn, &record)?;
-        claimed.push(Claimed { work: get_work(txn, id)?, record });
+        claimed.push(Claimed {
+            work: get_work(txn, id)?,
+            record,
+        });
     }
     Ok(claimed)
 }
@@ -284,11 +338,16 @@ pub fn claim_due(
 pub fn recover_leases(txn: &WriteTransaction, now: Millis) -> Result<usize, StoreError> {
     let ids: Vec<u64> = {
         let table = txn.open_table(LEASES)?;
-        table.iter()?.map(|e| e.map(|(k, _)| k.value())).collect::<Result<_, _>>()?
+        table
+            .iter()?
+            .map(|e| e.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()?
     };
     for &id in &ids {
         txn.open_table(LEASES)?.remove(id)?;
-        let Some(mut rec) = get(txn, id)? else { continue };
+        let Some(mut rec) = get(txn, id)? else {
+            continue;
+        };
         if rec.status != Status::Running {
             continue;
         }
@@ -322,30 +381,61 @@ pub fn checkpoint(
     link: Option<Link>,
     now: Millis,
 ) -> Result<(), StoreError> {
-    let Some(mut rec) = get(txn, id)? else { return Ok(()) };
+    let Some(mut rec) = get(txn, id)? else {
+        return Ok(());
+    };
     let mut work = get_work(txn, id)?;
     if work.outputs.len() <= index {
         work.outputs.resize(index + 1, None);
     }
     work.outputs[index] = Some(output);
-    txn.open_table(WORK)?.insert(id, encode(&work)?.as_slice())?;
-    let name = rec.steps.get(index).map(|s| s.name.clone()).unwrap_or_default();
+    txn.open_table(WORK)?
+        .insert(id, encode(&work)?.as_slice())?;
+    let name = rec
+        .steps
+        .get(index)
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
     if let Some(step) = rec.steps.get_mut(index) {
         step.done_at = Some(now);
     }
     let index32 = u32::try_from(index).unwrap_or(u32::MAX);
-    append(txn, &mut rec, now, EventKind::StepDone { index: index32, name, output: masked })?;
+    append(
+        txn,
+        &mut rec,
+        now,
+        EventKind::StepDone {
+            index: index32,
+            name,
+            output: masked,
+        },
+    )?;
     if let Some(link) = link {
         write_link(txn, &mut rec, link, now)?;
     }
     put(txn, &rec)
 }
 
-fn write_link(txn: &WriteTransaction, rec: &mut ExchangeRecord, link: Link, now: Millis) -> Result<(), StoreError> {
-    let key = (link.system.as_str(), link.entity.as_str(), link.external_key.as_str());
-    txn.open_table(IDMAP)?.insert(key, link.target_id.as_str())?;
-    let n = u32::try_from(rec.journal_next).unwrap_or(u32::MAX);
-    let row = (link.system.as_str(), link.entity.as_str(), link.masked_key.as_str(), link.masked_target.as_str());
+fn write_link(
+    txn: &WriteTransaction,
+    rec: &mut ExchangeRecord,
+    link: Link,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let key = (
+        link.system.as_str(),
+        link.entity.as_str(),
+        link.external_key.as_str(),
+    );
+    txn.open_table(IDMAP)?
+        .insert(key, link.target_id.as_str())?;
+    let n = rec.journal_next;
+    let row = (
+        link.system.as_str(),
+        link.entity.as_str(),
+        link.masked_key.as_str(),
+        link.masked_target.as_str(),
+    );
     txn.open_table(LINKS)?.insert((rec.id, n), row)?;
     let kind = EventKind::Linked {
         system: link.system,
@@ -357,7 +447,7 @@ fn write_link(txn: &WriteTransaction, rec: &mut ExchangeRecord, link: Link, now:
 }
 
 /// How an attempt ended, decided by the engine.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub enum Outcome {
     Done(Status),
     RetryAt(Millis),
@@ -372,12 +462,17 @@ pub fn finish_attempt(
     outcome: Outcome,
     now: Millis,
 ) -> Result<Option<ExchangeRecord>, StoreError> {
-    let Some(mut rec) = get(txn, id)? else { return Ok(None) };
+    let Some(mut rec) = get(txn, id)? else {
+        return Ok(None);
+    };
     txn.open_table(LEASES)?.remove(id)?;
     if let Some(err) = &attempt.error {
         let flow = rec.flow.as_str();
         let mut errors = txn.open_table(ATTEMPT_ERRORS)?;
-        let n = errors.get((flow, err.class.code()))?.map(|v| v.value()).unwrap_or(0);
+        let n = errors
+            .get((flow, err.class.code()))?
+            .map(|v| v.value())
+            .unwrap_or(0);
         errors.insert((flow, err.class.code()), n + 1)?;
         rec.last_error = Some(err.clone());
     }
@@ -416,8 +511,13 @@ pub fn manual_retry(
     by: &str,
     now: Millis,
 ) -> Result<Result<ExchangeRecord, RetryRefused>, StoreError> {
-    let Some(mut rec) = get(txn, id)? else { return Ok(Err(RetryRefused::NotFound)) };
-    let finished = matches!(rec.status, Status::Succeeded | Status::Skipped | Status::DryRun);
+    let Some(mut rec) = get(txn, id)? else {
+        return Ok(Err(RetryRefused::NotFound));
+    };
+    let finished = matches!(
+        rec.status,
+        Status::Succeeded | Status::Skipped | Status::DryRun
+    );
     match rec.status {
         s if s.is_pending() => return Ok(Err(RetryRefused::Pending(s))),
         Status::Duplicate => return Ok(Err(RetryRefused::Duplicate(rec.original_id.unwrap_or(0)))),
@@ -428,10 +528,19 @@ pub fn manual_retry(
         rec.steps.iter_mut().for_each(|s| s.done_at = None);
         let mut work = get_work(txn, id)?;
         work.outputs.clear();
-        txn.open_table(WORK)?.insert(id, encode(&work)?.as_slice())?;
+        txn.open_table(WORK)?
+            .insert(id, encode(&work)?.as_slice())?;
     }
     let action = if force { "retry (forced)" } else { "retry" };
-    append(txn, &mut rec, now, EventKind::Manual { action: action.into(), by: by.into() })?;
+    append(
+        txn,
+        &mut rec,
+        now,
+        EventKind::Manual {
+            action: action.into(),
+            by: by.into(),
+        },
+    )?;
     change_status(txn, &mut rec, Status::Queued, None, now)?;
     schedule(txn, &mut rec, now)?;
     put(txn, &rec)?;
@@ -471,5 +580,10 @@ pub fn set_cursor(txn: &WriteTransaction, flow: &str, cursor: &str) -> Result<()
 
 /// The error class an intake-time refusal is recorded with.
 pub fn input_error(message: Masked, now: Millis) -> ErrorSummary {
-    ErrorSummary { class: ErrorClass::Input, step: None, message, at: now }
+    ErrorSummary {
+        class: ErrorClass::Input,
+        step: None,
+        message,
+        at: now,
+    }
 }

@@ -3,11 +3,11 @@
 
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 
-use crate::model::{id_floor_for, ErrorClass, Millis, Status};
+use crate::model::{ErrorClass, Millis, Status, id_floor_for};
 
+use super::StoreError;
 use super::records::*;
 use super::tables::*;
-use super::StoreError;
 
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
@@ -33,12 +33,17 @@ type Ids = Box<dyn Iterator<Item = Result<u64, StoreError>>>;
 
 pub fn list(txn: &ReadTransaction, f: &Filter) -> Result<Page, StoreError> {
     let lo = id_floor_for(f.since.unwrap_or(0));
-    let hi = f.until.map_or(u64::MAX, id_floor_for).min(f.cursor.unwrap_or(u64::MAX));
+    let hi = f
+        .until
+        .map_or(u64::MAX, id_floor_for)
+        .min(f.cursor.unwrap_or(u64::MAX));
     let limit = f.limit.clamp(1, 1000);
     let exchanges = txn.open_table(EXCHANGES)?;
     let mut items = Vec::with_capacity(limit);
     for id in candidate_ids(txn, f, lo, hi)? {
-        let Some(raw) = exchanges.get(id?)? else { continue };
+        let Some(raw) = exchanges.get(id?)? else {
+            continue;
+        };
         let rec: ExchangeRecord = decode(raw.value())?;
         if matches(&rec, f) {
             if items.len() == limit {
@@ -48,14 +53,19 @@ pub fn list(txn: &ReadTransaction, f: &Filter) -> Result<Page, StoreError> {
             items.push(rec);
         }
     }
-    Ok(Page { items, next_cursor: None })
+    Ok(Page {
+        items,
+        next_cursor: None,
+    })
 }
 
 fn matches(rec: &ExchangeRecord, f: &Filter) -> bool {
     f.flow.as_ref().is_none_or(|flow| &rec.flow == flow)
         && f.status.is_none_or(|s| rec.status == s)
         && f.key.as_ref().is_none_or(|k| rec.key.as_ref() == Some(k))
-        && f.q.as_ref().is_none_or(|q| rec.external_id.as_ref() == Some(q) || &rec.request_id == q)
+        && f.q
+            .as_ref()
+            .is_none_or(|q| rec.external_id.as_ref() == Some(q) || &rec.request_id == q)
 }
 
 /// Picks the narrowest index for the filter and yields ids newest first in `[lo, hi)`.
@@ -76,7 +86,8 @@ fn candidate_ids(txn: &ReadTransaction, f: &Filter, lo: u64, hi: u64) -> Result<
     match (&f.flow, f.status) {
         (Some(flow), Some(st)) => {
             let table = txn.open_table(BY_FLOW_STATUS)?;
-            let range = table.range((flow.as_str(), st.code(), lo)..(flow.as_str(), st.code(), hi))?;
+            let range =
+                table.range((flow.as_str(), st.code(), lo)..(flow.as_str(), st.code(), hi))?;
             Ok(Box::new(range.rev().map(|e| Ok(e?.0.value().2))))
         }
         (Some(flow), None) => by_text(txn, BY_FLOW, flow, lo, hi),
@@ -138,9 +149,16 @@ pub fn links(txn: &ReadTransaction, id: u64) -> Result<Vec<[String; 4]>, StoreEr
     Ok(out)
 }
 
-pub fn idmap(txn: &ReadTransaction, system: &str, entity: &str, key: &str) -> Result<Option<String>, StoreError> {
+pub fn idmap(
+    txn: &ReadTransaction,
+    system: &str,
+    entity: &str,
+    key: &str,
+) -> Result<Option<String>, StoreError> {
     let table = txn.open_table(IDMAP)?;
-    Ok(table.get((system, entity, key))?.map(|v| v.value().to_owned()))
+    Ok(table
+        .get((system, entity, key))?
+        .map(|v| v.value().to_owned()))
 }
 
 pub fn cursor(txn: &ReadTransaction, flow: &str) -> Result<Option<String>, StoreError> {
@@ -185,7 +203,11 @@ pub fn counts(txn: &ReadTransaction, flow: &str) -> Result<[u64; 10], StoreError
 }
 
 /// Exchanges of `flow` created since `since`, by their status now (hour granularity).
-pub fn counts_since(txn: &ReadTransaction, flow: &str, since: Millis) -> Result<[u64; 10], StoreError> {
+pub fn counts_since(
+    txn: &ReadTransaction,
+    flow: &str,
+    since: Millis,
+) -> Result<[u64; 10], StoreError> {
     let table = txn.open_table(HOURLY)?;
     let mut out = [0; 10];
     for e in table.range((flow, since / 3_600_000, 0)..=(flow, u64::MAX, u8::MAX))? {
@@ -198,9 +220,15 @@ pub fn counts_since(txn: &ReadTransaction, flow: &str, since: Millis) -> Result<
 }
 
 /// (last success, last error) of a flow as (time, exchange id).
-pub fn flow_last(txn: &ReadTransaction, flow: &str) -> Result<[Option<(Millis, u64)>; 2], StoreError> {
+pub fn flow_last(
+    txn: &ReadTransaction,
+    flow: &str,
+) -> Result<[Option<(Millis, u64)>; 2], StoreError> {
     let table = txn.open_table(FLOW_LAST)?;
-    Ok([table.get((flow, 0))?.map(|v| v.value()), table.get((flow, 1))?.map(|v| v.value())])
+    Ok([
+        table.get((flow, 0))?.map(|v| v.value()),
+        table.get((flow, 1))?.map(|v| v.value()),
+    ])
 }
 
 /// Failed attempts by (flow, class), ever.

@@ -1,8 +1,8 @@
 //! The stored records, postcard-encoded. Fields are append-only within a schema version;
 //! any other change bumps `SCHEMA_VERSION` with a migration step in `migrate.rs`.
 
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::mask::Masked;
 use crate::model::{ErrorClass, Millis, Status};
@@ -71,12 +71,31 @@ pub struct JournalEvent {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum EventKind {
-    Received { source: String, payload: Masked },
-    StatusChanged { from: Option<Status>, to: Status, reason: Option<Masked> },
+    Received {
+        source: String,
+        payload: Masked,
+    },
+    StatusChanged {
+        from: Option<Status>,
+        to: Status,
+        reason: Option<Masked>,
+    },
     Attempt(AttemptRecord),
-    StepDone { index: u32, name: String, output: Masked },
-    Linked { system: String, entity: String, external_key: Masked, target_id: Masked },
-    Manual { action: String, by: String },
+    StepDone {
+        index: u32,
+        name: String,
+        output: Masked,
+    },
+    Linked {
+        system: String,
+        entity: String,
+        external_key: Masked,
+        target_id: Masked,
+    },
+    Manual {
+        action: String,
+        by: String,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

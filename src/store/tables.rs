@@ -55,7 +55,8 @@ pub const ATTEMPT_ERRORS: TableDefinition<'_, (&str, u8), u64> =
     TableDefinition::new("attempt_errors");
 
 /// key = (flow, 0 = last success | 1 = last error), value = (time ms, exchange id).
-pub const FLOW_LAST: TableDefinition<'_, (&str, u8), (u64, u64)> = TableDefinition::new("flow_last");
+pub const FLOW_LAST: TableDefinition<'_, (&str, u8), (u64, u64)> =
+    TableDefinition::new("flow_last");
 
 /// key = flow, value = the schedule cursor (JSON text) for incremental polling.
 pub const CURSORS: TableDefinition<'_, &str, &str> = TableDefinition::new("cursors");

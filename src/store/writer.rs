@@ -33,7 +33,9 @@ pub fn spawn(db: Arc<Database>) -> WriterHandle {
         .name("obmen-writer".into())
         .spawn(move || run(&db, rx))
         .expect("the OS refused to start the writer thread");
-    WriterHandle { tx: Arc::new(std::sync::Mutex::new(Some(tx))) }
+    WriterHandle {
+        tx: Arc::new(std::sync::Mutex::new(Some(tx))),
+    }
 }
 
 impl WriterHandle {
@@ -64,7 +66,10 @@ impl WriterHandle {
             })
         });
         let sender = self.sender().ok_or(StoreError::Closed)?;
-        sender.send(Job::Op(job)).await.map_err(|_| StoreError::Closed)?;
+        sender
+            .send(Job::Op(job))
+            .await
+            .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 

@@ -8,10 +8,10 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::config::PathSeg;
 use crate::config::file::parse_table;
 use crate::config::values::{parse_duration, parse_rate};
-use crate::config::PathSeg;
-use crate::mask::{url_encode, Secret};
+use crate::mask::{Secret, url_encode};
 use crate::model::ErrorClass;
 
 use super::inbound::{Encoding, Refusal, Verifier};
@@ -121,7 +121,11 @@ fn at(base: &[PathSeg], keys: &[&str]) -> Vec<PathSeg> {
 }
 
 impl HttpConnector {
-    pub fn build(table: toml::Table, base: &[PathSeg], ctx: &mut BuildCtx<'_>) -> Option<HttpConnector> {
+    pub fn build(
+        table: toml::Table,
+        base: &[PathSeg],
+        ctx: &mut BuildCtx<'_>,
+    ) -> Option<HttpConnector> {
         let (file, unknown): (HttpFile, _) = match parse_table(table, base) {
             Ok(parsed) => parsed,
             Err(message) => {
@@ -134,17 +138,29 @@ impl HttpConnector {
         }
         let base_url = file.base_url.trim_end_matches('/').to_owned();
         if reqwest::Url::parse(&base_url).is_err() {
-            ctx.problem(at(base, &["base_url"]), format!("`{base_url}` is not a URL"));
+            ctx.problem(
+                at(base, &["base_url"]),
+                format!("`{base_url}` is not a URL"),
+            );
         }
         let settings = settings(&file, base, ctx);
-        let auth = file.auth.as_ref().map_or(Auth::None, |a| auth(a, base, ctx));
+        let auth = file
+            .auth
+            .as_ref()
+            .map_or(Auth::None, |a| auth(a, base, ctx));
         let inbound = file.inbound.as_ref().and_then(|i| inbound(i, base, ctx));
         let ops = file
             .ops
             .iter()
             .filter_map(|(name, op)| {
                 let method = method(&op.method, at(base, &["ops", name, "method"]), ctx)?;
-                Some((name.clone(), Op { method, path: op.path.clone() }))
+                Some((
+                    name.clone(),
+                    Op {
+                        method,
+                        path: op.path.clone(),
+                    },
+                ))
             })
             .collect();
         let entities = file
@@ -152,31 +168,65 @@ impl HttpConnector {
             .iter()
             .filter_map(|(name, e)| {
                 let update = e.update_method.as_deref().unwrap_or("PATCH");
-                let update_method = method(update, at(base, &["entities", name, "update_method"]), ctx)?;
-                Some((name.clone(), Entity { path: e.path.clone(), update_method, results: e.results.clone() }))
+                let update_method =
+                    method(update, at(base, &["entities", name, "update_method"]), ctx)?;
+                Some((
+                    name.clone(),
+                    Entity {
+                        path: e.path.clone(),
+                        update_method,
+                        results: e.results.clone(),
+                    },
+                ))
             })
             .collect();
-        Some(HttpConnector { base_url, auth, headers: file.headers.into_iter().collect(), settings, inbound, ops, entities })
+        Some(HttpConnector {
+            base_url,
+            auth,
+            headers: file.headers.into_iter().collect(),
+            settings,
+            inbound,
+            ops,
+            entities,
+        })
     }
 
-    fn request(&self, method: reqwest::Method, path: &str, args: &Value) -> Result<OutboundRequest, CallError> {
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        args: &Value,
+    ) -> Result<OutboundRequest, CallError> {
         let mut rest = args.as_object().cloned().unwrap_or_default();
         let path = fill_path(path, &mut rest)?;
         let mut url = format!("{}{}", self.base_url, path);
         let mutating = !matches!(method, reqwest::Method::GET | reqwest::Method::HEAD);
         let body = if mutating {
-            Some(if args.is_object() { Value::Object(rest) } else { args.clone() })
+            Some(if args.is_object() {
+                Value::Object(rest)
+            } else {
+                args.clone()
+            })
         } else {
             append_query(&mut url, &rest);
             None
         };
-        Ok(OutboundRequest { method, url, headers: self.headers.clone(), body, mutating })
+        Ok(OutboundRequest {
+            method,
+            url,
+            headers: self.headers.clone(),
+            body,
+            mutating,
+        })
     }
 
     fn entity(&self, name: &str) -> Result<&Entity, CallError> {
-        self.entities
-            .get(name)
-            .ok_or_else(|| CallError::new(ErrorClass::Config, format!("no entity `{name}` in this system")))
+        self.entities.get(name).ok_or_else(|| {
+            CallError::new(
+                ErrorClass::Config,
+                format!("no entity `{name}` in this system"),
+            )
+        })
     }
 }
 
@@ -197,28 +247,47 @@ fn settings(file: &HttpFile, base: &[PathSeg], ctx: &mut BuildCtx<'_>) -> Settin
         }
         None => None,
     };
-    let header_opt = |v: &Option<toml::Value>, default: &str, key: &str, ctx: &mut BuildCtx<'_>| match v {
-        None => Some(default.to_owned()),
-        Some(toml::Value::Boolean(false)) => None,
-        Some(toml::Value::String(s)) => Some(s.clone()),
-        Some(_) => {
-            ctx.problem(at(base, &[key]), "must be a header name or false");
-            None
-        }
-    };
+    let header_opt =
+        |v: &Option<toml::Value>, default: &str, key: &str, ctx: &mut BuildCtx<'_>| match v {
+            None => Some(default.to_owned()),
+            Some(toml::Value::Boolean(false)) => None,
+            Some(toml::Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                ctx.problem(at(base, &[key]), "must be a header name or false");
+                None
+            }
+        };
     Settings {
         timeout,
         rate,
         concurrency: file.concurrency.unwrap_or(8),
-        idempotency_header: header_opt(&file.idempotency_header, "Idempotency-Key", "idempotency_header", ctx),
-        request_id_header: header_opt(&file.request_id_header, "X-Request-Id", "request_id_header", ctx),
+        idempotency_header: header_opt(
+            &file.idempotency_header,
+            "Idempotency-Key",
+            "idempotency_header",
+            ctx,
+        ),
+        request_id_header: header_opt(
+            &file.request_id_header,
+            "X-Request-Id",
+            "request_id_header",
+            ctx,
+        ),
     }
 }
 
 fn auth(file: &AuthFile, base: &[PathSeg], ctx: &mut BuildCtx<'_>) -> Auth {
-    let kinds = [file.bearer.is_some(), file.basic.is_some(), file.header.is_some(), file.query.is_some()];
+    let kinds = [
+        file.bearer.is_some(),
+        file.basic.is_some(),
+        file.header.is_some(),
+        file.query.is_some(),
+    ];
     if kinds.iter().filter(|k| **k).count() != 1 {
-        ctx.problem(at(base, &["auth"]), "set exactly one of bearer, basic, header, query");
+        ctx.problem(
+            at(base, &["auth"]),
+            "set exactly one of bearer, basic, header, query",
+        );
         return Auth::None;
     }
     let resolved = |ctx: &mut BuildCtx<'_>, keys: &[&str], v: &str| ctx.secret(at(base, keys), v);
@@ -226,25 +295,38 @@ fn auth(file: &AuthFile, base: &[PathSeg], ctx: &mut BuildCtx<'_>) -> Auth {
         return resolved(ctx, &["auth", "bearer"], token).map_or(Auth::None, Auth::Bearer);
     }
     if let Some(b) = &file.basic {
-        let Some(pw) = resolved(ctx, &["auth", "basic", "password"], &b.password) else { return Auth::None };
-        let cred = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", b.user, pw.expose()));
+        let Some(pw) = resolved(ctx, &["auth", "basic", "password"], &b.password) else {
+            return Auth::None;
+        };
+        let cred =
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", b.user, pw.expose()));
         ctx.secrets.push(Secret::new(cred.clone()));
         return Auth::Basic(Secret::new(cred));
     }
     if let Some(h) = &file.header {
-        return resolved(ctx, &["auth", "header", "value"], &h.value).map_or(Auth::None, |s| Auth::Header(h.name.clone(), s));
+        return resolved(ctx, &["auth", "header", "value"], &h.value)
+            .map_or(Auth::None, |s| Auth::Header(h.name.clone(), s));
     }
     match &file.query {
-        Some(q) => resolved(ctx, &["auth", "query", "value"], &q.value).map_or(Auth::None, |s| Auth::Query(q.name.clone(), s)),
+        Some(q) => resolved(ctx, &["auth", "query", "value"], &q.value)
+            .map_or(Auth::None, |s| Auth::Query(q.name.clone(), s)),
         None => Auth::None,
     }
 }
 
 fn inbound(file: &InboundFile, base: &[PathSeg], ctx: &mut BuildCtx<'_>) -> Option<Verifier> {
-    match (&file.token_header, &file.token, &file.hmac_header, &file.secret) {
+    match (
+        &file.token_header,
+        &file.token,
+        &file.hmac_header,
+        &file.secret,
+    ) {
         (Some(header), Some(token), None, None) => {
             let token = ctx.secret(at(base, &["inbound", "token"]), token)?;
-            Some(Verifier::Token { header: header.to_ascii_lowercase(), token })
+            Some(Verifier::Token {
+                header: header.to_ascii_lowercase(),
+                token,
+            })
         }
         (None, None, Some(header), Some(secret)) => {
             let secret = ctx.secret(at(base, &["inbound", "secret"]), secret)?;
@@ -252,11 +334,19 @@ fn inbound(file: &InboundFile, base: &[PathSeg], ctx: &mut BuildCtx<'_>) -> Opti
                 "hex" => Encoding::Hex,
                 "base64" => Encoding::Base64,
                 other => {
-                    ctx.problem(at(base, &["inbound", "encoding"]), format!("`{other}`: use hex or base64"));
+                    ctx.problem(
+                        at(base, &["inbound", "encoding"]),
+                        format!("`{other}`: use hex or base64"),
+                    );
                     return None;
                 }
             };
-            Some(Verifier::Hmac { header: header.to_ascii_lowercase(), secret, encoding, prefix: file.prefix.clone() })
+            Some(Verifier::Hmac {
+                header: header.to_ascii_lowercase(),
+                secret,
+                encoding,
+                prefix: file.prefix.clone(),
+            })
         }
         _ => {
             ctx.problem(
@@ -270,9 +360,14 @@ fn inbound(file: &InboundFile, base: &[PathSeg], ctx: &mut BuildCtx<'_>) -> Opti
 
 fn method(text: &str, path: Vec<PathSeg>, ctx: &mut BuildCtx<'_>) -> Option<reqwest::Method> {
     match text.to_ascii_uppercase().as_str() {
-        m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE") => reqwest::Method::from_bytes(m.as_bytes()).ok(),
+        m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE") => {
+            reqwest::Method::from_bytes(m.as_bytes()).ok()
+        }
         _ => {
-            ctx.problem(path, format!("`{text}` is not one of GET, POST, PUT, PATCH, DELETE"));
+            ctx.problem(
+                path,
+                format!("`{text}` is not one of GET, POST, PUT, PATCH, DELETE"),
+            );
             None
         }
     }
@@ -285,12 +380,18 @@ fn fill_path(template: &str, args: &mut Map<String, Value>) -> Result<String, Ca
     let mut rest = template;
     while let Some(open) = rest.find('{') {
         let close = rest[open..].find('}').map(|c| open + c).ok_or_else(|| {
-            CallError::new(ErrorClass::Config, format!("unclosed `{{` in path `{template}`"))
+            CallError::new(
+                ErrorClass::Config,
+                format!("unclosed `{{` in path `{template}`"),
+            )
         })?;
         out.push_str(&rest[..open]);
         let name = &rest[open + 1..close];
         let value = args.remove(name).ok_or_else(|| {
-            CallError::new(ErrorClass::Input, format!("the path needs `{name}` but the arguments have none"))
+            CallError::new(
+                ErrorClass::Input,
+                format!("the path needs `{name}` but the arguments have none"),
+            )
         })?;
         out.push_str(&url_encode(&scalar_text(&value)));
         rest = &rest[close + 1..];
@@ -308,7 +409,11 @@ fn scalar_text(v: &Value) -> String {
 
 fn append_query(url: &mut String, args: &Map<String, Value>) {
     for (i, (k, v)) in args.iter().enumerate() {
-        url.push(if i == 0 && !url.contains('?') { '?' } else { '&' });
+        url.push(if i == 0 && !url.contains('?') {
+            '?'
+        } else {
+            '&'
+        });
         url.push_str(&url_encode(k));
         url.push('=');
         url.push_str(&url_encode(&scalar_text(v)));
@@ -333,16 +438,26 @@ impl Connector for HttpConnector {
     }
 
     fn op_request(&self, op: &str, args: &Value) -> Result<OutboundRequest, CallError> {
-        let op = self
-            .ops
-            .get(op)
-            .ok_or_else(|| CallError::new(ErrorClass::Config, format!("no operation `{op}` in this system")))?;
+        let op = self.ops.get(op).ok_or_else(|| {
+            CallError::new(
+                ErrorClass::Config,
+                format!("no operation `{op}` in this system"),
+            )
+        })?;
         self.request(op.method.clone(), &op.path, args)
     }
 
-    fn find_request(&self, entity: &str, criteria: &Map<String, Value>) -> Result<OutboundRequest, CallError> {
+    fn find_request(
+        &self,
+        entity: &str,
+        criteria: &Map<String, Value>,
+    ) -> Result<OutboundRequest, CallError> {
         let e = self.entity(entity)?;
-        self.request(reqwest::Method::GET, &e.path, &Value::Object(criteria.clone()))
+        self.request(
+            reqwest::Method::GET,
+            &e.path,
+            &Value::Object(criteria.clone()),
+        )
     }
 
     fn create_request(&self, entity: &str, record: &Value) -> Result<OutboundRequest, CallError> {
@@ -350,7 +465,12 @@ impl Connector for HttpConnector {
         self.request(reqwest::Method::POST, &e.path, record)
     }
 
-    fn update_request(&self, entity: &str, id: &str, record: &Value) -> Result<OutboundRequest, CallError> {
+    fn update_request(
+        &self,
+        entity: &str,
+        id: &str,
+        record: &Value,
+    ) -> Result<OutboundRequest, CallError> {
         let e = self.entity(entity)?;
         let path = format!("{}/{}", e.path.trim_end_matches('/'), url_encode(id));
         self.request(e.update_method.clone(), &path, record)
@@ -367,25 +487,40 @@ impl Connector for HttpConnector {
         match list {
             Some(Value::Array(items)) => Ok(items),
             Some(Value::Null) => Ok(Vec::new()),
-            _ => Err(CallError::new(ErrorClass::Permanent, "the search answer holds no list of records")),
+            _ => Err(CallError::new(
+                ErrorClass::Permanent,
+                "the search answer holds no list of records",
+            )),
         }
     }
 
     fn authorize(&self, req: &mut OutboundRequest) {
         match &self.auth {
             Auth::None => {}
-            Auth::Bearer(t) => req.headers.push(("Authorization".into(), format!("Bearer {}", t.expose()))),
-            Auth::Basic(c) => req.headers.push(("Authorization".into(), format!("Basic {}", c.expose()))),
+            Auth::Bearer(t) => req
+                .headers
+                .push(("Authorization".into(), format!("Bearer {}", t.expose()))),
+            Auth::Basic(c) => req
+                .headers
+                .push(("Authorization".into(), format!("Basic {}", c.expose()))),
             Auth::Header(name, v) => req.headers.push((name.clone(), v.expose().to_owned())),
             Auth::Query(name, v) => {
                 let sep = if req.url.contains('?') { '&' } else { '?' };
-                req.url = format!("{}{sep}{}={}", req.url, url_encode(name), url_encode(v.expose()));
+                req.url = format!(
+                    "{}{sep}{}={}",
+                    req.url,
+                    url_encode(name),
+                    url_encode(v.expose())
+                );
             }
         }
     }
 
     fn verify_inbound(&self, headers: &axum::http::HeaderMap, body: &[u8]) -> Result<(), Refusal> {
-        self.inbound.as_ref().ok_or(Refusal::NotConfigured)?.verify(headers, body)
+        self.inbound
+            .as_ref()
+            .ok_or(Refusal::NotConfigured)?
+            .verify(headers, body)
     }
 }
 
@@ -395,7 +530,10 @@ mod tests {
 
     #[test]
     fn path_params_are_taken_from_args() {
-        let mut args = serde_json::json!({"id": "a b/c", "name": "x"}).as_object().cloned().unwrap_or_default();
+        let mut args = serde_json::json!({"id": "a b/c", "name": "x"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         let path = fill_path("/leads/{id}", &mut args).expect("filled");
         assert_eq!(path, "/leads/a%20b%2Fc");
         assert!(!args.contains_key("id") && args.contains_key("name"));
