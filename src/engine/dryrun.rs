@@ -40,7 +40,10 @@ impl Engine {
     pub async fn dry_run(&self, flow: &Flow, payload: Value) -> Result<DryRunReport, StoreError> {
         let d = decide(flow, &payload, None);
         let duplicate_of = match &d.key {
-            Some(k) => self.dedup_lookup(&flow.name, &self.masker.text(k).into_string())?,
+            Some(k) => self.dedup_lookup(
+                &super::intake::dedup_scope(flow),
+                &self.masker.text(k).into_string(),
+            )?,
             None => None,
         };
         let mut errors: Vec<String> = d
@@ -173,6 +176,7 @@ impl Engine {
                 .as_ref()
                 .map(|e| self.masker.text(e).into_string()),
             key: None,
+            dedup_scope: String::new(),
             dedup_window_ms: 0,
             dry_run: true,
             source: "dry-run".into(),

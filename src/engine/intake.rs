@@ -109,6 +109,14 @@ fn text(
     }
 }
 
+/// Shadow runs keep their own keys: going live must not turn real events into duplicates.
+pub fn dedup_scope(flow: &Flow) -> String {
+    match flow.mode {
+        Mode::Live => flow.name.clone(),
+        Mode::Shadow => format!("{}#shadow", flow.name),
+    }
+}
+
 impl Engine {
     /// Journals a trigger as a new exchange and queues it (or records it as rejected or
     /// duplicate). Returns only after the durable commit.
@@ -129,6 +137,7 @@ impl Engine {
             request_id: d.request_id.clone(),
             external_id: d.external_id.map(|e| self.masker.text(&e).into_string()),
             key: d.key.map(|k| self.masker.text(&k).into_string()),
+            dedup_scope: dedup_scope(flow),
             dedup_window_ms: u64::try_from(flow.dedup_window.as_millis()).unwrap_or(u64::MAX),
             dry_run: flow.mode == Mode::Shadow,
             source: event.source.to_owned(),

@@ -77,6 +77,17 @@ pub struct Run<'a> {
 impl Run<'_> {
     pub async fn execute(&mut self, work: &WorkState) -> RunEnd {
         let trigger: Value = serde_json::from_str(&work.trigger).unwrap_or(Value::Null);
+        // Checked again on every run: a manual retry after a schema change sees the new one.
+        let errors = self
+            .flow
+            .schema
+            .as_ref()
+            .map(|s| s.errors(&trigger))
+            .unwrap_or_default();
+        if !errors.is_empty() {
+            let list: Vec<String> = errors.into_iter().map(|e| format!("schema: {e}")).collect();
+            return RunEnd::Failed(RunError::input(list.join("; ")));
+        }
         let mut ctx = self.base_context(trigger);
         self.outputs = vec![None; self.flow.steps.len()];
         for (i, step) in self.flow.steps.iter().enumerate() {

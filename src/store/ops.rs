@@ -19,6 +19,9 @@ pub struct NewExchange {
     pub request_id: String,
     pub external_id: Option<String>,
     pub key: Option<String>,
+    /// Namespace of the key in the dedup table: the flow, or `flow#shadow` so that a flow
+    /// proven in shadow mode does not see its first live events as duplicates.
+    pub dedup_scope: String,
     pub dedup_window_ms: u64,
     pub dry_run: bool,
     pub source: String,
@@ -40,7 +43,9 @@ pub struct Created {
 pub fn create_exchange(txn: &WriteTransaction, new: NewExchange) -> Result<Created, StoreError> {
     let id = next_id(txn, new.now)?;
     let original = match (&new.key, &new.rejected) {
-        (Some(key), None) => claim_key(txn, &new.flow, key, id, new.now, new.dedup_window_ms)?,
+        (Some(key), None) => {
+            claim_key(txn, &new.dedup_scope, key, id, new.now, new.dedup_window_ms)?
+        }
         _ => None,
     };
     let status = match (&new.rejected, original) {
@@ -65,9 +70,12 @@ pub fn create_exchange(txn: &WriteTransaction, new: NewExchange) -> Result<Creat
         _ => None,
     };
     change_status(txn, &mut rec, status, reason, new.now)?;
-    if status == Status::Queued {
+    // A rejected exchange keeps its work copy too: a manual retry after a config fix runs it.
+    if status != Status::Duplicate {
         txn.open_table(WORK)?
             .insert(id, encode(&new.work)?.as_slice())?;
+    }
+    if status == Status::Queued {
         schedule(txn, &mut rec, new.now)?;
     }
     put(txn, &rec)?;
