@@ -99,6 +99,15 @@ fn render(s: &AppState) -> Result<String, ApiError> {
             h.count
         );
     }
+    let (commits, writes) = s.engine.store.write_stats();
+    let _ = writeln!(
+        w,
+        "# HELP obmen_store_commits_total Durable commits of the journal (one fsync each).\n# TYPE obmen_store_commits_total counter\nobmen_store_commits_total {commits}"
+    );
+    let _ = writeln!(
+        w,
+        "# HELP obmen_store_writes_total Writes applied; writes / commits is the group-commit batch size.\n# TYPE obmen_store_writes_total counter\nobmen_store_writes_total {writes}"
+    );
     let size = std::fs::metadata(s.engine.store.path())
         .map(|m| m.len())
         .unwrap_or(0);

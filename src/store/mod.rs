@@ -7,6 +7,9 @@ pub mod records;
 pub mod tables;
 mod writer;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -83,6 +86,15 @@ impl Store {
             writer,
             path: Arc::new(path),
         })
+    }
+
+    /// (commits, writes) since start: their ratio is the group-commit batch size.
+    pub fn write_stats(&self) -> (u64, u64) {
+        let s = &self.writer.stats;
+        (
+            s.commits.load(std::sync::atomic::Ordering::Relaxed),
+            s.ops.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     pub fn path(&self) -> &Path {

@@ -4,6 +4,7 @@
 //! the batch, not with fsync latency.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
@@ -25,16 +26,27 @@ enum Job {
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: Arc<std::sync::Mutex<Option<mpsc::Sender<Job>>>>,
+    pub stats: Arc<WriterStats>,
+}
+
+/// How well group commit works: `ops / commits` is the mean batch size.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub commits: AtomicU64,
+    pub ops: AtomicU64,
 }
 
 pub fn spawn(db: Arc<Database>) -> WriterHandle {
     let (tx, rx) = mpsc::channel(QUEUE);
+    let stats = Arc::new(WriterStats::default());
+    let thread_stats = stats.clone();
     std::thread::Builder::new()
         .name("obmen-writer".into())
-        .spawn(move || run(&db, rx))
+        .spawn(move || run(&db, rx, &thread_stats))
         .expect("the OS refused to start the writer thread");
     WriterHandle {
         tx: Arc::new(std::sync::Mutex::new(Some(tx))),
+        stats,
     }
 }
 
@@ -96,7 +108,7 @@ fn clone_commit_error(e: &StoreError) -> StoreError {
     }
 }
 
-fn run(db: &Database, mut rx: mpsc::Receiver<Job>) {
+fn run(db: &Database, mut rx: mpsc::Receiver<Job>, stats: &WriterStats) {
     while let Some(first) = rx.blocking_recv() {
         let mut ops = Vec::new();
         let mut pending = Some(first);
@@ -104,7 +116,7 @@ fn run(db: &Database, mut rx: mpsc::Receiver<Job>) {
             match job {
                 Job::Op(op) => ops.push(op),
                 Job::Exclusive(f) => {
-                    commit_batch(db, std::mem::take(&mut ops));
+                    commit_batch(db, std::mem::take(&mut ops), stats);
                     f();
                 }
             }
@@ -112,11 +124,11 @@ fn run(db: &Database, mut rx: mpsc::Receiver<Job>) {
                 pending = rx.try_recv().ok();
             }
         }
-        commit_batch(db, ops);
+        commit_batch(db, ops, stats);
     }
 }
 
-fn commit_batch(db: &Database, ops: Vec<Op>) {
+fn commit_batch(db: &Database, ops: Vec<Op>, stats: &WriterStats) {
     if ops.is_empty() {
         return;
     }
@@ -132,6 +144,10 @@ fn commit_batch(db: &Database, ops: Vec<Op>) {
     };
     let finishers: Vec<Finish> = ops.into_iter().map(|op| op(&txn)).collect();
     let committed = txn.commit().map_err(StoreError::from);
+    stats.commits.fetch_add(1, Ordering::Relaxed);
+    stats
+        .ops
+        .fetch_add(finishers.len() as u64, Ordering::Relaxed);
     if let Err(e) = &committed {
         tracing::error!(error = %e, batch = finishers.len(), "group commit failed");
     }

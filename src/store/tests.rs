@@ -1,0 +1,319 @@
+//! The store on a real redb file: group commit, dedup window, queue claim and crash
+//! recovery, counters, listing filters and paging.
+
+use std::sync::Arc;
+
+use crate::mask::Masked;
+use crate::model::{ErrorClass, Status};
+
+use super::Store;
+use super::ops::{self, NewExchange, Outcome};
+use super::query::{self, Filter};
+use super::records::{AttemptRecord, ErrorSummary, WorkState};
+
+fn new_exchange(flow: &str, key: Option<&str>, now: u64) -> NewExchange {
+    NewExchange {
+        flow: flow.into(),
+        request_id: format!("req-{now}"),
+        external_id: key.map(str::to_owned),
+        key: key.map(str::to_owned),
+        dedup_scope: flow.into(),
+        dedup_window_ms: 1000,
+        dry_run: false,
+        source: "test".into(),
+        payload: Masked::fixed("{}"),
+        work: WorkState {
+            trigger: "{\"a\":1}".into(),
+            outputs: Vec::new(),
+        },
+        steps: vec!["one".into(), "two".into()],
+        rejected: None,
+        now,
+    }
+}
+
+fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    (dir, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_commits() {
+    let (_dir, store) = open();
+    let store = Arc::new(store);
+    let mut tasks = Vec::new();
+    for i in 0..400u64 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.write(move |txn| {
+                ops::create_exchange(
+                    txn,
+                    new_exchange("f", Some(&format!("k{i}")), 1_000_000 + i),
+                )
+            })
+            .await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(
+            t.await.expect("join").expect("write").status,
+            Status::Queued
+        );
+    }
+    let (commits, writes) = store.write_stats();
+    assert!(writes >= 400, "{writes}");
+    assert!(
+        commits < writes,
+        "400 concurrent writes must share commits: {commits} commits"
+    );
+    let read = store.read().expect("read");
+    assert_eq!(
+        query::counts(&read, "f").expect("counts")[Status::Queued.code() as usize],
+        400
+    );
+}
+
+#[tokio::test]
+async fn dedup_holds_inside_the_window_only() {
+    let (_dir, store) = open();
+    let first = store
+        .write(|t| ops::create_exchange(t, new_exchange("f", Some("k"), 10_000)))
+        .await
+        .expect("first");
+    let again = store
+        .write(|t| ops::create_exchange(t, new_exchange("f", Some("k"), 10_500)))
+        .await
+        .expect("again");
+    assert_eq!(
+        (again.status, again.original_id),
+        (Status::Duplicate, Some(first.id))
+    );
+    let other_flow = store
+        .write(|t| ops::create_exchange(t, new_exchange("g", Some("k"), 10_600)))
+        .await
+        .expect("g");
+    assert_eq!(other_flow.status, Status::Queued, "keys are per flow");
+    let later = store
+        .write(|t| ops::create_exchange(t, new_exchange("f", Some("k"), 11_001)))
+        .await
+        .expect("later");
+    assert_eq!(
+        later.status,
+        Status::Queued,
+        "past the window the key is new again"
+    );
+}
+
+#[tokio::test]
+async fn claim_recover_and_finish_move_an_exchange_through_the_queue() {
+    let (_dir, store) = open();
+    let created = store
+        .write(|t| ops::create_exchange(t, new_exchange("f", None, 5_000)))
+        .await
+        .expect("create");
+    let none = store
+        .write(|t| ops::claim_due(t, 4_000, 10, 60_000))
+        .await
+        .expect("claim early");
+    assert!(none.is_empty(), "not due before its time");
+    let claimed = store
+        .write(|t| ops::claim_due(t, 5_000, 10, 60_000))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        (claimed[0].record.status, claimed[0].record.attempts),
+        (Status::Running, 1)
+    );
+    assert_eq!(claimed[0].work.trigger, "{\"a\":1}");
+    // A crash here: the next start returns it to the queue.
+    let recovered = store
+        .write(|t| ops::recover_leases(t, 6_000))
+        .await
+        .expect("recover");
+    assert_eq!(recovered, 1);
+    let again = store
+        .write(|t| ops::claim_due(t, 6_000, 10, 60_000))
+        .await
+        .expect("claim again");
+    assert_eq!(again[0].record.attempts, 2);
+    let id = created.id;
+    let err = ErrorSummary {
+        class: ErrorClass::Transient,
+        step: Some("one".into()),
+        message: Masked::fixed("boom"),
+        at: 6_100,
+    };
+    let attempt = AttemptRecord {
+        number: 2,
+        started_at: 6_000,
+        duration_ms: 100,
+        error: Some(err),
+        calls: Vec::new(),
+    };
+    store
+        .write(move |t| ops::finish_attempt(t, id, attempt, Outcome::RetryAt(9_000), 6_100))
+        .await
+        .expect("finish");
+    let read = store.read().expect("read");
+    assert_eq!(query::next_due(&read).expect("due"), Some(9_000));
+    let rec = query::exchange(&read, id).expect("get").expect("exists");
+    assert_eq!(rec.status, Status::Retrying);
+    let errors = query::attempt_errors(&read).expect("errors");
+    assert_eq!(errors, vec![("f".to_owned(), ErrorClass::Transient, 1)]);
+    let journal = query::journal(&read, id).expect("journal");
+    assert!(
+        journal.len() >= 6,
+        "received, queued, running, queued, running, attempt, retrying: {}",
+        journal.len()
+    );
+}
+
+#[tokio::test]
+async fn checkpoint_and_manual_retry_keep_history_and_done_steps() {
+    let (_dir, store) = open();
+    let id = store
+        .write(|t| ops::create_exchange(t, new_exchange("f", None, 5_000)))
+        .await
+        .expect("create")
+        .id;
+    store
+        .write(|t| ops::claim_due(t, 5_000, 1, 60_000))
+        .await
+        .expect("claim");
+    let link = ops::Link {
+        system: "crm".into(),
+        entity: "lead".into(),
+        external_key: "ext-1".into(),
+        target_id: "L-9".into(),
+        masked_key: Masked::fixed("ext-1"),
+        masked_target: Masked::fixed("L-9"),
+    };
+    store
+        .write(move |t| {
+            ops::checkpoint(
+                t,
+                id,
+                0,
+                "{\"id\":\"L-9\"}".into(),
+                Masked::fixed("{}"),
+                Some(link),
+                5_010,
+            )
+        })
+        .await
+        .expect("checkpoint");
+    let attempt = AttemptRecord {
+        number: 1,
+        started_at: 5_000,
+        duration_ms: 20,
+        error: None,
+        calls: Vec::new(),
+    };
+    store
+        .write(move |t| ops::finish_attempt(t, id, attempt, Outcome::Stop(Status::Failed), 5_020))
+        .await
+        .expect("fail");
+    let retried = store
+        .write(move |t| ops::manual_retry(t, id, false, "me", 6_000))
+        .await
+        .expect("retry");
+    let rec = retried.expect("allowed");
+    assert_eq!(rec.status, Status::Queued);
+    assert!(
+        rec.steps[0].done_at.is_some() && rec.steps[1].done_at.is_none(),
+        "step one stays done"
+    );
+    let read = store.read().expect("read");
+    assert_eq!(
+        query::idmap(&read, "crm", "lead", "ext-1")
+            .expect("idmap")
+            .as_deref(),
+        Some("L-9")
+    );
+    let refused = store
+        .write(move |t| ops::manual_retry(t, id, false, "me", 6_001))
+        .await
+        .expect("retry");
+    assert_eq!(
+        refused.err(),
+        Some(ops::RetryRefused::Pending(Status::Queued))
+    );
+}
+
+#[tokio::test]
+async fn listing_filters_and_pages_newest_first() {
+    let (_dir, store) = open();
+    for i in 0..25u64 {
+        let flow = if i % 2 == 0 { "even" } else { "odd" };
+        store
+            .write(move |t| {
+                ops::create_exchange(
+                    t,
+                    new_exchange(flow, Some(&format!("k{i}")), 100_000 + i * 10),
+                )
+            })
+            .await
+            .expect("create");
+    }
+    let read = store.read().expect("read");
+    let page = query::list(
+        &read,
+        &Filter {
+            flow: Some("even".into()),
+            limit: 5,
+            ..Filter::default()
+        },
+    )
+    .expect("list");
+    assert_eq!(page.items.len(), 5);
+    assert!(
+        page.items.windows(2).all(|w| w[0].id > w[1].id),
+        "newest first"
+    );
+    let mut seen = page.items.len();
+    let mut cursor = page.next_cursor;
+    while let Some(c) = cursor {
+        let next = query::list(
+            &read,
+            &Filter {
+                flow: Some("even".into()),
+                limit: 5,
+                cursor: Some(c),
+                ..Filter::default()
+            },
+        )
+        .expect("page");
+        seen += next.items.len();
+        cursor = next.next_cursor;
+    }
+    assert_eq!(seen, 13);
+    let by_key = query::list(
+        &read,
+        &Filter {
+            key: Some("k7".into()),
+            limit: 10,
+            ..Filter::default()
+        },
+    )
+    .expect("key");
+    assert_eq!(by_key.items.len(), 1);
+    let window = Filter {
+        since: Some(100_100),
+        until: Some(100_150),
+        limit: 50,
+        ..Filter::default()
+    };
+    assert_eq!(query::list(&read, &window).expect("window").items.len(), 5);
+    let q = query::list(
+        &read,
+        &Filter {
+            q: Some("req-100030".into()),
+            limit: 10,
+            ..Filter::default()
+        },
+    )
+    .expect("q");
+    assert_eq!(q.items.len(), 1);
+}
