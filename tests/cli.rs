@@ -7,9 +7,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use axum::Router;
 
 const BIN: &str = env!("CARGO_BIN_EXE_obmen");
 
@@ -47,7 +47,9 @@ steps = [
 "#,
     )
     .expect("write");
-    let out = obmen(&["check", "-c", config.to_str().expect("utf8")]).output().expect("run");
+    let out = obmen(&["check", "-c", config.to_str().expect("utf8")])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(1), "check must exit 1 on errors");
     let err = String::from_utf8_lossy(&out.stderr);
     let name = config.display().to_string();
@@ -55,11 +57,21 @@ steps = [
         (3, "server.colour: unknown key"),
         (14, "flows[0].trigger.schedule.cron"),
         (16, "flows[0].steps[0].map: jq"),
-        (17, "flows[0].steps[1].call: system `crm` (http) has no operation `nope`"),
-        (18, "flows[0].steps[2].upsert: system `crm` (http) has no entity `lead`"),
+        (
+            17,
+            "flows[0].steps[1].call: system `crm` (http) has no operation `nope`",
+        ),
+        (
+            18,
+            "flows[0].steps[2].upsert: system `crm` (http) has no entity `lead`",
+        ),
     ] {
         let prefix = format!("{name}:{line}:");
-        assert!(err.lines().any(|l| l.starts_with(&prefix) && l.contains(key)), "missing `{prefix} … {key}` in:\n{err}");
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(key)),
+            "missing `{prefix} … {key}` in:\n{err}"
+        );
     }
     assert!(err.contains("5 problem(s) found"), "{err}");
 }
@@ -74,8 +86,16 @@ fn check_accepts_the_shipped_example_and_names_missing_secrets() {
         .env("OBMEN_SECRET_SHOP_HOOK", "shop-hook-123456")
         .output()
         .expect("run");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = obmen(&["check", "-c", example]).env_remove("OBMEN_SECRET_CRM_TOKEN").output().expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = obmen(&["check", "-c", example])
+        .env_remove("OBMEN_SECRET_CRM_TOKEN")
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("OBMEN_SECRET_CRM_TOKEN"), "{err}");
@@ -85,10 +105,25 @@ fn check_accepts_the_shipped_example_and_names_missing_secrets() {
 fn init_writes_a_config_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path().to_str().expect("utf8");
-    assert_eq!(obmen(&["init", "--dir", d]).output().expect("run").status.code(), Some(0));
+    assert_eq!(
+        obmen(&["init", "--dir", d])
+            .output()
+            .expect("run")
+            .status
+            .code(),
+        Some(0)
+    );
     let written = std::fs::read_to_string(dir.path().join("obmen.toml")).expect("written");
     assert!(written.contains("[[flows]]"));
-    assert_eq!(obmen(&["init", "--dir", d]).output().expect("run").status.code(), Some(1), "must not overwrite");
+    assert_eq!(
+        obmen(&["init", "--dir", d])
+            .output()
+            .expect("run")
+            .status
+            .code(),
+        Some(1),
+        "must not overwrite"
+    );
 }
 
 const CANARY: &str = "CANARY-cli-7d1e55aa90";
@@ -102,19 +137,32 @@ async fn echoing_target(hits: Arc<Mutex<u32>>) -> u16 {
             let hits = hits.clone();
             async move {
                 *hits.lock().expect("lock") += 1;
-                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-                (StatusCode::INTERNAL_SERVER_ERROR, format!("{{\"error\":\"bad gateway\",\"you_sent\":\"{auth}\"}}"))
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("{{\"error\":\"bad gateway\",\"you_sent\":\"{auth}\"}}"),
+                )
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     tokio::spawn(async move { axum::serve(listener, app).await });
     port
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,51 +217,121 @@ steps = [ {{ call = "crm.lead", args = '{{id: .trigger.id, token_copy: .trigger.
     // The payload carries the secret too, as a sender echoing its auth would.
     let body = serde_json::json!({"id": "order-1", "auth": CANARY});
     loop {
-        let sent = http.post(format!("{base}/hooks/f")).header("X-Token", HOOK_TOKEN).json(&body).send().await;
+        let sent = http
+            .post(format!("{base}/hooks/f"))
+            .header("X-Token", HOOK_TOKEN)
+            .json(&body)
+            .send()
+            .await;
         if matches!(&sent, Ok(r) if r.status().is_success()) {
             break;
         }
-        assert!(Instant::now() < deadline, "the server did not come up: {sent:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the server did not come up: {sent:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     while *hits.lock().expect("lock") < 3 {
-        assert!(Instant::now() < deadline, "the target was not retried 3 times");
+        assert!(
+            Instant::now() < deadline,
+            "the target was not retried 3 times"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let api = http.get(format!("{base}/api/exchanges?flow=f")).bearer_auth("admin-token-cli-1234").send().await.expect("list");
+    let api = http
+        .get(format!("{base}/api/exchanges?flow=f"))
+        .bearer_auth("admin-token-cli-1234")
+        .send()
+        .await
+        .expect("list");
     let listing = api.text().await.expect("body");
-    assert!(listing.contains("\"failed\"") || listing.contains("\"retrying\""), "{listing}");
-    let detail_id = listing.split("\"id\":").nth(1).and_then(|s| s.split(',').next()).expect("an id").to_owned();
-    let detail = http.get(format!("{base}/api/exchanges/{detail_id}")).bearer_auth("admin-token-cli-1234").send().await.expect("show");
+    assert!(
+        listing.contains("\"failed\"") || listing.contains("\"retrying\""),
+        "{listing}"
+    );
+    let detail_id = listing
+        .split("\"id\":")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .expect("an id")
+        .to_owned();
+    let detail = http
+        .get(format!("{base}/api/exchanges/{detail_id}"))
+        .bearer_auth("admin-token-cli-1234")
+        .send()
+        .await
+        .expect("show");
     let detail = detail.text().await.expect("body");
-    assert!(detail.contains("you_sent"), "the target's own error text is journaled: {detail}");
-    assert!(detail.contains(r#"you_sent\":\"Bearer ***"#), "the echoed token is journaled masked: {detail}");
+    assert!(
+        detail.contains("you_sent"),
+        "the target's own error text is journaled: {detail}"
+    );
+    assert!(
+        detail.contains(r#"you_sent\":\"Bearer ***"#),
+        "the echoed token is journaled masked: {detail}"
+    );
 
     let pid = child.id().to_string();
-    let term = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    let term = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
     assert!(term.success());
     let out = child.wait_with_output().expect("wait");
-    assert_eq!(out.status.code(), Some(0), "serve must exit 0 after SIGTERM");
-    let logs = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "serve must exit 0 after SIGTERM"
+    );
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(logs.contains("shutting down"), "{logs}");
 
     let backup = dir.path().join("copy.redb");
-    let b = obmen(&["backup", backup.to_str().expect("utf8"), "-c", config.to_str().expect("utf8")])
-        .env("OBMEN_SECRET_CLI_ADMIN", "admin-token-cli-1234")
-        .env("OBMEN_SECRET_CLI_HOOK", HOOK_TOKEN)
-        .env("OBMEN_SECRET_CLI_CANARY", CANARY)
-        .output()
-        .expect("backup");
-    assert_eq!(b.status.code(), Some(0), "{}", String::from_utf8_lossy(&b.stderr));
+    let b = obmen(&[
+        "backup",
+        backup.to_str().expect("utf8"),
+        "-c",
+        config.to_str().expect("utf8"),
+    ])
+    .env("OBMEN_SECRET_CLI_ADMIN", "admin-token-cli-1234")
+    .env("OBMEN_SECRET_CLI_HOOK", HOOK_TOKEN)
+    .env("OBMEN_SECRET_CLI_CANARY", CANARY)
+    .output()
+    .expect("backup");
+    assert_eq!(
+        b.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&b.stderr)
+    );
 
-    for (what, text) in [("logs", logs.as_bytes().to_vec()), ("listing", listing.into_bytes()), ("detail", detail.into_bytes())] {
-        assert!(!contains(&text, CANARY.as_bytes()), "the canary leaked into the {what}");
-        assert!(!contains(&text, HOOK_TOKEN.as_bytes()), "the hook token leaked into the {what}");
+    for (what, text) in [
+        ("logs", logs.as_bytes().to_vec()),
+        ("listing", listing.into_bytes()),
+        ("detail", detail.into_bytes()),
+    ] {
+        assert!(
+            !contains(&text, CANARY.as_bytes()),
+            "the canary leaked into the {what}"
+        );
+        assert!(
+            !contains(&text, HOOK_TOKEN.as_bytes()),
+            "the hook token leaked into the {what}"
+        );
     }
     for file in [dir.path().join("data/obmen.redb"), backup] {
         let bytes = std::fs::read(&file).expect("read data file");
         assert!(bytes.len() > 4096, "{} looks empty", file.display());
-        assert!(!contains(&bytes, CANARY.as_bytes()), "the canary is in {}", file.display());
+        assert!(
+            !contains(&bytes, CANARY.as_bytes()),
+            "the canary is in {}",
+            file.display()
+        );
     }
 }
 

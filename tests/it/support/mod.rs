@@ -1,0 +1,297 @@
+//! The app under test: a config written into a temp dir, `obmen::app::serve` on
+//! 127.0.0.1:0 in its own task with its own cancellation token, and a client for it.
+
+pub mod fake;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN: &str = "admin-token-it-0001";
+pub const VIEWER: &str = "viewer-token-it-0001";
+/// What the `shop` system's webhooks must carry in `X-Hook-Token`.
+pub const HOOK_TOKEN: &str = "hook-token-it-0001";
+/// What the fake CRM expects as its bearer token (unless a test picks another).
+pub const CRM_TOKEN: &str = "crm-token-it-0001";
+/// Long enough for a slow CI box, short enough that a hang fails the test.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The `crm` system pointing at a fake, with ops and the `lead` entity.
+pub fn crm_system(url: &str, token: &str, timeout: &str) -> String {
+    format!(
+        r#"
+[systems.crm]
+kind = "http"
+base_url = "{url}"
+auth = {{ bearer = "{token}" }}
+timeout = "{timeout}"
+
+[systems.crm.ops]
+create_lead = {{ method = "POST", path = "/leads" }}
+add_note = {{ method = "POST", path = "/notes" }}
+
+[systems.crm.entities.lead]
+path = "/leads"
+results = "items"
+"#
+    )
+}
+
+/// The `shop` system: a webhook source verified by a shared token.
+pub fn shop_system(token: &str) -> String {
+    format!(
+        r#"
+[systems.shop]
+kind = "http"
+base_url = "http://127.0.0.1:9"
+inbound = {{ token_header = "X-Hook-Token", token = "{token}" }}
+"#
+    )
+}
+
+pub struct TestApp {
+    pub dir: TempDir,
+    pub base: String,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl TestApp {
+    /// Starts obmen with `[server]` and `[auth]` filled in and `body` (systems and flows).
+    pub async fn start(body: &str) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = format!(
+            r#"[server]
+data_dir = "{data}"
+shutdown_grace = "2s"
+
+[auth]
+tokens = [
+  {{ name = "integrator", role = "admin", token = "{ADMIN}" }},
+  {{ name = "client", role = "viewer", token = "{VIEWER}" }},
+]
+{body}"#,
+            data = dir.path().join("data").display(),
+        );
+        let path = dir.path().join("obmen.toml");
+        std::fs::write(&path, &config).expect("write the config");
+        let loaded = obmen::config::load_str(&path, &config)
+            .unwrap_or_else(|e| panic!("the test config is invalid:\n{e}"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(obmen::app::serve(loaded, listener, shutdown.clone()));
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        TestApp {
+            dir,
+            base,
+            client,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Graceful shutdown, as on SIGTERM; waits until `serve` returned. Hands back the temp
+    /// dir so that the data file can be read after the store closed it.
+    pub async fn stop(mut self) -> TempDir {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let result = tokio::time::timeout(WAIT, task)
+                .await
+                .expect("serve stops within the wait");
+            result.expect("serve task").expect("serve returns Ok");
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A webhook with the shop's token and a request id.
+    pub async fn hook(
+        &self,
+        flow: &str,
+        payload: &Value,
+        request_id: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .post(self.url(&format!("/hooks/{flow}")))
+            .header("X-Hook-Token", HOOK_TOKEN)
+            .json(payload);
+        if let Some(id) = request_id {
+            req = req.header("X-Request-Id", id);
+        }
+        answer(req).await
+    }
+
+    /// A raw request with the given headers, for the bad-input tests.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.post(self.url(path)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        answer(req).await
+    }
+
+    pub async fn get_as(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut req = self.client.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        answer(req).await
+    }
+
+    pub async fn post_as(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.post(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        answer(req).await
+    }
+
+    /// GET as admin, expecting 200.
+    pub async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.get_as(path, Some(ADMIN)).await;
+        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+        body
+    }
+
+    /// POST as admin, expecting 200.
+    pub async fn post(&self, path: &str, body: Option<&Value>) -> Value {
+        let (status, answer) = self.post_as(path, Some(ADMIN), body).await;
+        assert_eq!(status, StatusCode::OK, "POST {path}: {answer}");
+        answer
+    }
+
+    /// The raw text of a GET (for /metrics and the OpenAPI document).
+    pub async fn text(&self, path: &str, token: &str) -> String {
+        let response = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.text().await.expect("body")
+    }
+
+    pub async fn exchange(&self, id: u64) -> Value {
+        self.get(&format!("/api/exchanges/{id}")).await
+    }
+
+    pub async fn list(&self, query: &str) -> Vec<Value> {
+        let page = self.get(&format!("/api/exchanges?{query}")).await;
+        page["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Polls an exchange until it has `status`; fails at once if it settles in another final
+    /// status, and after `timeout` with the exchange's detail in the message.
+    pub async fn wait_for_status(&self, id: u64, status: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let detail = self.exchange(id).await;
+            let now = detail["status"].as_str().unwrap_or_default().to_owned();
+            if now == status {
+                return detail;
+            }
+            let settled = matches!(
+                now.as_str(),
+                "succeeded" | "failed" | "rejected" | "duplicate" | "skipped" | "dry_run"
+            );
+            if settled || Instant::now() > deadline {
+                panic!(
+                    "exchange {id} is {now}, expected {status}:\n{}",
+                    pretty(&detail)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+async fn answer(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = req.send().await.expect("the request reaches obmen");
+    let status = response.status();
+    let text = response.text().await.expect("a body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+pub fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+/// The id in a webhook or retry answer.
+pub fn id_of(answer: &Value) -> u64 {
+    answer["exchange_id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no exchange_id in {answer}"))
+}
+
+/// Error classes of the failed attempts, in order.
+pub fn error_classes(detail: &Value) -> Vec<String> {
+    attempts(detail)
+        .iter()
+        .filter_map(|a| a["error"]["class"].as_str().map(str::to_owned))
+        .collect()
+}
+
+pub fn attempts(detail: &Value) -> Vec<Value> {
+    detail["attempt_log"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Every file under `dir`, read whole.
+pub fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(all_bytes(&path));
+        } else {
+            out.push((path.clone(), std::fs::read(&path).expect("read file")));
+        }
+    }
+    out
+}
