@@ -14,6 +14,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 
 use crate::config::validate::Token;
@@ -46,8 +47,16 @@ pub fn router(state: AppState, max_body: usize) -> Router {
     let hooks = Router::new()
         .route("/hooks/{flow}", post(hooks::receive).get(hooks::handshake))
         .layer(DefaultBodyLimit::disable());
-    api.merge(hooks).fallback(not_found).with_state(state)
+    // A slow or stuck client cannot hold a handler forever; dry runs call targets, so the
+    // bound is above the longest connector timeout.
+    let timeout = TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT);
+    api.merge(hooks)
+        .fallback(not_found)
+        .layer(timeout)
+        .with_state(state)
 }
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 
 async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint")
