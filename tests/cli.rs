@@ -179,6 +179,7 @@ async fn serve_keeps_secrets_out_of_logs_and_data_and_stops_on_sigterm() {
 listen = "127.0.0.1:{port}"
 data_dir = "data"
 shutdown_grace = "5s"
+cli_token = "secret:cli_admin"
 [auth]
 tokens = [ {{ name = "a", role = "admin", token = "secret:cli_admin" }} ]
 [systems.shop]
@@ -232,24 +233,25 @@ steps = [ {{ call = "crm.lead", args = '{{id: .trigger.id, token_copy: .trigger.
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    while *hits.lock().expect("lock") < 3 {
+    // Three attempts exhaust the retry policy: wait for the exchange to fail.
+    let listing = loop {
+        let api = http
+            .get(format!("{base}/api/exchanges?flow=f&status=failed"))
+            .bearer_auth("admin-token-cli-1234")
+            .send()
+            .await
+            .expect("list");
+        let text = api.text().await.expect("body");
+        if text.contains("\"failed\"") {
+            break text;
+        }
         assert!(
             Instant::now() < deadline,
-            "the target was not retried 3 times"
+            "the exchange did not fail: {text}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let api = http
-        .get(format!("{base}/api/exchanges?flow=f"))
-        .bearer_auth("admin-token-cli-1234")
-        .send()
-        .await
-        .expect("list");
-    let listing = api.text().await.expect("body");
-    assert!(
-        listing.contains("\"failed\"") || listing.contains("\"retrying\""),
-        "{listing}"
-    );
+    };
+    assert_eq!(*hits.lock().expect("lock"), 3, "one call per attempt");
     let detail_id = listing
         .split("\"id\":")
         .nth(1)
@@ -271,6 +273,35 @@ steps = [ {{ call = "crm.lead", args = '{{id: .trigger.id, token_copy: .trigger.
         detail.contains(r#"you_sent\":\"Bearer ***"#),
         "the echoed token is journaled masked: {detail}"
     );
+
+    // The CLI talks to the running server with the config's cli_token.
+    let cfg = config.to_str().expect("utf8");
+    let cli = |args: &[&str]| {
+        let out = obmen(args)
+            .env("OBMEN_SECRET_CLI_ADMIN", "admin-token-cli-1234")
+            .env("OBMEN_SECRET_CLI_HOOK", HOOK_TOKEN)
+            .env("OBMEN_SECRET_CLI_CANARY", CANARY)
+            .output()
+            .expect("cli");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, failed) = cli(&["exchanges", "list", "--status", "failed", "-c", cfg]);
+    assert_eq!(code, Some(0));
+    assert!(failed.contains(&detail_id), "{failed}");
+    let (code, shown) = cli(&["exchanges", "show", &detail_id, "-c", cfg]);
+    assert!(code == Some(0) && shown.contains("attempt_log"), "{shown}");
+    let (code, retried) = cli(&["exchanges", "retry", &detail_id, "-c", cfg]);
+    assert!(
+        code == Some(0) && retried.contains("\"queued\""),
+        "{retried}"
+    );
+    let payload = dir.path().join("payload.json");
+    std::fs::write(&payload, r#"{"id": "order-2"}"#).expect("payload");
+    let (code, dry) = cli(&["dry-run", "f", payload.to_str().expect("utf8"), "-c", cfg]);
+    assert!(code == Some(0) && dry.contains("\"sent\": false"), "{dry}");
 
     let pid = child.id().to_string();
     let term = Command::new("kill")
