@@ -325,21 +325,7 @@ pub async fn run(
             },
         )
         .await?;
-    let code = if a.status == Status::Rejected {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    Ok((
-        code,
-        Json(HookAnswer {
-            exchange_id: a.original_id.unwrap_or(a.id),
-            status: a.status,
-            request_id: a.request_id,
-            duplicate_id: a.original_id.map(|_| a.id),
-            errors: a.errors,
-        }),
-    ))
+    Ok(HookAnswer::reply(a))
 }
 
 fn json_body(body: &[u8]) -> Result<serde_json::Value, ApiError> {

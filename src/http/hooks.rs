@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::connectors::inbound::Refusal;
 use crate::engine::flow::Trigger;
-use crate::engine::intake::Event;
+use crate::engine::intake::{Accepted, Event};
 use crate::model::Status;
 
 use super::AppState;
@@ -86,21 +86,27 @@ pub async fn receive(
             },
         )
         .await?;
-    let code = if accepted.status == Status::Rejected {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    Ok((
-        code,
-        Json(HookAnswer {
-            exchange_id: accepted.original_id.unwrap_or(accepted.id),
-            status: accepted.status,
-            request_id: accepted.request_id,
-            duplicate_id: accepted.original_id.map(|_| accepted.id),
-            errors: accepted.errors,
-        }),
-    ))
+    Ok(HookAnswer::reply(accepted))
+}
+
+impl HookAnswer {
+    /// The answer to an accepted trigger: 200 (queued or duplicate, with the original's id)
+    /// or 422 when the input was rejected.
+    pub fn reply(a: Accepted) -> (StatusCode, Json<HookAnswer>) {
+        let code = if a.status == Status::Rejected {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::OK
+        };
+        let answer = HookAnswer {
+            exchange_id: a.original_id.unwrap_or(a.id),
+            status: a.status,
+            request_id: a.request_id,
+            duplicate_id: a.original_id.map(|_| a.id),
+            errors: a.errors,
+        };
+        (code, Json(answer))
+    }
 }
 
 fn refusal(r: &Refusal) -> ApiError {
