@@ -70,7 +70,7 @@ pub async fn serve(
             data_dir.display()
         )
     })?;
-    let store = Store::open(&data_dir)?;
+    let store = Store::open_with_cache(&data_dir, loaded.server.cache_bytes)?;
     let engine = Arc::new(engine(&loaded, store.clone()));
     let recovered = engine.recover().await?;
     if recovered > 0 {

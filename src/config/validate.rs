@@ -41,6 +41,7 @@ pub struct ServerSettings {
     pub max_body: usize,
     pub workers: usize,
     pub shutdown_grace: Duration,
+    pub cache_bytes: usize,
 }
 
 /// The checked config: what `serve` runs.
@@ -178,6 +179,9 @@ fn server(file: &ConfigFile, ctx: &mut Ctx<'_>) -> ServerSettings {
         max_body: s.max_body.unwrap_or(DEFAULT_MAX_BODY),
         workers: s.workers.unwrap_or(32).max(1),
         shutdown_grace: grace,
+        cache_bytes: s
+            .cache_mb
+            .map_or(crate::store::DEFAULT_CACHE_BYTES, |mb| mb.max(1) << 20),
     }
 }
 

@@ -82,15 +82,7 @@ impl Engine {
             trigger: work.to_string(),
             outputs: Vec::new(),
         };
-        let mut run = Run {
-            engine: self,
-            flow,
-            record: &record,
-            live: false,
-            persist: false,
-            calls: Vec::new(),
-            outputs: Vec::new(),
-        };
+        let mut run = Run::new(self, flow, &record, false, false);
         let end = if errors.is_empty() {
             run.execute(&work).await
         } else {

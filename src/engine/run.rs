@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 
 use crate::connectors::CallError;
 use crate::connectors::transport::CallCtx;
+use crate::mask::Masked;
 use crate::model::{ErrorClass, now_ms};
 use crate::store::ops::{self, Link};
 use crate::store::query;
@@ -72,9 +73,40 @@ pub struct Run<'a> {
     pub calls: Vec<CallRecord>,
     /// Outputs by step index, as the run saw them.
     pub outputs: Vec<Option<Value>>,
+    /// The last step's checkpoint, left for the commit that records the outcome: one write
+    /// fewer per exchange, and the final step and status land together.
+    pub last_checkpoint: Option<Checkpoint>,
 }
 
-impl Run<'_> {
+/// A finished step waiting to be written.
+#[derive(Debug)]
+pub struct Checkpoint {
+    pub index: usize,
+    pub output: String,
+    pub masked: Masked,
+    pub link: Option<Link>,
+}
+
+impl<'a> Run<'a> {
+    pub fn new(
+        engine: &'a Engine,
+        flow: &'a Flow,
+        record: &'a ExchangeRecord,
+        live: bool,
+        persist: bool,
+    ) -> Run<'a> {
+        Run {
+            engine,
+            flow,
+            record,
+            live,
+            persist,
+            calls: Vec::new(),
+            outputs: Vec::new(),
+            last_checkpoint: None,
+        }
+    }
+
     pub async fn execute(&mut self, work: &WorkState) -> RunEnd {
         let trigger: Value = serde_json::from_str(&work.trigger).unwrap_or(Value::Null);
         // Checked again on every run: a manual retry after a schema change sees the new one.
@@ -150,7 +182,7 @@ impl Run<'_> {
                 };
                 let sys = self.engine.system(system)?;
                 let req = sys.connector.op_request(op, &args)?;
-                (self.send(step, &sys, req).await?, None)
+                (self.send(step, &sys, req, "").await?, None)
             }
             StepKind::Upsert { .. } => self.upsert(step, ctx).await?,
         };
@@ -164,7 +196,17 @@ impl Run<'_> {
             }
         }
         if self.persist {
-            self.checkpoint(index, &output, link).await?;
+            let checkpoint = Checkpoint {
+                index,
+                output: output.to_string(),
+                masked: self.engine.masker.json(&output),
+                link,
+            };
+            if index + 1 == self.flow.steps.len() {
+                self.last_checkpoint = Some(checkpoint);
+            } else {
+                self.checkpoint(checkpoint).await?;
+            }
         }
         Ok(Some(output))
     }
@@ -173,16 +215,20 @@ impl Run<'_> {
         Ok(jq.first(ctx.clone(), &self.flow.status_maps)?)
     }
 
+    /// Sends one request. The idempotency key is `<exchange id>:<step>`, plus `key_suffix`
+    /// where one step makes two different mutating calls (an upsert's update), so that a
+    /// target never sees one key reused with other parameters.
     async fn send(
         &mut self,
         step: &Step,
         sys: &crate::connectors::System,
         req: crate::connectors::OutboundRequest,
+        key_suffix: &str,
     ) -> Result<Value, RunError> {
         let call = CallCtx {
             step: &step.name,
             request_id: &self.record.request_id,
-            idempotency_key: format!("{}:{}", self.record.id, step.name),
+            idempotency_key: format!("{}:{}{key_suffix}", self.record.id, step.name),
             masker: &self.engine.masker,
             send_mutating: self.live,
         };
@@ -227,7 +273,7 @@ impl Run<'_> {
         if existing.is_none() && !match_fields.is_empty() {
             let criteria = criteria(&record, match_fields)?;
             let req = sys.connector.find_request(entity, &criteria)?;
-            let answer = self.send(step, &sys, req).await?;
+            let answer = self.send(step, &sys, req, "").await?;
             let found = sys.connector.found_records(entity, answer)?;
             if let Some(first) = found.first() {
                 existing = self.eval(id, first)?.map(|v| text_of(&v));
@@ -236,11 +282,15 @@ impl Run<'_> {
         let (action, target_id, response) = match existing {
             Some(target) => {
                 let req = sys.connector.update_request(entity, &target, &record)?;
-                ("updated", Some(target), self.send(step, &sys, req).await?)
+                (
+                    "updated",
+                    Some(target),
+                    self.send(step, &sys, req, ":update").await?,
+                )
             }
             None => {
                 let req = sys.connector.create_request(entity, &record)?;
-                let response = self.send(step, &sys, req).await?;
+                let response = self.send(step, &sys, req, "").await?;
                 let created = if self.live {
                     self.eval(id, &response)?.map(|v| text_of(&v))
                 } else {
@@ -277,20 +327,13 @@ impl Run<'_> {
         ))
     }
 
-    async fn checkpoint(
-        &self,
-        index: usize,
-        output: &Value,
-        link: Option<Link>,
-    ) -> Result<(), RunError> {
-        let (id, text, masked) = (
-            self.record.id,
-            output.to_string(),
-            self.engine.masker.json(output),
-        );
+    async fn checkpoint(&self, c: Checkpoint) -> Result<(), RunError> {
+        let id = self.record.id;
         self.engine
             .store
-            .write(move |txn| ops::checkpoint(txn, id, index, text, masked, link, now_ms()))
+            .write(move |txn| {
+                ops::checkpoint(txn, id, c.index, c.output, c.masked, c.link, now_ms())
+            })
             .await
             .map_err(|e| RunError {
                 class: ErrorClass::Transient,

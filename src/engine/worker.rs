@@ -8,11 +8,11 @@ use std::time::Duration;
 use crate::model::{ErrorClass, Status, now_ms};
 use crate::store::ops::{self, Claimed, Outcome};
 use crate::store::query;
-use crate::store::records::{AttemptRecord, ErrorSummary};
+use crate::store::records::{AttemptRecord, CallRecord, ErrorSummary, ExchangeRecord};
 
 use super::Engine;
 use super::flow::Mode;
-use super::run::{Run, RunEnd, RunError};
+use super::run::{Checkpoint, Run, RunEnd, RunError};
 
 const CLAIM_BATCH: usize = 64;
 /// Longest sleep without looking at the queue: bounds the effect of a clock jump.
@@ -113,38 +113,39 @@ impl Engine {
                 step: None,
                 retry_after: None,
             };
-            self.finish(&record, started, Vec::new(), RunEnd::Failed(err), None)
-                .await;
+            let done = Finished {
+                calls: Vec::new(),
+                end: RunEnd::Failed(err),
+                cursor: None,
+                checkpoint: None,
+            };
+            self.finish(&record, started, done).await;
             return;
         };
         let live = flow.mode == Mode::Live && !record.dry_run;
-        let mut run = Run {
-            engine: self,
-            flow: &flow,
-            record: &record,
-            live,
-            persist: true,
-            calls: Vec::new(),
-            outputs: Vec::new(),
-        };
+        let mut run = Run::new(self, &flow, &record, live, true);
         let end = run.execute(&work).await;
         let cursor = if matches!(end, RunEnd::Done) {
             cursor_of(&flow, &run.outputs)
         } else {
             None
         };
-        let calls = std::mem::take(&mut run.calls);
-        self.finish(&record, started, calls, end, cursor).await;
+        let done = Finished {
+            calls: std::mem::take(&mut run.calls),
+            end,
+            cursor,
+            checkpoint: run.last_checkpoint.take(),
+        };
+        self.finish(&record, started, done).await;
     }
 
-    async fn finish(
-        &self,
-        record: &crate::store::records::ExchangeRecord,
-        started: u64,
-        calls: Vec<crate::store::records::CallRecord>,
-        end: RunEnd,
-        cursor: Option<String>,
-    ) {
+    async fn finish(&self, record: &ExchangeRecord, started: u64, done: Finished) {
+        let Finished {
+            calls,
+            end,
+            cursor,
+            checkpoint,
+        } = done;
         let now = now_ms();
         let flow = self.flow(&record.flow).cloned();
         let (outcome, error) = match &end {
@@ -181,6 +182,9 @@ impl Engine {
         let result = self
             .store
             .write(move |txn| {
+                if let Some(c) = checkpoint {
+                    ops::checkpoint(txn, id, c.index, c.output, c.masked, c.link, now)?;
+                }
                 if let Some(c) = &cursor {
                     ops::set_cursor(txn, &flow_name, c)?;
                 }
@@ -216,6 +220,14 @@ impl Engine {
         let wait = flow.retry.delay(attempts, e.retry_after, &mut rand::rng());
         Outcome::RetryAt(now + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
     }
+}
+
+/// What a run leaves to record in the commit that ends the attempt.
+struct Finished {
+    calls: Vec<CallRecord>,
+    end: RunEnd,
+    cursor: Option<String>,
+    checkpoint: Option<Checkpoint>,
 }
 
 /// A step named `cursor` sets the flow's stored cursor for the next scheduled run.

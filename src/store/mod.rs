@@ -69,14 +69,26 @@ pub struct Store {
 
 pub const DATA_FILE: &str = "obmen.redb";
 
+/// redb's page cache. Its own default (1 GiB) would let RSS grow with the journal on a
+/// small VPS; the hot pages (queue, indexes, recent exchanges) fit in far less.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
 impl Store {
-    /// Opens (or creates) `<data_dir>/obmen.redb`, migrates it and starts the writer thread.
+    /// Opens (or creates) `<data_dir>/obmen.redb` with the default page cache.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(data_dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the data file, migrates it and starts the writer thread.
+    pub fn open_with_cache(data_dir: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         let path = data_dir.join(DATA_FILE);
-        let db = Database::create(&path).map_err(|source| StoreError::Open {
-            path: path.clone(),
-            source,
-        })?;
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(&path)
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
         set_owner_only(&path);
         migrate::run(&db)?;
         let db = Arc::new(db);
