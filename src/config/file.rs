@@ -29,7 +29,7 @@ pub struct ServerFile {
     pub workers: Option<usize>,
     /// How long running attempts may finish after SIGTERM (default "10s").
     pub shutdown_grace: Option<String>,
-    /// Page cache of the data file in MiB (default 64).
+    /// Page cache of the data file in MiB (default 256).
     pub cache_mb: Option<usize>,
     /// The admin token the CLI (`obmen exchanges …`) sends, a secret reference.
     pub cli_token: Option<String>,

@@ -71,7 +71,7 @@ pub const DATA_FILE: &str = "obmen.redb";
 
 /// redb's page cache. Its own default (1 GiB) would let RSS grow with the journal on a
 /// small VPS; the hot pages (queue, indexes, recent exchanges) fit in far less.
-pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
 
 impl Store {
     /// Opens (or creates) `<data_dir>/obmen.redb` with the default page cache.
