@@ -70,7 +70,13 @@ pub async fn serve(
             data_dir.display()
         )
     })?;
-    let store = Store::open_with_cache(&data_dir, loaded.server.cache_bytes)?;
+    let data_file = data_dir.join(crate::store::DATA_FILE);
+    let (key, created) =
+        crate::store::cipher::load_or_create(&loaded.server.master_key, &data_file)?;
+    if created {
+        tracing::info!(path = %loaded.server.master_key.display(), "created a new master key: back it up apart from the data");
+    }
+    let store = open_store(&loaded, key)?;
     let engine = Arc::new(engine(&loaded, store.clone()));
     let recovered = engine.recover().await?;
     if recovered > 0 {
@@ -85,16 +91,38 @@ pub async fn serve(
     let state = AppState {
         engine: engine.clone(),
         tokens: Arc::new(loaded.tokens.clone()),
+        auth_throttle: Arc::default(),
     };
     let router = http::router(state, loaded.server.max_body);
     tracing::info!(address = %listener.local_addr()?, flows = engine.flows.len(), "obmen is serving");
     let stop = shutdown.clone();
-    axum::serve(listener, router)
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await?;
     drain(&engine, loaded.server.shutdown_grace).await;
     store.close();
     Ok(())
+}
+
+/// Opens the store; finishes a key rotation that committed but did not swap the key files.
+fn open_store(loaded: &Loaded, key: crate::store::MasterKey) -> anyhow::Result<Store> {
+    let s = &loaded.server;
+    let pending = s.master_key.with_extension("key.new");
+    match Store::open_with_cache(&s.data_dir, key, s.cache_bytes) {
+        Err(crate::store::StoreError::WrongKey { .. }) if pending.exists() => {
+            let new = crate::store::MasterKey::load(&pending)?;
+            let store = Store::open_with_cache(&s.data_dir, new, s.cache_bytes)?;
+            let old = s
+                .master_key
+                .with_extension(format!("key.old-{}", crate::model::now_ms() / 1000));
+            std::fs::rename(&s.master_key, &old)?;
+            std::fs::rename(&pending, &s.master_key)?;
+            tracing::warn!(old = %old.display(), "finished an interrupted key rotation");
+            Ok(store)
+        }
+        other => Ok(other?),
+    }
 }
 
 async fn drain(engine: &Engine, grace: std::time::Duration) {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Loaded};
+use crate::config::{self, Loaded, SecretSource};
 
 pub const OK: u8 = 0;
 pub const USER_ERROR: u8 = 1;
@@ -52,14 +52,43 @@ pub fn init_logging() {
 }
 
 fn load(path: &Path) -> Result<Loaded, u8> {
-    config::load(path).map_err(|e| {
+    let source = secret_source(path, false)?;
+    config::load_with(path, &source).map_err(|e| {
         eprintln!("{e}");
         USER_ERROR
     })
 }
 
+/// Secrets for a config: the encrypted store (when no server holds it), then the
+/// environment.
+fn secret_source(path: &Path, say_in_use: bool) -> Result<SecretSource, u8> {
+    let paths = config::paths(path).map_err(|e| {
+        eprintln!("{e}");
+        USER_ERROR
+    })?;
+    match config::stored_secrets(&paths) {
+        Ok(source) => Ok(source),
+        Err(e) if e.is_in_use() => {
+            if say_in_use {
+                eprintln!(
+                    "note: a running obmen holds the data file; secrets were taken from the environment only"
+                );
+            }
+            Ok(SecretSource::env_only())
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Err(USER_ERROR)
+        }
+    }
+}
+
 pub fn check(path: &Path) -> u8 {
-    match config::load(path) {
+    let source = match secret_source(path, true) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match config::load_with(path, &source) {
         Ok(loaded) => {
             println!(
                 "{}: ok ({} systems, {} flows)",
@@ -110,11 +139,27 @@ pub fn init(dir: &Path) -> u8 {
         return USER_ERROR;
     }
     let write = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, TEMPLATE));
+    let key_path = dir.join("master.key");
+    let key = match (&write, key_path.exists()) {
+        (Ok(()), false) => crate::store::MasterKey::generate()
+            .write_new(&key_path)
+            .map_err(|e| e.to_string()),
+        _ => Ok(()),
+    };
+    if let Err(e) = key {
+        eprintln!("{e}");
+        return RUNTIME_ERROR;
+    }
     match write {
         Ok(()) => {
-            println!("wrote {}", path.display());
             println!(
-                "set the secrets it references, e.g. export OBMEN_SECRET_ADMIN_TOKEN=$(openssl rand -hex 24)"
+                "wrote {} and the master key {} (0600; back it up apart from the data)",
+                path.display(),
+                key_path.display()
+            );
+            println!(
+                "store the secrets it references: openssl rand -hex 24 | obmen secret set admin_token -c {}",
+                path.display()
             );
             println!(
                 "then: obmen check -c {0} && obmen serve -c {0}",
@@ -251,17 +296,10 @@ pub fn backup(path: &Path, dest: &Path) -> u8 {
         Err(code) => return code,
     };
     runtime().block_on(async move {
-        let result = match crate::store::Store::open(&loaded.server.data_dir) {
-            Ok(store) => {
-                let r = store.backup(dest).await;
-                store.close();
-                r.map_err(|e| e.to_string())
-            }
-            Err(crate::store::StoreError::Open {
-                source: redb::DatabaseError::DatabaseAlreadyOpen,
-                ..
-            }) => backup_via_server(path, dest).await,
-            Err(e) => Err(e.to_string()),
+        let file = loaded.server.data_dir.join(crate::store::DATA_FILE);
+        let result = match crate::store::copy_closed(&file, dest) {
+            Err(e) if e.is_in_use() => backup_via_server(path, dest).await,
+            other => other.map_err(|e| e.to_string()),
         };
         match result {
             Ok(bytes) => {
@@ -294,4 +332,141 @@ async fn backup_via_server(path: &Path, dest: &Path) -> Result<u64, String> {
         .and_then(|()| std::fs::rename(&tmp, dest))
         .map_err(|e| e.to_string())?;
     Ok(bytes.len() as u64)
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SecretCmd {
+    /// Store a secret; the value is read from stdin (never from the command line).
+    Set { name: String },
+    /// Names and when they were set; never values.
+    List,
+    /// Delete a secret.
+    Rm { name: String },
+    /// Re-seal everything under a new master key.
+    RotateKey,
+}
+
+fn valid_secret_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Opens the secret store for a command: the key is created on a first use.
+fn secret_store(path: &Path) -> Result<(crate::store::secrets::SecretStore, config::Paths), u8> {
+    let paths = config::paths(path).map_err(|e| {
+        eprintln!("{e}");
+        USER_ERROR
+    })?;
+    if let Err(e) = crate::app::prepare_data_dir(&paths.data_dir) {
+        eprintln!(
+            "cannot create the data directory {}: {e}",
+            paths.data_dir.display()
+        );
+        return Err(RUNTIME_ERROR);
+    }
+    let data_file = paths.data_dir.join(crate::store::DATA_FILE);
+    let (key, _) =
+        crate::store::cipher::load_or_create(&paths.master_key, &data_file).map_err(|e| {
+            eprintln!("{e}");
+            USER_ERROR
+        })?;
+    match crate::store::secrets::SecretStore::open(&paths.data_dir, key) {
+        Ok(store) => Ok((store, paths)),
+        Err(e) if e.is_in_use() => {
+            eprintln!(
+                "obmen is running and holds the data file: stop it, change the secret, start it again (secrets are read at start)"
+            );
+            Err(USER_ERROR)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Err(USER_ERROR)
+        }
+    }
+}
+
+pub fn secret(path: &Path, cmd: SecretCmd) -> u8 {
+    let (mut store, paths) = match secret_store(path) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let result = match cmd {
+        SecretCmd::Set { name } => set_secret(&store, &name),
+        SecretCmd::List => store.list().map_err(|e| e.to_string()).map(|names| {
+            for (name, at) in names {
+                println!("{name}\tset {}", crate::http::views::time(at));
+            }
+        }),
+        SecretCmd::Rm { name } => match store.remove(&name) {
+            Ok(true) => {
+                println!("removed {name}");
+                Ok(())
+            }
+            Ok(false) => Err(format!("no secret named {name}")),
+            Err(e) => Err(e.to_string()),
+        },
+        SecretCmd::RotateKey => rotate_key(&mut store, &paths.master_key),
+    };
+    match result {
+        Ok(()) => OK,
+        Err(e) => {
+            eprintln!("{e}");
+            USER_ERROR
+        }
+    }
+}
+
+fn set_secret(store: &crate::store::secrets::SecretStore, name: &str) -> Result<(), String> {
+    if !valid_secret_name(name) {
+        return Err(format!(
+            "`{name}`: a secret name uses letters, digits, _ and - (at most 64)"
+        ));
+    }
+    let mut value = String::new();
+    std::io::stdin()
+        .read_to_string(&mut value)
+        .map_err(|e| format!("cannot read the value from stdin: {e}"))?;
+    let value = value
+        .strip_suffix('\n')
+        .map(|v| v.strip_suffix('\r').unwrap_or(v))
+        .unwrap_or(&value);
+    if value.len() < crate::mask::MIN_SECRET_LEN {
+        return Err(format!(
+            "the value is shorter than {} characters",
+            crate::mask::MIN_SECRET_LEN
+        ));
+    }
+    store.set(name, value).map_err(|e| e.to_string())?;
+    println!("stored {name}; reference it as \"secret:{name}\" and restart obmen");
+    Ok(())
+}
+
+/// The new key is written beside the old one first, then everything is re-sealed in one
+/// commit, then the files are swapped; the old key is kept for backups made before.
+fn rotate_key(
+    store: &mut crate::store::secrets::SecretStore,
+    key_path: &Path,
+) -> Result<(), String> {
+    let fresh = key_path.with_extension("key.new");
+    let new = crate::store::MasterKey::generate();
+    new.write_new(&fresh).map_err(|e| {
+        format!("{e} (a rotation that stopped half-way leaves this file: obmen serve finishes it)")
+    })?;
+    let count = store.rotate(new).map_err(|e| e.to_string())?;
+    let old = key_path.with_extension(format!("key.old-{}", crate::model::now_ms() / 1000));
+    std::fs::rename(key_path, &old)
+        .and_then(|()| std::fs::rename(&fresh, key_path))
+        .map_err(|e| e.to_string())?;
+    println!(
+        "re-sealed {count} values under a new key in {}",
+        key_path.display()
+    );
+    println!(
+        "the previous key is kept as {}: keep it while you keep backups made before now",
+        old.display()
+    );
+    Ok(())
 }

@@ -56,6 +56,13 @@ enum Command {
         #[arg(short, long, default_value = "obmen.toml")]
         config: PathBuf,
     },
+    /// Manage encrypted secrets (while obmen is stopped).
+    Secret {
+        #[command(subcommand)]
+        action: cli::SecretCmd,
+        #[arg(short, long, default_value = "obmen.toml", global = true)]
+        config: PathBuf,
+    },
     /// Write a consistent copy of the data file (while serving too).
     Backup {
         file: PathBuf,
@@ -74,6 +81,7 @@ fn main() -> ExitCode {
         Command::Exchanges { action, config } => cli::exchanges(&config, action),
         Command::DryRun { flow, file, config } => cli::dry_run(&config, &flow, file.as_deref()),
         Command::Backup { file, config } => cli::backup(&config, &file),
+        Command::Secret { action, config } => cli::secret(&config, action),
     };
     ExitCode::from(code)
 }

@@ -369,3 +369,100 @@ steps = [ {{ call = "crm.lead", args = '{{id: .trigger.id, token_copy: .trigger.
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+fn run_with_stdin(args: &[&str], input: &str) -> (Option<i32>, String, String) {
+    use std::io::Write as _;
+    let mut child = obmen(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn secrets_are_stored_sealed_resolved_by_check_and_survive_key_rotation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("obmen.toml");
+    std::fs::write(
+        &config,
+        "[server]\ndata_dir = \"data\"\n[auth]\ntokens = [ { name = \"a\", role = \"admin\", token = \"secret:admin_tok\" } ]\n",
+    )
+    .expect("write");
+    let cfg = config.to_str().expect("utf8");
+    let value = "sealed-value-CANARY-42";
+    let (code, _, err) = run_with_stdin(
+        &["secret", "set", "admin_tok", "-c", cfg],
+        &format!("{value}\n"),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let (code, listed, _) = run_with_stdin(&["secret", "list", "-c", cfg], "");
+    assert_eq!(code, Some(0));
+    assert!(listed.starts_with("admin_tok\tset "), "{listed}");
+    assert!(!listed.contains(value), "list never prints values");
+    let check = obmen(&["check", "-c", cfg]).output().expect("check");
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "check resolves the secret from the store: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let data_file = dir.path().join("data/obmen.redb");
+    let bytes = std::fs::read(&data_file).expect("data file");
+    assert!(
+        !contains(&bytes, value.as_bytes()),
+        "the secret rests sealed"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("master.key")), 0o600);
+        assert_eq!(mode(&dir.path().join("data")), 0o700);
+        assert_eq!(mode(&data_file), 0o600);
+    }
+
+    let before = std::fs::read(dir.path().join("master.key")).expect("key");
+    let (code, out, err) = run_with_stdin(&["secret", "rotate-key", "-c", cfg], "");
+    assert_eq!(code, Some(0), "{out}{err}");
+    let after = std::fs::read(dir.path().join("master.key")).expect("key");
+    assert_ne!(before, after, "a new key");
+    let kept = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(Result::ok)
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("master.key.old-")
+        });
+    assert!(kept, "the old key is kept for older backups");
+    let check = obmen(&["check", "-c", cfg]).output().expect("check");
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "secrets open under the new key"
+    );
+
+    let (code, _, _) = run_with_stdin(&["secret", "rm", "nope", "-c", cfg], "");
+    assert_eq!(code, Some(1));
+    let (code, _, err) = run_with_stdin(&["secret", "set", "short", "-c", cfg], "abc\n");
+    assert_eq!(code, Some(1), "too short: {err}");
+
+    std::fs::write(dir.path().join("master.key"), [7u8; 32]).expect("wrong key");
+    let (code, _, err) = run_with_stdin(&["secret", "list", "-c", cfg], "");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("master key does not match"), "{err}");
+}

@@ -29,6 +29,9 @@ pub struct ServerFile {
     pub workers: Option<usize>,
     /// How long running attempts may finish after SIGTERM (default "10s").
     pub shutdown_grace: Option<String>,
+    /// The master key file (default: master.key beside this config, or
+    /// OBMEN_MASTER_KEY_FILE).
+    pub master_key_file: Option<String>,
     /// Page cache of the data file in MiB (default 256).
     pub cache_mb: Option<usize>,
     /// The admin token the CLI (`obmen exchanges …`) sends, a secret reference.

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 pub use spans::PathSeg;
 pub use validate::Loaded;
+pub use values::SecretSource;
 
 /// One problem in the config, located by its key path.
 #[derive(Clone, Debug)]
@@ -71,14 +72,27 @@ impl ConfigErrors {
     }
 }
 
-/// Reads, parses and checks a config file; every problem is reported at once.
+/// Reads, parses and checks a config file with secrets from the environment only.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
+    load_with(path, &SecretSource::env_only())
+}
+
+/// Reads, parses and checks a config file; every problem is reported at once.
+pub fn load_with(path: &Path, source: &SecretSource) -> Result<Loaded, ConfigErrors> {
     let src = std::fs::read_to_string(path)
         .map_err(|e| ConfigErrors::single(path, &format!("cannot read the config: {e}")))?;
-    load_str(path, &src)
+    load_str_with(path, &src, source)
 }
 
 pub fn load_str(path: &Path, src: &str) -> Result<Loaded, ConfigErrors> {
+    load_str_with(path, src, &SecretSource::env_only())
+}
+
+pub fn load_str_with(
+    path: &Path,
+    src: &str,
+    source: &SecretSource,
+) -> Result<Loaded, ConfigErrors> {
     let (raw, unknown) = file::parse(src).map_err(|e| {
         let at = e.span().map(|r| spans::line_col(src, r.start));
         let msg = e.message().to_owned();
@@ -95,10 +109,42 @@ pub fn load_str(path: &Path, src: &str) -> Result<Loaded, ConfigErrors> {
         .into_iter()
         .map(|p| Problem::new(p, "unknown key"))
         .collect();
-    let loaded = validate::build(raw, &base, &mut problems);
+    let loaded = validate::build(raw, &base, source, &mut problems);
     if problems.is_empty() {
         Ok(loaded)
     } else {
         Err(ConfigErrors::locate(path, src, &problems))
     }
+}
+
+/// Where a config keeps its data and master key, read before the full check so that
+/// secrets in the store can take part in it.
+pub struct Paths {
+    pub data_dir: PathBuf,
+    pub master_key: PathBuf,
+}
+
+pub fn paths(path: &Path) -> Result<Paths, ConfigErrors> {
+    let src = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors::single(path, &format!("cannot read the config: {e}")))?;
+    let (raw, _) =
+        file::parse(src.as_str()).map_err(|e| ConfigErrors::single(path, e.message()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    Ok(Paths {
+        data_dir: base.join(raw.server.data_dir.as_deref().unwrap_or("data")),
+        master_key: validate::master_key_path(raw.server.master_key_file.as_deref(), base),
+    })
+}
+
+/// Secrets from the encrypted store, when there is a data file and its key; a missing
+/// store is no error (secrets then come from the environment).
+pub fn stored_secrets(paths: &Paths) -> Result<SecretSource, crate::store::StoreError> {
+    let data_file = paths.data_dir.join(crate::store::DATA_FILE);
+    if !data_file.exists() || !paths.master_key.exists() {
+        return Ok(SecretSource::env_only());
+    }
+    let key = crate::store::MasterKey::load(&paths.master_key)
+        .map_err(|e| crate::store::StoreError::NotCommitted(e.to_string()))?;
+    let store = crate::store::secrets::SecretStore::open(&paths.data_dir, key)?;
+    Ok(SecretSource::with_stored(store.read_all()?))
 }

@@ -14,12 +14,12 @@ use crate::connectors::{self, BuildCtx, Connector};
 use crate::engine::flow::{Flow, Mode, Schema, Step, StepKind, Trigger};
 use crate::engine::jq::Jq;
 use crate::engine::retry::RetryPolicy;
-use crate::mask::{Masker, Secret};
+use crate::mask::{MaskPath, Masker, Secret};
 
 use super::Problem;
 use super::file::{ConfigFile, FlowFile, SchemaFile, StepFile};
 use super::spans::{PathSeg, key};
-use super::values::{parse_duration, resolve_secret};
+use super::values::{SecretSource, parse_duration};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -42,6 +42,7 @@ pub struct ServerSettings {
     pub workers: usize,
     pub shutdown_grace: Duration,
     pub cache_bytes: usize,
+    pub master_key: PathBuf,
 }
 
 /// The checked config: what `serve` runs.
@@ -61,6 +62,7 @@ struct Ctx<'a> {
     problems: &'a mut Vec<Problem>,
     secrets: Vec<Secret>,
     base: &'a Path,
+    source: &'a SecretSource,
 }
 
 impl Ctx<'_> {
@@ -69,7 +71,7 @@ impl Ctx<'_> {
     }
 
     fn secret(&mut self, path: Vec<PathSeg>, value: &str) -> Option<Secret> {
-        match resolve_secret(value) {
+        match self.source.resolve(value) {
             Ok(s) => {
                 self.secrets.push(s.clone());
                 Some(s)
@@ -103,11 +105,17 @@ fn p(parts: &[PathSeg]) -> Vec<PathSeg> {
     parts.to_vec()
 }
 
-pub fn build(file: ConfigFile, base: &Path, problems: &mut Vec<Problem>) -> Loaded {
+pub fn build(
+    file: ConfigFile,
+    base: &Path,
+    source: &SecretSource,
+    problems: &mut Vec<Problem>,
+) -> Loaded {
     let mut ctx = Ctx {
         problems,
         secrets: Vec::new(),
         base,
+        source,
     };
     let server = server(&file, &mut ctx);
     let tokens = tokens(&file, &mut ctx);
@@ -121,6 +129,7 @@ pub fn build(file: ConfigFile, base: &Path, problems: &mut Vec<Problem>) -> Load
         let mut bctx = BuildCtx {
             problems: ctx.problems,
             secrets: &mut ctx.secrets,
+            source: ctx.source,
         };
         if let Some(c) = connectors::build(&name, &system.kind, system.rest, &mut bctx) {
             connectors.insert(name, c);
@@ -179,9 +188,19 @@ fn server(file: &ConfigFile, ctx: &mut Ctx<'_>) -> ServerSettings {
         max_body: s.max_body.unwrap_or(DEFAULT_MAX_BODY),
         workers: s.workers.unwrap_or(32).max(1),
         shutdown_grace: grace,
+        master_key: master_key_path(s.master_key_file.as_deref(), ctx.base),
         cache_bytes: s
             .cache_mb
             .map_or(crate::store::DEFAULT_CACHE_BYTES, |mb| mb.max(1) << 20),
+    }
+}
+
+/// `server.master_key_file`, else `OBMEN_MASTER_KEY_FILE`, else `master.key` beside the config.
+pub fn master_key_path(configured: Option<&str>, base: &Path) -> PathBuf {
+    match (configured, std::env::var_os("OBMEN_MASTER_KEY_FILE")) {
+        (Some(p), _) => base.join(p),
+        (None, Some(env)) => PathBuf::from(env),
+        (None, None) => base.join("master.key"),
     }
 }
 
@@ -257,6 +276,7 @@ fn build_flow(
         .and_then(|s| schema(s, with(at, "schema"), ctx));
     let retry = retry(&f, at, ctx);
     let status_maps = serde_json::to_value(&f.status_maps).unwrap_or(Value::Null);
+    let mask = mask_paths(&f.mask, at, ctx);
     let mut seen_as = HashSet::new();
     let mut steps = Vec::new();
     for (i, s) in f.steps.iter().enumerate() {
@@ -285,8 +305,21 @@ fn build_flow(
         retry,
         max_body: f.max_body.unwrap_or(server_max_body),
         status_maps,
+        mask,
         steps,
     })
+}
+
+/// `mask = [".client.phone", ".items[].iin", ...]`: each a path into the trigger payload.
+fn mask_paths(paths: &[String], at: &[PathSeg], ctx: &mut Ctx<'_>) -> Vec<MaskPath> {
+    let mut out = Vec::new();
+    for (j, src) in paths.iter().enumerate() {
+        match MaskPath::parse(src) {
+            Ok(path) => out.push(path),
+            Err(e) => ctx.problem([with(at, "mask"), vec![PathSeg::Index(j)]].concat(), e),
+        }
+    }
+    out
 }
 
 fn trigger(

@@ -1,6 +1,7 @@
 //! Small value syntaxes of the config: durations ("30s", "2h", "30d"), rates ("10/s"),
 //! and secret references ("secret:NAME").
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::mask::{MIN_SECRET_LEN, Secret};
@@ -52,25 +53,45 @@ pub fn secret_env_var(name: &str) -> String {
     )
 }
 
-/// Resolves a value that may be a secret reference. A literal is accepted too (and masked
-/// like any secret), but references keep the value out of the file.
-pub fn resolve_secret(value: &str) -> Result<Secret, String> {
-    let secret = match value.strip_prefix(SECRET_PREFIX) {
-        Some(name) => {
-            let var = secret_env_var(name);
-            let found = std::env::var(&var).map_err(|_| {
-                format!("secret `{name}` is not set (looked for the environment variable {var})")
-            })?;
-            Secret::new(found)
-        }
-        None => Secret::new(value),
-    };
-    if secret.expose().len() < MIN_SECRET_LEN {
-        return Err(format!(
-            "a secret must be at least {MIN_SECRET_LEN} characters long"
-        ));
+/// Where `secret:NAME` references resolve: the encrypted store first, then the
+/// environment (`OBMEN_SECRET_NAME`).
+#[derive(Clone, Debug, Default)]
+pub struct SecretSource {
+    stored: BTreeMap<String, Secret>,
+}
+
+impl SecretSource {
+    pub fn env_only() -> SecretSource {
+        SecretSource::default()
     }
-    Ok(secret)
+
+    pub fn with_stored(stored: BTreeMap<String, Secret>) -> SecretSource {
+        SecretSource { stored }
+    }
+
+    /// Resolves a value that may be a secret reference. A literal is accepted too (and
+    /// masked like any secret), but references keep the value out of the file.
+    pub fn resolve(&self, value: &str) -> Result<Secret, String> {
+        let secret = match value.strip_prefix(SECRET_PREFIX) {
+            Some(name) => match self.stored.get(name) {
+                Some(found) => found.clone(),
+                None => {
+                    let var = secret_env_var(name);
+                    let found = std::env::var(&var).map_err(|_| {
+                        format!("secret `{name}` is not set (not in the secret store, nor the environment variable {var})")
+                    })?;
+                    Secret::new(found)
+                }
+            },
+            None => Secret::new(value),
+        };
+        if secret.expose().len() < MIN_SECRET_LEN {
+            return Err(format!(
+                "a secret must be at least {MIN_SECRET_LEN} characters long"
+            ));
+        }
+        Ok(secret)
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod inbound;
+pub mod signing;
 pub mod transport;
 
 use std::sync::Arc;
@@ -82,6 +83,12 @@ pub trait Connector: Send + Sync {
     fn found_records(&self, entity: &str, answer: Value) -> Result<Vec<Value>, CallError>;
     /// Adds credentials just before sending.
     fn authorize(&self, req: &mut OutboundRequest);
+    /// Headers that sign one request, computed over the exact body bytes sent (empty when
+    /// there is no body) at the moment of sending; `id` is stable across retries. The
+    /// default signs nothing.
+    fn sign(&self, _id: &str, _timestamp: u64, _body: &[u8]) -> Vec<(String, String)> {
+        Vec::new()
+    }
     /// Decides whether an answer is a success; the default reads HTTP statuses.
     fn classify(&self, answer: &Answer) -> Option<CallError> {
         transport::classify_http(answer)
@@ -110,6 +117,7 @@ pub struct Settings {
 pub struct BuildCtx<'a> {
     pub problems: &'a mut Vec<Problem>,
     pub secrets: &'a mut Vec<Secret>,
+    pub source: &'a crate::config::values::SecretSource,
 }
 
 impl BuildCtx<'_> {
@@ -119,7 +127,7 @@ impl BuildCtx<'_> {
 
     /// Resolves a secret reference, recording a problem (never the value) on failure.
     pub fn secret(&mut self, path: Vec<PathSeg>, value: &str) -> Option<Secret> {
-        match crate::config::values::resolve_secret(value) {
+        match self.source.resolve(value) {
             Ok(secret) => {
                 self.secrets.push(secret.clone());
                 Some(secret)

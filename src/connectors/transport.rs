@@ -1,10 +1,12 @@
 //! Sends a connector's requests: per-system rate limit and concurrency, timeouts, the
-//! `X-Request-Id` and idempotency headers, error classification and `Retry-After`. Every
-//! call comes back with its masked [`CallRecord`], sent or only "would send".
+//! `X-Request-Id` and idempotency headers, the connector's signature headers, error
+//! classification and `Retry-After`. A JSON body is serialized once: the bytes signed, sent
+//! and journaled are the same. Every call comes back with its masked [`CallRecord`], sent
+//! or only "would send".
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
@@ -65,17 +67,32 @@ impl System {
     ) -> (Result<Value, CallError>, CallRecord) {
         self.add_headers(&mut req, ctx);
         self.connector.authorize(&mut req);
-        let mut record = record_of(&req, ctx);
+        let body = match req.body.as_ref().map(serde_json::to_vec).transpose() {
+            Ok(body) => body,
+            Err(e) => {
+                let err = CallError::new(
+                    ErrorClass::Config,
+                    format!("the request body cannot be serialized: {e}"),
+                );
+                let mut record = record_of(&req, None, ctx);
+                record.error = Some(ctx.masker.text(&err.message));
+                return (Err(err), record);
+            }
+        };
         if req.mutating && !ctx.send_mutating {
-            return (Ok(Value::Null), record);
+            self.sign(&mut req, body.as_deref(), ctx);
+            return (Ok(Value::Null), record_of(&req, body.as_deref(), ctx));
         }
-        record.sent = true;
         let _slot = self.slots.acquire().await;
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
+        // Signed after the waits: the timestamp is the moment of sending.
+        self.sign(&mut req, body.as_deref(), ctx);
+        let mut record = record_of(&req, body.as_deref(), ctx);
+        record.sent = true;
         let started = Instant::now();
-        let result = self.send(req).await;
+        let result = self.send(req, body).await;
         record.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let outcome = match result {
             Ok(answer) => {
@@ -107,7 +124,20 @@ impl System {
         }
     }
 
-    async fn send(&self, req: OutboundRequest) -> Result<Answer, CallError> {
+    /// Adds the connector's signature headers (none for most systems), keyed by the
+    /// idempotency key, which stays the same when the same step is delivered again.
+    fn sign(&self, req: &mut OutboundRequest, body: Option<&[u8]>, ctx: &CallCtx<'_>) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let headers = self
+            .connector
+            .sign(&ctx.idempotency_key, now, body.unwrap_or_default());
+        req.headers.extend(headers);
+    }
+
+    /// Sends `req` with `body`, the bytes its JSON body was serialized to.
+    async fn send(&self, req: OutboundRequest, body: Option<Vec<u8>>) -> Result<Answer, CallError> {
         let mut builder = self
             .client
             .request(req.method, &req.url)
@@ -115,8 +145,15 @@ impl System {
         for (name, value) in &req.headers {
             builder = builder.header(name, value);
         }
-        if let Some(body) = &req.body {
-            builder = builder.json(body);
+        if let Some(body) = body {
+            let typed = req
+                .headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+            if !typed {
+                builder = builder.header(reqwest::header::CONTENT_TYPE, "application/json");
+            }
+            builder = builder.body(body);
         }
         let response = builder.send().await.map_err(|e| network_error(&e))?;
         let status = response.status().as_u16();
@@ -134,7 +171,7 @@ impl System {
     }
 }
 
-fn record_of(req: &OutboundRequest, ctx: &CallCtx<'_>) -> CallRecord {
+fn record_of(req: &OutboundRequest, body: Option<&[u8]>, ctx: &CallCtx<'_>) -> CallRecord {
     let m = ctx.masker;
     CallRecord {
         step: ctx.step.to_owned(),
@@ -145,10 +182,7 @@ fn record_of(req: &OutboundRequest, ctx: &CallCtx<'_>) -> CallRecord {
             .iter()
             .map(|(k, v)| (k.clone(), m.header(k, v)))
             .collect(),
-        body: req
-            .body
-            .as_ref()
-            .map(|b| m.excerpt(&b.to_string(), BODY_EXCERPT)),
+        body: body.map(|b| m.excerpt(&String::from_utf8_lossy(b), BODY_EXCERPT)),
         sent: false,
         status: None,
         response: None,

@@ -5,6 +5,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::mask::Masker;
 use crate::model::{Status, now_ms};
 use crate::store::StoreError;
 use crate::store::ops::{self, NewExchange};
@@ -39,17 +40,19 @@ pub struct DryRunReport {
 impl Engine {
     pub async fn dry_run(&self, flow: &Flow, payload: Value) -> Result<DryRunReport, StoreError> {
         let d = decide(flow, &payload, None);
+        // Secrets and this payload's personal data, as intake would mask them.
+        let masker = flow.masker_for(&self.masker, &payload);
         let duplicate_of = match &d.key {
             Some(k) => self.dedup_lookup(
                 &super::intake::dedup_scope(flow),
-                &self.masker.text(k).into_string(),
+                &self.store.lookup_hash(k),
             )?,
             None => None,
         };
         let mut errors: Vec<String> = d
             .errors
             .iter()
-            .map(|e| self.masker.text(e).into_string())
+            .map(|e| masker.text(e).into_string())
             .collect();
         let now = now_ms();
         let record = ExchangeRecord {
@@ -92,7 +95,7 @@ impl Engine {
             RunEnd::Done => (Status::DryRun, None),
             RunEnd::Skipped => (Status::Skipped, None),
             RunEnd::Failed(e) => {
-                let msg = self.masker.text(&e.message);
+                let msg = masker.text(&e.message);
                 if errors.is_empty() {
                     errors.push(msg.as_str().to_owned());
                 }
@@ -111,11 +114,11 @@ impl Engine {
                 )
             }
         };
-        let steps = self.step_report(flow, &run.outputs);
+        let steps = step_report(flow, &masker, &run.outputs);
         let calls = std::mem::take(&mut run.calls);
         let requests = calls.iter().map(call_json).collect();
         let exchange_id = self
-            .record_dry_run(flow, &payload, &d, calls, status, error, now)
+            .record_dry_run(flow, &masker, &payload, &d, calls, status, error, now)
             .await?;
         Ok(DryRunReport {
             flow: flow.name.clone(),
@@ -123,8 +126,8 @@ impl Engine {
             status: status.as_str().to_owned(),
             valid: errors.is_empty(),
             errors,
-            external_id: d.external_id.map(|e| self.masker.text(&e).into_string()),
-            key: d.key.map(|k| self.masker.text(&k).into_string()),
+            external_id: d.external_id.map(|e| masker.text(&e).into_string()),
+            key: d.key.map(|k| masker.text(&k).into_string()),
             duplicate_of,
             steps,
             requests,
@@ -138,21 +141,11 @@ impl Engine {
         Ok(found)
     }
 
-    fn step_report(&self, flow: &Flow, outputs: &[Option<Value>]) -> Vec<Value> {
-        flow.steps
-            .iter()
-            .zip(outputs.iter().chain(std::iter::repeat(&None)))
-            .map(|(s, out)| {
-                let output = out.as_ref().map(|v| serde_json::from_str::<Value>(self.masker.json(v).as_str()).unwrap_or(Value::Null));
-                serde_json::json!({"name": s.name, "kind": s.kind.label(), "ran": out.is_some(), "output": output})
-            })
-            .collect()
-    }
-
     #[allow(clippy::too_many_arguments)]
     async fn record_dry_run(
         &self,
         flow: &Flow,
+        masker: &Masker,
         payload: &Value,
         d: &super::intake::Decided,
         calls: Vec<CallRecord>,
@@ -163,16 +156,15 @@ impl Engine {
         let new = NewExchange {
             flow: flow.name.clone(),
             request_id: d.request_id.clone(),
-            external_id: d
-                .external_id
-                .as_ref()
-                .map(|e| self.masker.text(e).into_string()),
+            external_id: d.external_id.as_ref().map(|e| masker.text(e).into_string()),
             key: None,
+            raw_key: None,
+            raw_external_id: d.external_id.clone(),
             dedup_scope: String::new(),
             dedup_window_ms: 0,
             dry_run: true,
             source: "dry-run".into(),
-            payload: self.masker.json(payload),
+            payload: flow.masked_payload(masker, payload),
             work: WorkState::default(),
             steps: flow.step_names(),
             rejected: None,
@@ -192,6 +184,19 @@ impl Engine {
             })
             .await
     }
+}
+
+fn step_report(flow: &Flow, masker: &Masker, outputs: &[Option<Value>]) -> Vec<Value> {
+    flow.steps
+        .iter()
+        .zip(outputs.iter().chain(std::iter::repeat(&None)))
+        .map(|(s, out)| {
+            let output = out.as_ref().map(|v| {
+                serde_json::from_str::<Value>(masker.json(v).as_str()).unwrap_or(Value::Null)
+            });
+            serde_json::json!({"name": s.name, "kind": s.kind.label(), "ran": out.is_some(), "output": output})
+        })
+        .collect()
 }
 
 fn reject(errors: &[String]) -> super::run::RunError {

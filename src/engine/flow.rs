@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::mask::{MaskPath, Masked, Masker, personal_values};
+
 use super::jq::Jq;
 use super::retry::RetryPolicy;
 
@@ -75,6 +77,8 @@ pub struct Flow {
     pub max_body: usize,
     /// `{map name: {from: to}}`, the `$__maps` of every jq program of the flow.
     pub status_maps: Value,
+    /// Paths into the trigger payload that hold personal data (`mask = [...]`).
+    pub mask: Vec<MaskPath>,
     pub steps: Vec<Step>,
 }
 
@@ -120,5 +124,25 @@ impl StepKind {
 impl Flow {
     pub fn step_names(&self) -> Vec<String> {
         self.steps.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// The masker for one exchange of this flow: `base` (the secrets) plus the personal
+    /// data its trigger holds at the flow's mask paths.
+    pub fn masker_for(&self, base: &Masker, trigger: &Value) -> Masker {
+        if self.mask.is_empty() {
+            return base.clone();
+        }
+        base.with_personal(personal_values(&self.mask, trigger))
+    }
+
+    /// A trigger payload as the journal keeps it: personal fields partially masked in place
+    /// (however short), then every secret and personal value masked in the text.
+    pub fn masked_payload(&self, masker: &Masker, payload: &Value) -> Masked {
+        if self.mask.is_empty() {
+            return masker.json(payload);
+        }
+        let mut copy = payload.clone();
+        self.mask.iter().for_each(|p| p.mask_in(&mut copy));
+        masker.json(&copy)
     }
 }

@@ -66,25 +66,32 @@ pub fn decide(flow: &Flow, payload: &Value, given_request_id: Option<&str>) -> D
                 .map(|e| format!("schema: {e}")),
         );
     }
-    let external_id = text(
-        flow.external_id.first(payload.clone(), &flow.status_maps),
-        "external_id",
-        &mut errors,
-    );
-    let key = match &flow.key {
-        Some(jq) => text(
-            jq.first(payload.clone(), &flow.status_maps),
-            "key",
-            &mut errors,
-        ),
-        None => external_id.clone(),
-    };
+    let (external_id, key) = ids(flow, payload, &mut errors);
     Decided {
         request_id: request_id(given_request_id),
         external_id,
         key,
         errors,
     }
+}
+
+/// The external id and the idempotency key of a trigger, raw (the journal keeps them
+/// masked); what goes wrong is added to `errors`.
+pub fn ids(
+    flow: &Flow,
+    payload: &Value,
+    errors: &mut Vec<String>,
+) -> (Option<String>, Option<String>) {
+    let external_id = text(
+        flow.external_id.first(payload.clone(), &flow.status_maps),
+        "external_id",
+        errors,
+    );
+    let key = match &flow.key {
+        Some(jq) => text(jq.first(payload.clone(), &flow.status_maps), "key", errors),
+        None => external_id.clone(),
+    };
+    (external_id, key)
 }
 
 fn text(
@@ -123,25 +130,29 @@ impl Engine {
     pub async fn accept(&self, flow: &Flow, event: Event) -> Result<Accepted, StoreError> {
         let d = decide(flow, &event.payload, event.request_id.as_deref());
         let now = now_ms();
+        // Secrets and this trigger's personal data; the work copy keeps the personal data.
+        let masker = flow.masker_for(&self.masker, &event.payload);
         let masked_errors: Vec<String> = d
             .errors
             .iter()
-            .map(|e| self.masker.text(e).into_string())
+            .map(|e| masker.text(e).into_string())
             .collect();
         let rejected = (!masked_errors.is_empty())
-            .then(|| ops::input_error(self.masker.text(&masked_errors.join("; ")), now));
+            .then(|| ops::input_error(masker.text(&masked_errors.join("; ")), now));
         let mut work = event.payload.clone();
         self.masker.strip_secrets(&mut work);
         let new = NewExchange {
             flow: flow.name.clone(),
             request_id: d.request_id.clone(),
-            external_id: d.external_id.map(|e| self.masker.text(&e).into_string()),
-            key: d.key.map(|k| self.masker.text(&k).into_string()),
+            external_id: d.external_id.as_ref().map(|e| masker.text(e).into_string()),
+            key: d.key.as_ref().map(|k| masker.text(k).into_string()),
+            raw_key: d.key,
+            raw_external_id: d.external_id.clone(),
             dedup_scope: dedup_scope(flow),
             dedup_window_ms: u64::try_from(flow.dedup_window.as_millis()).unwrap_or(u64::MAX),
             dry_run: flow.mode == Mode::Shadow,
             source: event.source.to_owned(),
-            payload: self.masker.json(&event.payload),
+            payload: flow.masked_payload(&masker, &event.payload),
             work: WorkState {
                 trigger: work.to_string(),
                 outputs: Vec::new(),

@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 use crate::connectors::CallError;
 use crate::connectors::transport::CallCtx;
-use crate::mask::Masked;
+use crate::mask::{Masked, Masker};
 use crate::model::{ErrorClass, now_ms};
 use crate::store::ops::{self, Link};
 use crate::store::query;
@@ -14,6 +14,7 @@ use crate::store::records::{CallRecord, ExchangeRecord, WorkState};
 
 use super::Engine;
 use super::flow::{Flow, Step, StepKind};
+use super::intake::ids;
 use super::jq::{Jq, JqFailure};
 
 /// Why a run stopped short.
@@ -76,6 +77,12 @@ pub struct Run<'a> {
     /// The last step's checkpoint, left for the commit that records the outcome: one write
     /// fewer per exchange, and the final step and status land together.
     pub last_checkpoint: Option<Checkpoint>,
+    /// This exchange's masker: the engine's secrets plus the personal data of its trigger
+    /// (set by [`Run::execute`]); everything the run writes goes through it.
+    pub masker: Masker,
+    /// The exchange's external id and key as jq programs and the ID map see them.
+    external_id: Option<String>,
+    key: Option<String>,
 }
 
 /// A finished step waiting to be written.
@@ -104,11 +111,22 @@ impl<'a> Run<'a> {
             calls: Vec::new(),
             outputs: Vec::new(),
             last_checkpoint: None,
+            masker: engine.masker.clone(),
+            external_id: record.external_id.clone(),
+            key: record.key.clone(),
         }
     }
 
     pub async fn execute(&mut self, work: &WorkState) -> RunEnd {
         let trigger: Value = serde_json::from_str(&work.trigger).unwrap_or(Value::Null);
+        // Rebuilt on every run from the work copy, which keeps the personal data raw.
+        self.masker = self.flow.masker_for(&self.engine.masker, &trigger);
+        if !self.flow.mask.is_empty() {
+            // The record holds them masked; the targets and the ID map need the real ones.
+            let (external_id, key) = ids(self.flow, &trigger, &mut Vec::new());
+            self.external_id = external_id.or(self.external_id.take());
+            self.key = key.or(self.key.take());
+        }
         // Checked again on every run: a manual retry after a schema change sees the new one.
         let errors = self
             .flow
@@ -154,7 +172,7 @@ impl<'a> Run<'a> {
         let r = self.record;
         let mut ctx = Map::new();
         ctx.insert("trigger".into(), trigger);
-        let exchange = json!({"id": r.id, "request_id": r.request_id, "external_id": r.external_id, "key": r.key});
+        let exchange = json!({"id": r.id, "request_id": r.request_id, "external_id": self.external_id, "key": self.key});
         ctx.insert("exchange".into(), exchange);
         Value::Object(ctx)
     }
@@ -199,7 +217,7 @@ impl<'a> Run<'a> {
             let checkpoint = Checkpoint {
                 index,
                 output: output.to_string(),
-                masked: self.engine.masker.json(&output),
+                masked: self.masker.json(&output),
                 link,
             };
             if index + 1 == self.flow.steps.len() {
@@ -229,7 +247,7 @@ impl<'a> Run<'a> {
             step: &step.name,
             request_id: &self.record.request_id,
             idempotency_key: format!("{}:{}{key_suffix}", self.record.id, step.name),
-            masker: &self.engine.masker,
+            masker: &self.masker,
             send_mutating: self.live,
         };
         let (result, record) = sys.call(req, &call).await;
@@ -263,7 +281,7 @@ impl<'a> Run<'a> {
         let record = self.eval(args, ctx)?.unwrap_or(Value::Null);
         let link_key = match link {
             Some(jq) => self.eval(jq, ctx)?.map(|v| text_of(&v)),
-            None => self.record.external_id.clone(),
+            None => self.external_id.clone(),
         };
         let sys = self.engine.system(system)?;
         let mut existing = match &link_key {
@@ -316,8 +334,8 @@ impl<'a> Run<'a> {
                 entity: entity.clone(),
                 external_key: key.clone(),
                 target_id: target.clone(),
-                masked_key: self.engine.masker.text(key),
-                masked_target: self.engine.masker.text(target),
+                masked_key: self.masker.text(key),
+                masked_target: self.masker.text(target),
             }),
             _ => None,
         };
@@ -386,7 +404,12 @@ impl Engine {
 
     fn idmap(&self, system: &str, entity: &str, key: &str) -> Result<Option<String>, RunError> {
         let read = || -> Result<Option<String>, crate::store::StoreError> {
-            query::idmap(&self.store.read()?, system, entity, key)
+            query::idmap(
+                &self.store.read()?,
+                system,
+                entity,
+                &self.store.lookup_hash(key),
+            )
         };
         read().map_err(|e| RunError {
             class: ErrorClass::Transient,

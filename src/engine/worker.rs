@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::mask::Masker;
 use crate::model::{ErrorClass, Status, now_ms};
 use crate::store::ops::{self, Claimed, Outcome};
 use crate::store::query;
@@ -118,6 +119,7 @@ impl Engine {
                 end: RunEnd::Failed(err),
                 cursor: None,
                 checkpoint: None,
+                masker: self.masker.clone(),
             };
             self.finish(&record, started, done).await;
             return;
@@ -135,6 +137,7 @@ impl Engine {
             end,
             cursor,
             checkpoint: run.last_checkpoint.take(),
+            masker: std::mem::take(&mut run.masker),
         };
         self.finish(&record, started, done).await;
     }
@@ -145,6 +148,7 @@ impl Engine {
             end,
             cursor,
             checkpoint,
+            masker,
         } = done;
         let now = now_ms();
         let flow = self.flow(&record.flow).cloned();
@@ -164,7 +168,7 @@ impl Engine {
         let error = error.map(|e| ErrorSummary {
             class: e.class,
             step: e.step.clone(),
-            message: self.masker.text(&e.message),
+            message: masker.text(&e.message),
             at: now,
         });
         let attempt = AttemptRecord {
@@ -228,6 +232,8 @@ struct Finished {
     end: RunEnd,
     cursor: Option<String>,
     checkpoint: Option<Checkpoint>,
+    /// The exchange's masker, with the personal data of its trigger.
+    masker: Masker,
 }
 
 /// A step named `cursor` sets the flow's stored cursor for the next scheduled run.

@@ -68,14 +68,17 @@ fn status_of(text: Option<&str>) -> Result<Option<Status>, ApiError> {
     .transpose()
 }
 
-fn filter_of(q: ListQuery) -> Result<Filter, ApiError> {
+fn filter_of(store: &crate::store::Store, q: ListQuery) -> Result<Filter, ApiError> {
     Ok(Filter {
         status: status_of(q.status.as_deref())?,
         since: q.since.as_deref().map(parse_time).transpose()?,
         until: q.until.as_deref().map(parse_time).transpose()?,
         flow: q.flow,
-        key: q.key,
-        q: q.q,
+        key_hash: q.key.map(|k| store.lookup_hash(&k)),
+        q: q.q.map(|text| {
+            let hash = store.lookup_hash(&text);
+            (text, hash)
+        }),
         limit: q.limit.unwrap_or(50),
         cursor: q.cursor,
     })
@@ -90,7 +93,7 @@ pub async fn list(
     State(s): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<ExchangePage>, ApiError> {
-    let filter = filter_of(q)?;
+    let filter = filter_of(&s.engine.store, q)?;
     let page = query::list(&s.engine.store.read()?, &filter)?;
     Ok(Json(ExchangePage {
         items: page.items.iter().map(ExchangeSummary::from).collect(),

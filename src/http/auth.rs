@@ -1,7 +1,7 @@
 //! Bearer tokens with roles, as extractors: a handler that takes [`Admin`] cannot run
 //! without an admin token. Missing or unknown token: 401; known but not admin: 403.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use subtle::ConstantTimeEq;
@@ -36,7 +36,37 @@ pub fn identify(tokens: &[Token], presented: &str) -> Option<Caller> {
     found
 }
 
+fn client_ip(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
 fn caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    let ip = client_ip(parts);
+    if let Some(wait) = ip.and_then(|ip| state.auth_throttle.blocked_for(ip)) {
+        let secs = u32::try_from(wait.as_secs() + 1).unwrap_or(u32::MAX);
+        let mut err = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_failures",
+            "too many failed logins from this address; wait",
+        );
+        err.retry_after = Some(secs);
+        return Err(err);
+    }
+    let presented = parts
+        .headers
+        .contains_key(axum::http::header::AUTHORIZATION);
+    let found = check_token(parts, state);
+    // A wrong token is a guess; a missing one is not.
+    if let (Err(_), Some(ip), true) = (&found, ip, presented) {
+        state.auth_throttle.failed(ip);
+    }
+    found
+}
+
+fn check_token(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
     let header = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)

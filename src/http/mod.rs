@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod hooks;
 pub mod metrics;
+pub mod throttle;
 pub mod views;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use error::ApiError;
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub tokens: Arc<Vec<Token>>,
+    pub auth_throttle: Arc<throttle::AuthThrottle>,
 }
 
 pub fn router(state: AppState, max_body: usize) -> Router {

@@ -63,6 +63,7 @@ fn migrate_to_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(ATTEMPT_ERRORS)?;
     txn.open_table(FLOW_LAST)?;
     txn.open_table(CURSORS)?;
+    txn.open_table(SECRETS)?;
     Ok(())
 }
 

@@ -1,9 +1,11 @@
 //! The one redb file: tables, records, the group-commit writer and the operations on them.
 
+pub mod cipher;
 mod migrate;
 pub mod ops;
 pub mod query;
 pub mod records;
+pub mod secrets;
 pub mod tables;
 mod writer;
 
@@ -15,7 +17,28 @@ use std::sync::Arc;
 
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
+pub use cipher::MasterKey;
 pub use writer::WriterHandle;
+
+/// A write transaction of the group commit, with the key that seals work copies.
+pub struct Tx<'a> {
+    pub txn: &'a WriteTransaction,
+    pub key: &'a MasterKey,
+    pub lookup: &'a cipher::LookupKey,
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = WriteTransaction;
+
+    fn deref(&self) -> &WriteTransaction {
+        self.txn
+    }
+}
+
+/// What a sealed work copy is bound to: its own row.
+pub fn work_context(id: u64) -> Vec<u8> {
+    format!("work:{id}").into_bytes()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -42,6 +65,12 @@ pub enum StoreError {
     Decode(postcard::Error),
     #[error("the store is shutting down")]
     Closed,
+    #[error(
+        "the master key does not match this data file (key fingerprint {key}, the file was sealed with {file}); use the key file it was created with"
+    )]
+    WrongKey { key: String, file: String },
+    #[error("a sealed value in the data file does not open with this master key")]
+    Unseal,
     #[error("the write was not committed: {0}")]
     NotCommitted(String),
     #[error("backup: {0}")]
@@ -49,12 +78,27 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Another process (a running `obmen serve`) holds the data file.
+    pub fn is_in_use(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Open {
+                source: redb::DatabaseError::DatabaseAlreadyOpen,
+                ..
+            }
+        )
+    }
+
     /// True when the write could not be made durable (disk full, I/O error, closing): the
     /// caller should ask its sender to come back later (503 + Retry-After).
     pub fn is_unavailable(&self) -> bool {
         !matches!(
             self,
-            StoreError::Encode(_) | StoreError::Decode(_) | StoreError::NewerSchema { .. }
+            StoreError::WrongKey { .. }
+                | StoreError::Unseal
+                | StoreError::Encode(_)
+                | StoreError::Decode(_)
+                | StoreError::NewerSchema { .. }
         )
     }
 }
@@ -63,6 +107,7 @@ impl StoreError {
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    lookup: Arc<cipher::LookupKey>,
     writer: WriterHandle,
     path: Arc<PathBuf>,
 }
@@ -75,12 +120,17 @@ pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
 
 impl Store {
     /// Opens (or creates) `<data_dir>/obmen.redb` with the default page cache.
-    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        Store::open_with_cache(data_dir, DEFAULT_CACHE_BYTES)
+    pub fn open(data_dir: &Path, key: MasterKey) -> Result<Store, StoreError> {
+        Store::open_with_cache(data_dir, key, DEFAULT_CACHE_BYTES)
     }
 
-    /// Opens (or creates) the data file, migrates it and starts the writer thread.
-    pub fn open_with_cache(data_dir: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
+    /// Opens (or creates) the data file, migrates it, checks that `key` is the file's key
+    /// and starts the writer thread.
+    pub fn open_with_cache(
+        data_dir: &Path,
+        key: MasterKey,
+        cache_bytes: usize,
+    ) -> Result<Store, StoreError> {
         let path = data_dir.join(DATA_FILE);
         let db = Database::builder()
             .set_cache_size(cache_bytes)
@@ -91,10 +141,15 @@ impl Store {
             })?;
         set_owner_only(&path);
         migrate::run(&db)?;
+        let txn = db.begin_write()?;
+        secrets::check_key(&txn, &key)?;
+        let lookup = secrets::lookup_key(&txn, &key)?;
+        txn.commit()?;
         let db = Arc::new(db);
-        let writer = writer::spawn(db.clone());
+        let writer = writer::spawn(db.clone(), key, lookup.clone());
         Ok(Store {
             db,
+            lookup: Arc::new(lookup),
             writer,
             path: Arc::new(path),
         })
@@ -107,6 +162,11 @@ impl Store {
             s.commits.load(std::sync::atomic::Ordering::Relaxed),
             s.ops.load(std::sync::atomic::Ordering::Relaxed),
         )
+    }
+
+    /// The lookup hash under which a key, external id or ID-map key is indexed.
+    pub fn lookup_hash(&self, text: &str) -> String {
+        self.lookup.hash(text)
     }
 
     pub fn path(&self) -> &Path {
@@ -122,7 +182,7 @@ impl Store {
     pub async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         self.writer.submit(op).await
     }
@@ -145,6 +205,17 @@ impl Store {
     }
 }
 
+/// Copies the data file while no process has it open (checked by opening it first). The
+/// copy stays sealed: secrets and work copies open only with the master key.
+pub fn copy_closed(file: &Path, dest: &Path) -> Result<u64, StoreError> {
+    let db = Database::open(file).map_err(|source| StoreError::Open {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    drop(db);
+    copy_file(file, dest).map_err(StoreError::Backup)
+}
+
 fn copy_file(src: &Path, dest: &Path) -> std::io::Result<u64> {
     let tmp = dest.with_extension("partial");
     let bytes = std::fs::copy(src, &tmp)?;
@@ -155,11 +226,11 @@ fn copy_file(src: &Path, dest: &Path) -> std::io::Result<u64> {
 }
 
 #[cfg(unix)]
-fn set_owner_only(path: &Path) {
+pub(crate) fn set_owner_only(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     // Best effort: the data dir is already 0700; a failure here changes nothing else.
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
 }
 
 #[cfg(not(unix))]
-fn set_owner_only(_path: &Path) {}
+pub(crate) fn set_owner_only(_path: &Path) {}

@@ -1,14 +1,14 @@
 //! Write operations. Each runs inside a writer transaction and reads before it writes, so a
 //! logical refusal (not found, wrong status) leaves nothing half-written in the batch.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 
 use crate::mask::Masked;
 use crate::model::{ErrorClass, Millis, Status, id_floor_for};
 
-use super::StoreError;
 use super::records::*;
 use super::tables::*;
+use super::{StoreError, Tx};
 
 const HOUR_MS: u64 = 3_600_000;
 
@@ -19,6 +19,10 @@ pub struct NewExchange {
     pub request_id: String,
     pub external_id: Option<String>,
     pub key: Option<String>,
+    /// The raw key and external id (they may hold personal data): stored only as lookup
+    /// hashes, in the dedup table and the key and external-id indexes.
+    pub raw_key: Option<String>,
+    pub raw_external_id: Option<String>,
     /// Namespace of the key in the dedup table: the flow, or `flow#shadow` so that a flow
     /// proven in shadow mode does not see its first live events as duplicates.
     pub dedup_scope: String,
@@ -40,11 +44,19 @@ pub struct Created {
     pub original_id: Option<u64>,
 }
 
-pub fn create_exchange(txn: &WriteTransaction, new: NewExchange) -> Result<Created, StoreError> {
+pub fn create_exchange(txn: &Tx<'_>, new: NewExchange) -> Result<Created, StoreError> {
     let id = next_id(txn, new.now)?;
-    let original = match (&new.key, &new.rejected) {
+    let original = match (&new.raw_key, &new.rejected) {
         (Some(key), None) => {
-            claim_key(txn, &new.dedup_scope, key, id, new.now, new.dedup_window_ms)?
+            let hashed = txn.lookup.hash(key);
+            claim_key(
+                txn,
+                &new.dedup_scope,
+                &hashed,
+                id,
+                new.now,
+                new.dedup_window_ms,
+            )?
         }
         _ => None,
     };
@@ -54,7 +66,7 @@ pub fn create_exchange(txn: &WriteTransaction, new: NewExchange) -> Result<Creat
         (None, None) => Status::Queued,
     };
     let mut rec = new_record(id, &new, original);
-    index_new(txn, &rec)?;
+    index_new(txn, &rec, &new)?;
     append(
         txn,
         &mut rec,
@@ -72,8 +84,7 @@ pub fn create_exchange(txn: &WriteTransaction, new: NewExchange) -> Result<Creat
     change_status(txn, &mut rec, status, reason, new.now)?;
     // A rejected exchange keeps its work copy too: a manual retry after a config fix runs it.
     if status != Status::Duplicate {
-        txn.open_table(WORK)?
-            .insert(id, encode(&new.work)?.as_slice())?;
+        put_work(txn, id, &new.work)?;
     }
     if status == Status::Queued {
         schedule(txn, &mut rec, new.now)?;
@@ -116,7 +127,7 @@ fn new_record(id: u64, new: &NewExchange, original: Option<u64>) -> ExchangeReco
 /// Records a finished dry run: received, its one attempt (requests recorded, not sent),
 /// and its final status. No dedup key is claimed and nothing is queued.
 pub fn create_dry_run(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     new: NewExchange,
     attempt: AttemptRecord,
     status: Status,
@@ -125,7 +136,7 @@ pub fn create_dry_run(
     let mut rec = new_record(id, &new, None);
     rec.attempts = 1;
     rec.last_error = attempt.error.clone();
-    index_new(txn, &rec)?;
+    index_new(txn, &rec, &new)?;
     let now = new.now;
     append(
         txn,
@@ -148,7 +159,7 @@ pub fn create_dry_run(
 
 /// Ids grow with time (`created_ms * IDS_PER_MS + n`) and never repeat, even if the clock
 /// steps back.
-fn next_id(txn: &WriteTransaction, now: Millis) -> Result<u64, StoreError> {
+fn next_id(txn: &Tx<'_>, now: Millis) -> Result<u64, StoreError> {
     let mut meta = txn.open_table(META)?;
     let last = match meta.get("last_id")? {
         Some(v) => u64::from_le_bytes(v.value().try_into().unwrap_or([0; 8])),
@@ -162,7 +173,7 @@ fn next_id(txn: &WriteTransaction, now: Millis) -> Result<u64, StoreError> {
 /// Returns the original exchange when `key` was seen inside the window; otherwise records
 /// this exchange as the key's owner.
 fn claim_key(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     flow: &str,
     key: &str,
     id: u64,
@@ -180,45 +191,56 @@ fn claim_key(
     Ok(None)
 }
 
-fn index_new(txn: &WriteTransaction, rec: &ExchangeRecord) -> Result<(), StoreError> {
+fn index_new(txn: &Tx<'_>, rec: &ExchangeRecord, new: &NewExchange) -> Result<(), StoreError> {
     txn.open_table(BY_FLOW)?
         .insert((rec.flow.as_str(), rec.id), ())?;
     txn.open_table(BY_REQUEST)?
         .insert((rec.request_id.as_str(), rec.id), ())?;
-    if let Some(ext) = &rec.external_id {
+    if let Some(ext) = &new.raw_external_id {
         txn.open_table(BY_EXTERNAL)?
-            .insert((ext.as_str(), rec.id), ())?;
+            .insert((txn.lookup.hash(ext).as_str(), rec.id), ())?;
     }
-    if let Some(key) = &rec.key {
-        txn.open_table(BY_KEY)?.insert((key.as_str(), rec.id), ())?;
+    if let Some(key) = &new.raw_key {
+        txn.open_table(BY_KEY)?
+            .insert((txn.lookup.hash(key).as_str(), rec.id), ())?;
     }
     Ok(())
 }
 
-pub fn get(txn: &WriteTransaction, id: u64) -> Result<Option<ExchangeRecord>, StoreError> {
+pub fn get(txn: &Tx<'_>, id: u64) -> Result<Option<ExchangeRecord>, StoreError> {
     let table = txn.open_table(EXCHANGES)?;
     let found = table.get(id)?;
     found.map(|v| decode(v.value())).transpose()
 }
 
-pub fn put(txn: &WriteTransaction, rec: &ExchangeRecord) -> Result<(), StoreError> {
+pub fn put(txn: &Tx<'_>, rec: &ExchangeRecord) -> Result<(), StoreError> {
     txn.open_table(EXCHANGES)?
         .insert(rec.id, encode(rec)?.as_slice())?;
     Ok(())
 }
 
-pub fn get_work(txn: &WriteTransaction, id: u64) -> Result<WorkState, StoreError> {
+pub fn get_work(txn: &Tx<'_>, id: u64) -> Result<WorkState, StoreError> {
     let table = txn.open_table(WORK)?;
-    let found = table.get(id)?;
-    Ok(found
-        .map(|v| decode(v.value()))
-        .transpose()?
-        .unwrap_or_default())
+    let Some(sealed) = table.get(id)? else {
+        return Ok(WorkState::default());
+    };
+    let plain = txn
+        .key
+        .open(&super::work_context(id), sealed.value())
+        .ok_or(StoreError::Unseal)?;
+    decode(&plain)
+}
+
+/// The work copy holds personal data the targets need: it rests sealed with the master key.
+pub fn put_work(txn: &Tx<'_>, id: u64, work: &WorkState) -> Result<(), StoreError> {
+    let sealed = txn.key.seal(&super::work_context(id), &encode(work)?);
+    txn.open_table(WORK)?.insert(id, sealed.as_slice())?;
+    Ok(())
 }
 
 /// Appends one journal event; the journal is never rewritten.
 pub fn append(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     rec: &mut ExchangeRecord,
     at: Millis,
     kind: EventKind,
@@ -232,7 +254,7 @@ pub fn append(
 
 /// Moves an exchange to `to`: indexes, counters, the hourly buckets and the journal.
 pub fn change_status(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     rec: &mut ExchangeRecord,
     to: Status,
     reason: Option<Masked>,
@@ -271,7 +293,7 @@ pub fn change_status(
 }
 
 fn bump(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     count_key: (&str, u8),
     hour_key: (&str, u64, u8),
     delta: i64,
@@ -286,11 +308,7 @@ fn bump(
 }
 
 /// Puts an exchange in the queue at `at`.
-pub fn schedule(
-    txn: &WriteTransaction,
-    rec: &mut ExchangeRecord,
-    at: Millis,
-) -> Result<(), StoreError> {
+pub fn schedule(txn: &Tx<'_>, rec: &mut ExchangeRecord, at: Millis) -> Result<(), StoreError> {
     if let Some(old) = rec.next_attempt_at.take() {
         txn.open_table(DUE)?.remove((old, rec.id))?;
     }
@@ -309,7 +327,7 @@ pub struct Claimed {
 /// Takes up to `limit` exchanges due at or before `now`, marks them `running` with a lease
 /// and counts the attempt, all in the caller's transaction.
 pub fn claim_due(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     now: Millis,
     limit: usize,
     lease_ms: u64,
@@ -343,7 +361,7 @@ pub fn claim_due(
 
 /// Crash recovery at start-up: every lease belongs to a process that is gone, so each
 /// `running` exchange goes back to the queue, due now.
-pub fn recover_leases(txn: &WriteTransaction, now: Millis) -> Result<usize, StoreError> {
+pub fn recover_leases(txn: &Tx<'_>, now: Millis) -> Result<usize, StoreError> {
     let ids: Vec<u64> = {
         let table = txn.open_table(LEASES)?;
         table
@@ -381,7 +399,7 @@ pub struct Link {
 /// Records a finished step: its output for later steps, the journal event, and the ID map
 /// link when the step made one — all in one commit.
 pub fn checkpoint(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     id: u64,
     index: usize,
     output: String,
@@ -397,8 +415,7 @@ pub fn checkpoint(
         work.outputs.resize(index + 1, None);
     }
     work.outputs[index] = Some(output);
-    txn.open_table(WORK)?
-        .insert(id, encode(&work)?.as_slice())?;
+    put_work(txn, id, &work)?;
     let name = rec
         .steps
         .get(index)
@@ -425,16 +442,13 @@ pub fn checkpoint(
 }
 
 fn write_link(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     rec: &mut ExchangeRecord,
     link: Link,
     now: Millis,
 ) -> Result<(), StoreError> {
-    let key = (
-        link.system.as_str(),
-        link.entity.as_str(),
-        link.external_key.as_str(),
-    );
+    let hashed = txn.lookup.hash(&link.external_key);
+    let key = (link.system.as_str(), link.entity.as_str(), hashed.as_str());
     txn.open_table(IDMAP)?
         .insert(key, link.target_id.as_str())?;
     let n = rec.journal_next;
@@ -464,7 +478,7 @@ pub enum Outcome {
 
 /// Records an attempt and moves the exchange to its next status.
 pub fn finish_attempt(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     id: u64,
     attempt: AttemptRecord,
     outcome: Outcome,
@@ -513,7 +527,7 @@ pub enum RetryRefused {
 /// Manual retry: back to `queued`, history kept, resumes at the first unfinished step.
 /// `force` re-runs a finished exchange from its first step.
 pub fn manual_retry(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     id: u64,
     force: bool,
     by: &str,
@@ -536,8 +550,7 @@ pub fn manual_retry(
         rec.steps.iter_mut().for_each(|s| s.done_at = None);
         let mut work = get_work(txn, id)?;
         work.outputs.clear();
-        txn.open_table(WORK)?
-            .insert(id, encode(&work)?.as_slice())?;
+        put_work(txn, id, &work)?;
     }
     let action = if force { "retry (forced)" } else { "retry" };
     append(
@@ -557,7 +570,7 @@ pub fn manual_retry(
 
 /// Ids of exchanges in `statuses` (of `flow`, if given) created in `[since, until)`.
 pub fn select_for_retry(
-    txn: &WriteTransaction,
+    txn: &Tx<'_>,
     flow: Option<&str>,
     statuses: &[Status],
     since: Millis,
@@ -581,7 +594,7 @@ pub fn select_for_retry(
     Ok(ids)
 }
 
-pub fn set_cursor(txn: &WriteTransaction, flow: &str, cursor: &str) -> Result<(), StoreError> {
+pub fn set_cursor(txn: &Tx<'_>, flow: &str, cursor: &str) -> Result<(), StoreError> {
     txn.open_table(CURSORS)?.insert(flow, cursor)?;
     Ok(())
 }

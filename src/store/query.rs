@@ -15,9 +15,10 @@ pub struct Filter {
     pub status: Option<Status>,
     pub since: Option<Millis>,
     pub until: Option<Millis>,
-    pub key: Option<String>,
-    /// external_id or request_id.
-    pub q: Option<String>,
+    /// Lookup hash of an idempotency key (`Store::lookup_hash`).
+    pub key_hash: Option<String>,
+    /// A request_id, or (hashed) an external_id: `(text, lookup hash of text)`.
+    pub q: Option<(String, String)>,
     pub limit: usize,
     /// Continue below this id (the last id of the previous page).
     pub cursor: Option<u64>,
@@ -59,13 +60,9 @@ pub fn list(txn: &ReadTransaction, f: &Filter) -> Result<Page, StoreError> {
     })
 }
 
+/// Key and q are matched by their index alone (the record holds them masked).
 fn matches(rec: &ExchangeRecord, f: &Filter) -> bool {
-    f.flow.as_ref().is_none_or(|flow| &rec.flow == flow)
-        && f.status.is_none_or(|s| rec.status == s)
-        && f.key.as_ref().is_none_or(|k| rec.key.as_ref() == Some(k))
-        && f.q
-            .as_ref()
-            .is_none_or(|q| rec.external_id.as_ref() == Some(q) || &rec.request_id == q)
+    f.flow.as_ref().is_none_or(|flow| &rec.flow == flow) && f.status.is_none_or(|s| rec.status == s)
 }
 
 /// Picks the narrowest index for the filter and yields ids newest first in `[lo, hi)`.
@@ -73,11 +70,12 @@ fn candidate_ids(txn: &ReadTransaction, f: &Filter, lo: u64, hi: u64) -> Result<
     if lo >= hi {
         return Ok(Box::new(std::iter::empty()));
     }
-    if let Some(key) = &f.key {
+    if let Some(key) = &f.key_hash {
         return by_text(txn, BY_KEY, key, lo, hi);
     }
-    if let Some(q) = &f.q {
-        let mut ids: Vec<u64> = by_text(txn, BY_EXTERNAL, q, lo, hi)?.collect::<Result<_, _>>()?;
+    if let Some((q, q_hash)) = &f.q {
+        let mut ids: Vec<u64> =
+            by_text(txn, BY_EXTERNAL, q_hash, lo, hi)?.collect::<Result<_, _>>()?;
         ids.extend(by_text(txn, BY_REQUEST, q, lo, hi)?.collect::<Result<Vec<_>, _>>()?);
         ids.sort_unstable_by(|a, b| b.cmp(a));
         ids.dedup();

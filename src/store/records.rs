@@ -17,6 +17,13 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     postcard::from_bytes(bytes).map_err(StoreError::Decode)
 }
 
+/// A secret in the store: its value sealed with the master key (context `secret:<name>`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SecretRecord {
+    pub sealed: Vec<u8>,
+    pub set_at: Millis,
+}
+
 /// The head of one exchange: what listings and the status page read.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExchangeRecord {

@@ -22,10 +22,13 @@ pub const DUE: TableDefinition<'_, (u64, u64), ()> = TableDefinition::new("due")
 /// key = exchange id, value = lease expiry ms. Present while a worker runs it.
 pub const LEASES: TableDefinition<'_, u64, u64> = TableDefinition::new("leases");
 
-/// key = (flow, idempotency key), value = (original exchange id, first seen ms).
+/// key = (flow or `flow#shadow`, lookup hash of the idempotency key), value = (original
+/// exchange id, first seen ms).
 pub const DEDUP: TableDefinition<'_, (&str, &str), (u64, u64)> = TableDefinition::new("dedup");
 
-/// The ID map. key = (system, entity, external key), value = id in that system.
+/// The ID map. key = (system, entity, lookup hash of the external key), value = id in that
+/// system. Keys, external ids and dedup keys are stored only as lookup hashes (see
+/// `cipher::LookupKey`): they may hold personal data.
 pub const IDMAP: TableDefinition<'_, (&str, &str, &str), &str> = TableDefinition::new("idmap");
 
 /// key = (exchange id, n), value = (system, entity, external key, target id) of a link an
@@ -34,7 +37,7 @@ pub const LINKS: TableDefinition<'_, (u64, u32), (&str, &str, &str, &str)> =
     TableDefinition::new("links");
 
 /// Listing indexes, value = (). key = (flow, id) / (status code, id) / (flow, status, id) /
-/// (external id, id) / (request id, id) / (idempotency key, id).
+/// (lookup hash of external id, id) / (request id, id) / (lookup hash of idempotency key, id).
 pub const BY_FLOW: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("by_flow");
 pub const BY_STATUS: TableDefinition<'_, (u8, u64), ()> = TableDefinition::new("by_status");
 pub const BY_FLOW_STATUS: TableDefinition<'_, (&str, u8, u64), ()> =
@@ -60,3 +63,6 @@ pub const FLOW_LAST: TableDefinition<'_, (&str, u8), (u64, u64)> =
 
 /// key = flow, value = the schedule cursor (JSON text) for incremental polling.
 pub const CURSORS: TableDefinition<'_, &str, &str> = TableDefinition::new("cursors");
+
+/// key = secret name, value = `SecretRecord` (the value sealed with the master key).
+pub const SECRETS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("secrets");

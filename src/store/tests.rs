@@ -17,6 +17,8 @@ fn new_exchange(flow: &str, key: Option<&str>, now: u64) -> NewExchange {
         request_id: format!("req-{now}"),
         external_id: key.map(str::to_owned),
         key: key.map(str::to_owned),
+        raw_key: key.map(str::to_owned),
+        raw_external_id: key.map(str::to_owned),
         dedup_scope: flow.into(),
         dedup_window_ms: 1000,
         dry_run: false,
@@ -34,7 +36,7 @@ fn new_exchange(flow: &str, key: Option<&str>, now: u64) -> NewExchange {
 
 fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let store = Store::open(dir.path(), super::MasterKey::generate()).expect("open");
     (dir, store)
 }
 
@@ -226,12 +228,11 @@ async fn checkpoint_and_manual_retry_keep_history_and_done_steps() {
         "step one stays done"
     );
     let read = store.read().expect("read");
-    assert_eq!(
-        query::idmap(&read, "crm", "lead", "ext-1")
-            .expect("idmap")
-            .as_deref(),
-        Some("L-9")
-    );
+    let hashed = store.lookup_hash("ext-1");
+    let found = query::idmap(&read, "crm", "lead", &hashed).expect("idmap");
+    assert_eq!(found.as_deref(), Some("L-9"));
+    let raw = query::idmap(&read, "crm", "lead", "ext-1").expect("idmap");
+    assert_eq!(raw, None, "only the lookup hash is stored");
     let refused = store
         .write(move |t| ops::manual_retry(t, id, false, "me", 6_001))
         .await
@@ -292,7 +293,7 @@ async fn listing_filters_and_pages_newest_first() {
     let by_key = query::list(
         &read,
         &Filter {
-            key: Some("k7".into()),
+            key_hash: Some(store.lookup_hash("k7")),
             limit: 10,
             ..Filter::default()
         },
@@ -309,11 +310,57 @@ async fn listing_filters_and_pages_newest_first() {
     let q = query::list(
         &read,
         &Filter {
-            q: Some("req-100030".into()),
+            q: Some(("req-100030".into(), store.lookup_hash("req-100030"))),
             limit: 10,
             ..Filter::default()
         },
     )
     .expect("q");
     assert_eq!(q.items.len(), 1);
+}
+
+#[tokio::test]
+async fn work_copies_rest_sealed_and_a_wrong_key_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = super::MasterKey::generate();
+    let store = Store::open(dir.path(), key.clone()).expect("open");
+    let mut new = new_exchange("f", Some("k"), 5_000);
+    new.work.trigger = r#"{"iin":"CANARY-900101350012"}"#.into();
+    store
+        .write(move |t| ops::create_exchange(t, new))
+        .await
+        .expect("create");
+    let claimed = store
+        .write(|t| ops::claim_due(t, 5_000, 1, 60_000))
+        .await
+        .expect("claim");
+    assert!(
+        claimed[0].work.trigger.contains("CANARY-900101350012"),
+        "the worker sees the raw payload"
+    );
+    store.close();
+    drop(store);
+    drop(claimed);
+    let bytes = std::fs::read(dir.path().join(super::DATA_FILE)).expect("read");
+    let found = bytes.windows(6).any(|w| w == b"CANARY");
+    assert!(!found, "the work copy must be sealed at rest");
+    // The writer thread lets go of the file shortly after close.
+    let mut refused = None;
+    for _ in 0..100 {
+        match Store::open(dir.path(), super::MasterKey::generate()) {
+            Err(e) if e.is_in_use() => std::thread::sleep(std::time::Duration::from_millis(20)),
+            other => {
+                refused = Some(other);
+                break;
+            }
+        }
+    }
+    let err = refused
+        .expect("the file was released")
+        .err()
+        .expect("a wrong key must be refused");
+    assert!(
+        err.to_string().contains("master key does not match"),
+        "{err}"
+    );
 }

@@ -9,13 +9,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::StoreError;
+use super::cipher::{LookupKey, MasterKey};
+use super::{StoreError, Tx};
 
 const MAX_BATCH: usize = 1024;
 const QUEUE: usize = 8192;
 
 type Finish = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
-type Op = Box<dyn FnOnce(&WriteTransaction) -> Finish + Send>;
+type Op = Box<dyn FnOnce(&Tx<'_>) -> Finish + Send>;
 
 enum Job {
     Op(Op),
@@ -36,13 +37,13 @@ pub struct WriterStats {
     pub ops: AtomicU64,
 }
 
-pub fn spawn(db: Arc<Database>) -> WriterHandle {
+pub fn spawn(db: Arc<Database>, key: MasterKey, lookup: LookupKey) -> WriterHandle {
     let (tx, rx) = mpsc::channel(QUEUE);
     let stats = Arc::new(WriterStats::default());
     let thread_stats = stats.clone();
     std::thread::Builder::new()
         .name("obmen-writer".into())
-        .spawn(move || run(&db, rx, &thread_stats))
+        .spawn(move || run(&db, &key, &lookup, rx, &thread_stats))
         .expect("the OS refused to start the writer thread");
     WriterHandle {
         tx: Arc::new(std::sync::Mutex::new(Some(tx))),
@@ -64,7 +65,7 @@ impl WriterHandle {
     pub async fn submit<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job: Op = Box::new(move |txn| {
@@ -108,7 +109,13 @@ fn clone_commit_error(e: &StoreError) -> StoreError {
     }
 }
 
-fn run(db: &Database, mut rx: mpsc::Receiver<Job>, stats: &WriterStats) {
+fn run(
+    db: &Database,
+    key: &MasterKey,
+    lookup: &LookupKey,
+    mut rx: mpsc::Receiver<Job>,
+    stats: &WriterStats,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut ops = Vec::new();
         let mut pending = Some(first);
@@ -116,7 +123,7 @@ fn run(db: &Database, mut rx: mpsc::Receiver<Job>, stats: &WriterStats) {
             match job {
                 Job::Op(op) => ops.push(op),
                 Job::Exclusive(f) => {
-                    commit_batch(db, std::mem::take(&mut ops), stats);
+                    commit_batch(db, (key, lookup), std::mem::take(&mut ops), stats);
                     f();
                 }
             }
@@ -124,11 +131,11 @@ fn run(db: &Database, mut rx: mpsc::Receiver<Job>, stats: &WriterStats) {
                 pending = rx.try_recv().ok();
             }
         }
-        commit_batch(db, ops, stats);
+        commit_batch(db, (key, lookup), ops, stats);
     }
 }
 
-fn commit_batch(db: &Database, ops: Vec<Op>, stats: &WriterStats) {
+fn commit_batch(db: &Database, keys: (&MasterKey, &LookupKey), ops: Vec<Op>, stats: &WriterStats) {
     if ops.is_empty() {
         return;
     }
@@ -142,7 +149,12 @@ fn commit_batch(db: &Database, ops: Vec<Op>, stats: &WriterStats) {
             return;
         }
     };
-    let finishers: Vec<Finish> = ops.into_iter().map(|op| op(&txn)).collect();
+    let tx = Tx {
+        txn: &txn,
+        key: keys.0,
+        lookup: keys.1,
+    };
+    let finishers: Vec<Finish> = ops.into_iter().map(|op| op(&tx)).collect();
     let committed = txn.commit().map_err(StoreError::from);
     stats.commits.fetch_add(1, Ordering::Relaxed);
     stats

@@ -1,11 +1,14 @@
 //! Integration tests on real parts: obmen serving on loopback with its redb file in a temp
 //! dir, and a fake CRM target with a ledger of what it received.
 
+mod auth_matrix;
 mod bad_input;
 mod dedup;
 mod delivery;
+mod personal;
 mod retry;
 mod secrets;
 mod shadow;
+mod signing;
 mod support;
 mod upsert;

@@ -1,5 +1,6 @@
 //! The generic `http` connector: any REST API described in the config — base URL, auth
-//! (bearer, basic, header, query), named operations and entities for upsert.
+//! (bearer, basic, header, query), named operations and entities for upsert, and optional
+//! Standard Webhooks signing of every request (for delivery to a customer's own endpoint).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use crate::mask::{Secret, url_encode};
 use crate::model::ErrorClass;
 
 use super::inbound::{Encoding, Refusal, Verifier};
+use super::signing::Signer;
 use super::{BuildCtx, CallError, Connector, OutboundRequest, Settings};
 
 #[derive(Debug, Deserialize)]
@@ -30,6 +32,7 @@ struct HttpFile {
     #[serde(default)]
     headers: BTreeMap<String, String>,
     inbound: Option<InboundFile>,
+    sign: Option<SignFile>,
     #[serde(default)]
     ops: BTreeMap<String, OpFile>,
     #[serde(default)]
@@ -65,6 +68,12 @@ struct InboundFile {
     encoding: Option<String>,
     #[serde(default)]
     prefix: String,
+}
+
+/// `sign = { secret = "secret:NAME" }`: the secret is `whsec_<base64 key>`.
+#[derive(Debug, Deserialize)]
+struct SignFile {
+    secret: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,6 +119,7 @@ pub struct HttpConnector {
     headers: Vec<(String, String)>,
     settings: Settings,
     inbound: Option<Verifier>,
+    signer: Option<Signer>,
     ops: BTreeMap<String, Op>,
     entities: BTreeMap<String, Entity>,
 }
@@ -149,6 +159,7 @@ impl HttpConnector {
             .as_ref()
             .map_or(Auth::None, |a| auth(a, base, ctx));
         let inbound = file.inbound.as_ref().and_then(|i| inbound(i, base, ctx));
+        let signer = file.sign.as_ref().and_then(|s| signer(s, base, ctx));
         let ops = file
             .ops
             .iter()
@@ -186,6 +197,7 @@ impl HttpConnector {
             headers: file.headers.into_iter().collect(),
             settings,
             inbound,
+            signer,
             ops,
             entities,
         })
@@ -358,6 +370,24 @@ fn inbound(file: &InboundFile, base: &[PathSeg], ctx: &mut BuildCtx<'_>) -> Opti
     }
 }
 
+/// Resolves the signing secret (registered for masking) and checks its `whsec_` form; the
+/// key's base64 forms are registered too, so that the bare key is masked wherever it shows.
+fn signer(file: &SignFile, base: &[PathSeg], ctx: &mut BuildCtx<'_>) -> Option<Signer> {
+    let path = at(base, &["sign", "secret"]);
+    let secret = ctx.secret(path.clone(), &file.secret)?;
+    match Signer::from_secret(secret.expose()) {
+        Ok(parsed) => {
+            ctx.secrets
+                .extend(parsed.key_forms.into_iter().map(Secret::new));
+            Some(parsed.signer)
+        }
+        Err(message) => {
+            ctx.problem(path, message);
+            None
+        }
+    }
+}
+
 fn method(text: &str, path: Vec<PathSeg>, ctx: &mut BuildCtx<'_>) -> Option<reqwest::Method> {
     match text.to_ascii_uppercase().as_str() {
         m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE") => {
@@ -516,6 +546,13 @@ impl Connector for HttpConnector {
         }
     }
 
+    fn sign(&self, id: &str, timestamp: u64, body: &[u8]) -> Vec<(String, String)> {
+        self.signer
+            .as_ref()
+            .map(|s| s.headers(id, timestamp, body))
+            .unwrap_or_default()
+    }
+
     fn verify_inbound(&self, headers: &axum::http::HeaderMap, body: &[u8]) -> Result<(), Refusal> {
         self.inbound
             .as_ref()
@@ -527,6 +564,7 @@ impl Connector for HttpConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::values::SecretSource;
 
     #[test]
     fn path_params_are_taken_from_args() {
@@ -538,5 +576,79 @@ mod tests {
         assert_eq!(path, "/leads/a%20b%2Fc");
         assert!(!args.contains_key("id") && args.contains_key("name"));
         assert!(fill_path("/x/{missing}", &mut args).is_err());
+    }
+
+    fn build(
+        sign: &str,
+    ) -> (
+        Option<HttpConnector>,
+        Vec<crate::config::Problem>,
+        Vec<Secret>,
+    ) {
+        let text = format!("base_url = \"http://127.0.0.1:9\"\nsign = {sign}\n");
+        let table: toml::Table = toml::from_str(&text).expect("toml");
+        let (mut problems, mut secrets) = (Vec::new(), Vec::new());
+        let source = SecretSource::env_only();
+        let mut ctx = BuildCtx {
+            problems: &mut problems,
+            secrets: &mut secrets,
+            source: &source,
+        };
+        let base = [PathSeg::Key("systems".into()), PathSeg::Key("hook".into())];
+        let c = HttpConnector::build(table, &base, &mut ctx);
+        (c, problems, secrets)
+    }
+
+    #[test]
+    fn sign_signs_every_request_and_registers_the_key_for_masking() {
+        let key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+        let (c, problems, secrets) = build(&format!("{{ secret = \"whsec_{key}\" }}"));
+        assert!(problems.is_empty(), "{problems:?}");
+        let c = c.expect("built");
+        let exposed: Vec<&str> = secrets.iter().map(Secret::expose).collect();
+        assert!(exposed.contains(&format!("whsec_{key}").as_str()));
+        assert!(
+            exposed.contains(&key.as_str()),
+            "the bare key is masked too"
+        );
+        let headers = c.sign("7:deliver", 1_700_000_000, b"{}");
+        let names: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            ["webhook-id", "webhook-timestamp", "webhook-signature"]
+        );
+        assert_eq!(headers[0].1, "7:deliver");
+        assert!(headers[2].1.starts_with("v1,"));
+    }
+
+    #[test]
+    fn sign_refuses_a_secret_not_in_whsec_form() {
+        let (_, problems, _) = build("{ secret = \"plain-shared-secret\" }");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let p = &problems[0];
+        assert!(p.message.contains("whsec_<base64 key>"), "{}", p.message);
+        assert!(!p.message.contains("plain-shared-secret"), "{}", p.message);
+        assert_eq!(
+            p.path.last(),
+            Some(&PathSeg::Key("secret".into())),
+            "{:?}",
+            p.path
+        );
+        let (_, problems, _) = build("{ secret = \"whsec_%%%notbase64\" }");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+    }
+
+    #[test]
+    fn without_sign_nothing_is_added() {
+        let table: toml::Table = toml::from_str("base_url = \"http://127.0.0.1:9\"").expect("toml");
+        let (mut problems, mut secrets) = (Vec::new(), Vec::new());
+        let source = SecretSource::env_only();
+        let mut ctx = BuildCtx {
+            problems: &mut problems,
+            secrets: &mut secrets,
+            source: &source,
+        };
+        let c = HttpConnector::build(table, &[], &mut ctx).expect("built");
+        assert!(c.sign("1:a", 1, b"{}").is_empty());
     }
 }

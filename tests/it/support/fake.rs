@@ -26,6 +26,8 @@ pub struct Received {
     pub query: Vec<(String, String)>,
     pub headers: HeaderMap,
     pub body: Value,
+    /// The body bytes exactly as they arrived (what a signature covers).
+    pub raw_body: Bytes,
     /// What the fake answered.
     pub status: u16,
 }
@@ -58,6 +60,9 @@ pub enum Fault {
     Sleep(Duration),
     /// 500 whose body repeats the Authorization header it got (a careless target).
     EchoAuth,
+    /// This status with a validation error that repeats the request body it got (targets
+    /// quote the offending values back).
+    EchoBody(u16),
 }
 
 struct Rule {
@@ -209,7 +214,8 @@ async fn handle(
                 .collect()
         })
         .unwrap_or_default();
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let raw_body = body;
+    let body: Value = serde_json::from_slice(&raw_body).unwrap_or(Value::Null);
     let path = uri.path().to_owned();
     let received = Received {
         at: Instant::now(),
@@ -218,6 +224,7 @@ async fn handle(
         query,
         headers,
         body,
+        raw_body,
         status: 0,
     };
     // Recorded on arrival: a client that times out drops this handler before it answers.
@@ -240,7 +247,7 @@ async fn answer(f: &Inner, method: &Method, req: &Received) -> (StatusCode, Resp
         return reply(StatusCode::UNAUTHORIZED, json!({"error": "bad token"}));
     }
     if let Some(fault) = next_fault(f, method, &req.path) {
-        return fault_answer(fault, &auth).await;
+        return fault_answer(fault, &auth, &req.body).await;
     }
     let broken = f.broken.load(Ordering::SeqCst)
         && lock(&f.broken_on)
@@ -263,7 +270,7 @@ fn next_fault(f: &Inner, method: &Method, path: &str) -> Option<Fault> {
     rule.faults.pop_front()
 }
 
-async fn fault_answer(fault: Fault, auth: &str) -> (StatusCode, Response) {
+async fn fault_answer(fault: Fault, auth: &str, body: &Value) -> (StatusCode, Response) {
     match fault {
         Fault::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -290,6 +297,13 @@ async fn fault_answer(fault: Fault, auth: &str) -> (StatusCode, Response) {
             StatusCode::INTERNAL_SERVER_ERROR,
             json!({"error": format!("internal error for {auth}")}),
         ),
+        Fault::EchoBody(code) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+            reply(
+                status,
+                json!({"error": {"message": format!("invalid data: {body}"), "got": body}}),
+            )
+        }
     }
 }
 
