@@ -42,15 +42,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("the OS refused to start the runtime")
 }
 
-pub fn init_logging() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("OBMEN_LOG").unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 fn load(path: &Path) -> Result<Loaded, u8> {
     let source = secret_source(path, false)?;
     config::load_with(path, &source).map_err(|e| {
@@ -107,11 +98,12 @@ pub fn check(path: &Path) -> u8 {
 }
 
 pub fn serve(path: &Path) -> u8 {
-    init_logging();
+    let logs = crate::logging::init();
     let loaded = match load(path) {
         Ok(l) => l,
         Err(code) => return code,
     };
+    logs.set(loaded.masker.clone());
     runtime().block_on(async move {
         let listener = match tokio::net::TcpListener::bind(loaded.server.listen).await {
             Ok(l) => l,
@@ -177,8 +169,8 @@ pub fn init(dir: &Path) -> u8 {
 pub const TEMPLATE: &str = include_str!("../examples/obmen.toml");
 
 pub fn demo(dir: &Path, port: u16) -> u8 {
-    init_logging();
-    runtime().block_on(crate::demo::run(dir, port))
+    let logs = crate::logging::init();
+    runtime().block_on(crate::demo::run(dir, port, logs))
 }
 
 /// A client of the running server, from the config's listen address and CLI token.

@@ -240,8 +240,8 @@ struct Tokens {
     warehouse: String,
 }
 
-pub async fn run(dir: &Path, port: u16) -> u8 {
-    match world(dir, port).await {
+pub async fn run(dir: &Path, port: u16, logs: crate::logging::LogMasker) -> u8 {
+    match world(dir, port, logs).await {
         Ok(()) => OK,
         Err(e) => {
             eprintln!("demo failed: {e}");
@@ -250,7 +250,7 @@ pub async fn run(dir: &Path, port: u16) -> u8 {
     }
 }
 
-async fn world(dir: &Path, port: u16) -> anyhow::Result<()> {
+async fn world(dir: &Path, port: u16, logs: crate::logging::LogMasker) -> anyhow::Result<()> {
     let t = Tokens {
         admin: token(),
         viewer: token(),
@@ -278,6 +278,7 @@ async fn world(dir: &Path, port: u16) -> anyhow::Result<()> {
     let config_path = dir.join("obmen.toml");
     std::fs::write(&config_path, config(crm_port, wh_port, port, &t))?;
     let loaded = crate::config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    logs.set(loaded.masker.clone());
     let listener = tokio::net::TcpListener::bind(loaded.server.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on 127.0.0.1:{port} ({e}); try --port"))?;

@@ -8,6 +8,7 @@ pub mod connectors;
 pub mod demo;
 pub mod engine;
 pub mod http;
+pub mod logging;
 pub mod mask;
 pub mod metrics;
 pub mod model;

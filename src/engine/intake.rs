@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::model::{Status, now_ms};
+use crate::model::{ErrorClass, Status, now_ms};
 use crate::store::StoreError;
 use crate::store::ops::{self, NewExchange};
 use crate::store::records::{ErrorSummary, WorkState};
@@ -125,6 +125,52 @@ pub fn dedup_scope(flow: &Flow) -> String {
 }
 
 impl Engine {
+    /// Journals a webhook that failed verification as a `rejected` exchange with the reason
+    /// and a masked excerpt of what was sent. It keeps no input: nothing can run it.
+    pub async fn record_refusal(
+        &self,
+        flow: &Flow,
+        reason: &str,
+        body: &[u8],
+        given_request_id: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let text = String::from_utf8_lossy(body);
+        let masker = match serde_json::from_slice::<Value>(body) {
+            Ok(parsed) => flow.masker_for(&self.masker, &parsed),
+            Err(_) => self.masker.clone(),
+        };
+        let excerpt = masker.excerpt(&text, 2048).into_string();
+        let summary = ErrorSummary {
+            class: ErrorClass::Auth,
+            step: None,
+            message: masker.text(reason),
+            at: now,
+        };
+        let new = NewExchange {
+            flow: flow.name.clone(),
+            request_id: request_id(given_request_id),
+            external_id: None,
+            key: None,
+            raw_key: None,
+            raw_external_id: None,
+            dedup_scope: String::new(),
+            dedup_window_ms: 0,
+            dry_run: false,
+            source: "webhook (refused)".to_owned(),
+            payload: masker.json(&Value::String(excerpt)),
+            work: WorkState::default(),
+            steps: flow.step_names(),
+            rejected: Some(summary),
+            now,
+        };
+        let created = self
+            .store
+            .write(move |txn| ops::create_exchange(txn, new))
+            .await?;
+        Ok(created.id)
+    }
+
     /// Journals a trigger as a new exchange and queues it (or records it as rejected or
     /// duplicate). Returns only after the durable commit.
     pub async fn accept(&self, flow: &Flow, event: Event) -> Result<Accepted, StoreError> {

@@ -163,6 +163,9 @@ fn refused_error(id: u64, r: &RetryRefused) -> ApiError {
         RetryRefused::Duplicate(o) => conflict(format!(
             "exchange {id} is a duplicate; retry the original, {o}"
         )),
+        RetryRefused::NoInput => conflict(format!(
+            "exchange {id} kept no input to run (a refused webhook or a dry run)"
+        )),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
@@ -39,6 +39,7 @@ pub struct HookAnswer {
         (status = 503, description = "the journal cannot commit; retry later")))]
 pub async fn receive(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path(flow_name): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -67,15 +68,28 @@ pub async fn receive(
         .get(system)
         .ok_or_else(|| ApiError::not_found("no such system"))?
         .connector;
-    connector
-        .verify_inbound(&headers, &bytes)
-        .map_err(|r| refusal(&r))?;
-    let payload: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
     let request_id = headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    if let Some(wait) = state.auth_throttle.blocked_for(peer.ip()) {
+        return Err(throttled(wait));
+    }
+    if let Err(r) = connector.verify_inbound(&headers, &bytes) {
+        // Journaled (masked) so that a sender with a wrong secret shows on the status page;
+        // the throttle keeps a flood of forgeries from filling the journal.
+        state.auth_throttle.failed(peer.ip());
+        let reason = r.to_string();
+        if let Err(e) = engine
+            .record_refusal(&flow, &reason, &bytes, request_id.as_deref())
+            .await
+        {
+            tracing::warn!(flow = %flow.name, error = %e, "cannot journal a refused webhook");
+        }
+        return Err(refusal(&r));
+    }
+    let payload: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
     let accepted = engine
         .accept(
             &flow,
@@ -107,6 +121,16 @@ impl HookAnswer {
         };
         (code, Json(answer))
     }
+}
+
+fn throttled(wait: std::time::Duration) -> ApiError {
+    let mut err = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_failures",
+        "too many unverified webhooks from this address; wait",
+    );
+    err.retry_after = Some(u32::try_from(wait.as_secs() + 1).unwrap_or(u32::MAX));
+    err
 }
 
 fn refusal(r: &Refusal) -> ApiError {

@@ -82,8 +82,9 @@ pub fn create_exchange(txn: &Tx<'_>, new: NewExchange) -> Result<Created, StoreE
         _ => None,
     };
     change_status(txn, &mut rec, status, reason, new.now)?;
-    // A rejected exchange keeps its work copy too: a manual retry after a config fix runs it.
-    if status != Status::Duplicate {
+    // A rejected exchange keeps its work copy too (a retry after a config fix runs it);
+    // a refused webhook has none: its sender was not verified.
+    if status != Status::Duplicate && !new.work.trigger.is_empty() {
         put_work(txn, id, &new.work)?;
     }
     if status == Status::Queued {
@@ -522,6 +523,8 @@ pub enum RetryRefused {
     NeedsForce(Status),
     /// A duplicate is retried through its original.
     Duplicate(u64),
+    /// Nothing to run: a refused webhook or a dry run keeps no input.
+    NoInput,
 }
 
 /// Manual retry: back to `queued`, history kept, resumes at the first unfinished step.
@@ -545,6 +548,9 @@ pub fn manual_retry(
         Status::Duplicate => return Ok(Err(RetryRefused::Duplicate(rec.original_id.unwrap_or(0)))),
         s if finished && !force => return Ok(Err(RetryRefused::NeedsForce(s))),
         _ => {}
+    }
+    if txn.open_table(WORK)?.get(id)?.is_none() {
+        return Ok(Err(RetryRefused::NoInput));
     }
     if finished {
         rec.steps.iter_mut().for_each(|s| s.done_at = None);

@@ -209,3 +209,49 @@ fn reseal_work(
     }
     Ok(rows.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_list_shows_names_and_rotation_keeps_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = MasterKey::generate();
+        let mut store = SecretStore::open(dir.path(), key).expect("open");
+        store.set("crm_token", "t0ken-ÄÖ-value").expect("set");
+        store.set("other", "second-value").expect("set");
+        let all = store.read_all().expect("read");
+        assert_eq!(
+            all.get("crm_token").map(Secret::expose),
+            Some("t0ken-ÄÖ-value")
+        );
+        let names: Vec<String> = store
+            .list()
+            .expect("list")
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["crm_token", "other"]);
+        let new = MasterKey::generate();
+        assert!(store.rotate(new.clone()).expect("rotate") >= 2);
+        assert_eq!(
+            store
+                .read_all()
+                .expect("read")
+                .get("other")
+                .map(Secret::expose),
+            Some("second-value")
+        );
+        assert!(store.remove("other").expect("rm"));
+        assert!(!store.remove("other").expect("rm again"));
+        drop(store);
+        let reopened = SecretStore::open(dir.path(), new).expect("the new key opens it");
+        assert_eq!(reopened.list().expect("list").len(), 1);
+        drop(reopened);
+        let wrong = SecretStore::open(dir.path(), MasterKey::generate())
+            .err()
+            .expect("refused");
+        assert!(matches!(wrong, StoreError::WrongKey { .. }), "{wrong}");
+    }
+}

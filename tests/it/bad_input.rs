@@ -47,7 +47,7 @@ fn code_of(body: &Value) -> &str {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_webhooks_are_refused_and_nothing_is_journaled() {
+async fn bad_webhooks_are_refused_and_none_is_accepted() {
     let app = TestApp::start(&config()).await;
     let json_ct = ("Content-Type", "application/json");
     let token = ("X-Hook-Token", HOOK_TOKEN);
@@ -132,21 +132,49 @@ async fn bad_webhooks_are_refused_and_nothing_is_journaled() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["status"], "queued");
 
-    // Only the verified webhook became an exchange.
+    // Only the verified webhook was accepted. Each failed verification is journaled as a
+    // rejected exchange (class auth, with its reason) that can never run; malformed JSON,
+    // oversized bodies and unknown flows leave nothing.
     let all = app.list("").await;
-    assert_eq!(all.len(), 1, "{all:?}");
+    let accepted: Vec<_> = all.iter().filter(|e| e["status"] != "rejected").collect();
+    assert_eq!(accepted.len(), 1, "{all:?}");
     assert_eq!(
-        (all[0]["flow"].as_str(), all[0]["external_id"].as_str()),
+        (
+            accepted[0]["flow"].as_str(),
+            accepted[0]["external_id"].as_str()
+        ),
         (Some("signed-intake"), Some("h-1"))
     );
-    let flows = app.get("/api/flows").await;
-    let intake = flows
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|f| f["name"] == "intake")
-        .expect("intake flow");
-    assert_eq!(intake["total"], json!({}), "{intake}");
+    let refused: Vec<_> = all.iter().filter(|e| e["status"] == "rejected").collect();
+    assert_eq!(
+        refused.len(),
+        4,
+        "wrong + missing token, bad + missing signature: {all:?}"
+    );
+    for r in &refused {
+        assert_eq!(r["last_error"]["class"], "auth", "{r}");
+        assert_eq!(r["attempts"], 0, "never run: {r}");
+        let id = r["id"].as_u64().expect("id");
+        let (code, answer) = app
+            .post_as(&format!("/api/exchanges/{id}/retry"), Some(ADMIN), None)
+            .await;
+        assert_eq!(
+            code, 409,
+            "a refused webhook keeps no input to retry: {answer}"
+        );
+    }
+    let reasons: Vec<&str> = refused
+        .iter()
+        .filter_map(|r| r["last_error"]["message"].as_str())
+        .collect();
+    assert!(
+        reasons.iter().any(|m| m.contains("does not match")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|m| m.contains("carries no")),
+        "{reasons:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
