@@ -92,6 +92,7 @@ pub async fn serve(
         engine: engine.clone(),
         tokens: Arc::new(loaded.tokens.clone()),
         auth_throttle: Arc::default(),
+        public_summary: loaded.public_summary,
     };
     let router = http::router(state, loaded.server.max_body);
     tracing::info!(address = %listener.local_addr()?, flows = engine.flows.len(), "obmen is serving");

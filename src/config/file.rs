@@ -17,6 +17,14 @@ pub struct ConfigFile {
     pub systems: BTreeMap<String, SystemFile>,
     #[serde(default)]
     pub flows: Vec<FlowFile>,
+    #[serde(default)]
+    pub status_page: StatusPageFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct StatusPageFile {
+    /// Serve a payload-free summary (flow health and counts) without a token.
+    pub public: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

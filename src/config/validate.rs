@@ -53,6 +53,8 @@ pub struct Loaded {
     pub connectors: BTreeMap<String, Arc<dyn Connector>>,
     pub flows: Vec<Arc<Flow>>,
     pub masker: Masker,
+    /// `status_page.public`: the summary needs no token.
+    pub public_summary: bool,
 }
 
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
@@ -149,8 +151,13 @@ pub fn build(
             flows.push(Arc::new(f));
         }
     }
-    let masker = Masker::new(&ctx.secrets, &[]);
+    let headers: Vec<String> = connectors
+        .values()
+        .flat_map(|c| c.sensitive_headers())
+        .collect();
+    let masker = Masker::new(&ctx.secrets, &headers);
     Loaded {
+        public_summary: file.status_page.public.unwrap_or(false),
         server,
         tokens,
         cli_token,

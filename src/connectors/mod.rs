@@ -94,11 +94,11 @@ pub trait Connector: Send + Sync {
         transport::classify_http(answer)
     }
     /// Verifies an inbound webhook on the raw body, before anything parses it.
-    fn verify_inbound(
-        &self,
-        headers: &axum::http::HeaderMap,
-        body: &[u8],
-    ) -> Result<(), inbound::Refusal>;
+    fn verify_inbound(&self, req: &inbound::InboundRequest<'_>) -> Result<(), inbound::Refusal>;
+    /// Headers whose values this system treats as credentials (masked whole everywhere).
+    fn sensitive_headers(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// What the transport needs from any system's config.

@@ -365,3 +365,39 @@ pub async fn backup(
         .body(body)
         .unwrap_or_default())
 }
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FlowSummary {
+    pub name: String,
+    /// Exchanges created in the last 24 h, by their status now.
+    #[schema(value_type = Object)]
+    pub last_24h: serde_json::Map<String, serde_json::Value>,
+    pub last_success: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// Flow health and counts only: no payloads, no ids, no error texts. Public when
+/// `status_page.public = true`, else for any token.
+#[utoipa::path(get, path = "/api/summary", tag = "flows",
+    responses((status = 200, body = Vec<FlowSummary>), (status = 401)), security((), ("bearer" = [])))]
+pub async fn summary(
+    State(s): State<AppState>,
+    request: axum::http::request::Parts,
+) -> Result<Json<Vec<FlowSummary>>, ApiError> {
+    if !s.public_summary {
+        super::auth::caller(&request, &s)?;
+    }
+    let txn = s.engine.store.read()?;
+    let since = now_ms().saturating_sub(24 * 3_600_000);
+    let mut out = Vec::new();
+    for flow in s.engine.flows.values() {
+        let [ok, err] = query::flow_last(&txn, &flow.name)?;
+        out.push(FlowSummary {
+            name: flow.name.clone(),
+            last_24h: by_status(query::counts_since(&txn, &flow.name, since)?),
+            last_success: ok.map(|(t, _)| views::time(t)),
+            last_error: err.map(|(t, _)| views::time(t)),
+        });
+    }
+    Ok(Json(out))
+}

@@ -43,7 +43,7 @@ fn client_ip(parts: &Parts) -> Option<std::net::IpAddr> {
         .map(|c| c.0.ip())
 }
 
-fn caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+pub fn caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
     let ip = client_ip(parts);
     if let Some(wait) = ip.and_then(|ip| state.auth_throttle.blocked_for(ip)) {
         let secs = u32::try_from(wait.as_secs() + 1).unwrap_or(u32::MAX);

@@ -3,11 +3,11 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
-use crate::connectors::inbound::Refusal;
+use crate::connectors::inbound::{InboundRequest, Refusal};
 use crate::engine::flow::Trigger;
 use crate::engine::intake::{Accepted, Event};
 use crate::model::Status;
@@ -41,6 +41,7 @@ pub async fn receive(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path(flow_name): Path<String>,
+    RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<HookAnswer>), ApiError> {
@@ -75,7 +76,16 @@ pub async fn receive(
     if let Some(wait) = state.auth_throttle.blocked_for(peer.ip()) {
         return Err(throttled(wait));
     }
-    if let Err(r) = connector.verify_inbound(&headers, &bytes) {
+    let query: Vec<(String, String)> = raw_query
+        .as_deref()
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default();
+    let inbound = InboundRequest {
+        headers: &headers,
+        query: &query,
+        body: &bytes,
+    };
+    if let Err(r) = connector.verify_inbound(&inbound) {
         // Journaled (masked) so that a sender with a wrong secret shows on the status page;
         // the throttle keeps a flood of forgeries from filling the journal.
         state.auth_throttle.failed(peer.ip());

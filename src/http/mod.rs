@@ -28,6 +28,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub tokens: Arc<Vec<Token>>,
     pub auth_throttle: Arc<throttle::AuthThrottle>,
+    /// `status_page.public`: `/api/summary` answers without a token.
+    pub public_summary: bool,
 }
 
 pub fn router(state: AppState, max_body: usize) -> Router {
@@ -37,6 +39,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/api/exchanges/{id}", get(api::show))
         .route("/api/exchanges/{id}/retry", post(api::retry))
         .route("/api/flows", get(api::flows))
+        .route("/api/summary", get(api::summary))
         .route("/api/flows/{flow}/dry-run", post(api::dry_run))
         .route("/api/flows/{flow}/run", post(api::run))
         .route("/api/backup", post(api::backup))
@@ -89,7 +92,7 @@ pub async fn readyz(State(s): State<AppState>) -> Result<&'static str, ApiError>
 #[openapi(
     info(title = "obmen", description = "API integrations with a journal, a durable queue, retry and dedup."),
     paths(
-        hooks::receive, api::list, api::show, api::retry, api::bulk_retry, api::flows, api::dry_run, api::run, api::backup,
+        hooks::receive, api::summary, api::list, api::show, api::retry, api::bulk_retry, api::flows, api::dry_run, api::run, api::backup,
         metrics::metrics, healthz, readyz, openapi
     ),
     modifiers(&BearerAuth)

@@ -160,3 +160,24 @@ async fn failed_logins_are_throttled_per_address() {
         "a missing token is no guess"
     );
 }
+
+#[tokio::test]
+async fn the_public_summary_needs_no_token_and_shows_no_payload() {
+    let app = TestApp::start(&format!("{FLOW}\n[status_page]\npublic = true\n")).await;
+    app.post(
+        "/api/flows/m/run",
+        Some(&json!({"id": "private-payload-77"})),
+    )
+    .await;
+    let (code, body) = app.get_as("/api/summary", None).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body[0]["name"], "m");
+    let text = body.to_string();
+    assert!(!text.contains("private-payload-77"), "{text}");
+    assert!(
+        !text.contains("request_id") && !text.contains("\"id\""),
+        "no ids: {text}"
+    );
+    let (code, _) = app.get_as("/api/exchanges", None).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "only the summary is public");
+}

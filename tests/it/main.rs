@@ -5,6 +5,7 @@ mod auth_matrix;
 mod bad_input;
 mod dedup;
 mod delivery;
+mod inbound;
 mod personal;
 mod retry;
 mod secrets;

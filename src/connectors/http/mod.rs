@@ -15,7 +15,7 @@ use crate::config::values::{parse_duration, parse_rate};
 use crate::mask::{Secret, url_encode};
 use crate::model::ErrorClass;
 
-use super::inbound::{Encoding, Refusal, Verifier};
+use super::inbound::{Encoding, InboundRequest, Refusal, Verifier};
 use super::signing::Signer;
 use super::{BuildCtx, CallError, Connector, OutboundRequest, Settings};
 
@@ -62,6 +62,9 @@ struct NameValue {
 #[derive(Debug, Deserialize)]
 struct InboundFile {
     token_header: Option<String>,
+    /// The query parameter of the webhook URL that carries the token (for senders that
+    /// cannot set headers).
+    token_query: Option<String>,
     token: Option<String>,
     hmac_header: Option<String>,
     secret: Option<String>,
@@ -327,6 +330,19 @@ fn auth(file: &AuthFile, base: &[PathSeg], ctx: &mut BuildCtx<'_>) -> Auth {
 }
 
 fn inbound(file: &InboundFile, base: &[PathSeg], ctx: &mut BuildCtx<'_>) -> Option<Verifier> {
+    if let (Some(param), Some(token), None, None, None) = (
+        &file.token_query,
+        &file.token,
+        &file.token_header,
+        &file.hmac_header,
+        &file.secret,
+    ) {
+        let token = ctx.secret(at(base, &["inbound", "token"]), token)?;
+        return Some(Verifier::QueryToken {
+            param: param.clone(),
+            token,
+        });
+    }
     match (
         &file.token_header,
         &file.token,
@@ -363,7 +379,7 @@ fn inbound(file: &InboundFile, base: &[PathSeg], ctx: &mut BuildCtx<'_>) -> Opti
         _ => {
             ctx.problem(
                 at(base, &["inbound"]),
-                "set either token_header + token, or hmac_header + secret (+ encoding, prefix)",
+                "set token_header + token, token_query + token, or hmac_header + secret (+ encoding, prefix)",
             );
             None
         }
@@ -553,11 +569,23 @@ impl Connector for HttpConnector {
             .unwrap_or_default()
     }
 
-    fn verify_inbound(&self, headers: &axum::http::HeaderMap, body: &[u8]) -> Result<(), Refusal> {
+    fn verify_inbound(&self, req: &InboundRequest<'_>) -> Result<(), Refusal> {
         self.inbound
             .as_ref()
             .ok_or(Refusal::NotConfigured)?
-            .verify(headers, body)
+            .verify(req)
+    }
+
+    fn sensitive_headers(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        if let Auth::Header(name, _) = &self.auth {
+            names.push(name.clone());
+        }
+        if let Some(Verifier::Token { header, .. } | Verifier::Hmac { header, .. }) = &self.inbound
+        {
+            names.push(header.clone());
+        }
+        names
     }
 }
 
