@@ -93,6 +93,8 @@ pub async fn serve(
         tokens: Arc::new(loaded.tokens.clone()),
         auth_throttle: Arc::default(),
         public_summary: loaded.public_summary,
+        sessions: Arc::default(),
+        ui_lang: loaded.ui_lang,
     };
     let router = http::router(state, loaded.server.max_body);
     tracing::info!(address = %listener.local_addr()?, flows = engine.flows.len(), "obmen is serving");

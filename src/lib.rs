@@ -13,3 +13,4 @@ pub mod mask;
 pub mod metrics;
 pub mod model;
 pub mod store;
+pub mod ui;

@@ -25,6 +25,8 @@ pub struct ConfigFile {
 pub struct StatusPageFile {
     /// Serve a payload-free summary (flow health and counts) without a token.
     pub public: Option<bool>,
+    /// The page's language when the browser asks for none obmen speaks: "ru" (default) or "en".
+    pub language: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

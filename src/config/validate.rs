@@ -55,6 +55,7 @@ pub struct Loaded {
     pub masker: Masker,
     /// `status_page.public`: the summary needs no token.
     pub public_summary: bool,
+    pub ui_lang: crate::ui::i18n::Lang,
 }
 
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
@@ -158,6 +159,7 @@ pub fn build(
     let masker = Masker::new(&ctx.secrets, &headers);
     Loaded {
         public_summary: file.status_page.public.unwrap_or(false),
+        ui_lang: ui_lang(file.status_page.language.as_deref(), ctx.problems),
         server,
         tokens,
         cli_token,
@@ -165,6 +167,19 @@ pub fn build(
         flows,
         masker,
     }
+}
+
+fn ui_lang(code: Option<&str>, problems: &mut Vec<Problem>) -> crate::ui::i18n::Lang {
+    let Some(code) = code else {
+        return crate::ui::i18n::Lang::Ru;
+    };
+    crate::ui::i18n::Lang::parse(code).unwrap_or_else(|| {
+        problems.push(Problem::new(
+            vec![key("status_page"), key("language")],
+            format!("`{code}`: the language is ru or en"),
+        ));
+        crate::ui::i18n::Lang::Ru
+    })
 }
 
 fn with(base: &[PathSeg], k: &str) -> Vec<PathSeg> {

@@ -30,6 +30,9 @@ pub struct AppState {
     pub auth_throttle: Arc<throttle::AuthThrottle>,
     /// `status_page.public`: `/api/summary` answers without a token.
     pub public_summary: bool,
+    pub sessions: Arc<crate::ui::session::Sessions>,
+    /// The status page's language when the browser names none obmen speaks.
+    pub ui_lang: crate::ui::i18n::Lang,
 }
 
 pub fn router(state: AppState, max_body: usize) -> Router {
@@ -56,6 +59,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
     // bound is above the longest connector timeout.
     let timeout = TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT);
     api.merge(hooks)
+        .merge(crate::ui::router())
         .fallback(not_found)
         .layer(timeout)
         .with_state(state)

@@ -64,6 +64,8 @@ fn migrate_to_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(FLOW_LAST)?;
     txn.open_table(CURSORS)?;
     txn.open_table(SECRETS)?;
+    txn.open_table(ERROR_GROUPS)?;
+    txn.open_table(GROUP_MEMBERS)?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The one redb file: tables, records, the group-commit writer and the operations on them.
 
 pub mod cipher;
+pub mod groups;
 mod migrate;
 pub mod ops;
 pub mod query;

@@ -284,6 +284,9 @@ pub fn change_status(
         Status::Failed | Status::Rejected => {
             txn.open_table(FLOW_LAST)?
                 .insert((flow, 1), (now, rec.id))?;
+            if let Some(err) = &rec.last_error {
+                super::groups::record(txn, rec, err)?;
+            }
         }
         _ => {}
     }

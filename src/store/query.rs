@@ -242,3 +242,80 @@ pub fn attempt_errors(txn: &ReadTransaction) -> Result<Vec<(String, ErrorClass, 
     }
     Ok(out)
 }
+
+/// Error groups (id, group), of one flow or all, most recently seen first.
+pub fn error_groups(
+    txn: &ReadTransaction,
+    flow: Option<&str>,
+) -> Result<Vec<(String, ErrorGroup)>, StoreError> {
+    let table = txn.open_table(ERROR_GROUPS)?;
+    let mut out = Vec::new();
+    let rows = match flow {
+        Some(f) => table.range((f, "")..=(f, "\u{10FFFF}"))?,
+        None => table.range::<(&str, &str)>(..)?,
+    };
+    for e in rows {
+        let (k, v) = e?;
+        out.push((k.value().1.to_owned(), decode::<ErrorGroup>(v.value())?));
+    }
+    out.sort_by_key(|g| std::cmp::Reverse(g.1.last_seen));
+    Ok(out)
+}
+
+/// The exchanges counted into a group.
+pub fn group_members(txn: &ReadTransaction, group: &str) -> Result<Vec<u64>, StoreError> {
+    let table = txn.open_table(GROUP_MEMBERS)?;
+    let mut out = Vec::new();
+    for e in table.range((group, 0)..=(group, u64::MAX))? {
+        out.push(e?.0.value().1);
+    }
+    Ok(out)
+}
+
+/// Exchanges of `flow` waiting (queued or retrying) and the creation time of the oldest.
+pub fn flow_waiting(
+    txn: &ReadTransaction,
+    flow: &str,
+) -> Result<(u64, Option<Millis>), StoreError> {
+    let table = txn.open_table(BY_FLOW_STATUS)?;
+    let mut count = 0;
+    let mut oldest: Option<Millis> = None;
+    for st in [Status::Queued, Status::Retrying] {
+        let mut range = table.range((flow, st.code(), 0)..=(flow, st.code(), u64::MAX))?;
+        if let Some(first) = range.next() {
+            let at = crate::model::id_time(first?.0.value().2);
+            oldest = Some(oldest.map_or(at, |o| o.min(at)));
+        }
+    }
+    let counts = txn.open_table(COUNTS)?;
+    for st in [Status::Queued, Status::Retrying, Status::Running] {
+        count += counts
+            .get((flow, st.code()))?
+            .map(|v| v.value())
+            .unwrap_or(0);
+    }
+    Ok((count, oldest))
+}
+
+/// Exchanges created per hour over the last `hours` hours, oldest first.
+pub fn hourly_totals(
+    txn: &ReadTransaction,
+    flow: &str,
+    now: Millis,
+    hours: u64,
+) -> Result<Vec<u64>, StoreError> {
+    let table = txn.open_table(HOURLY)?;
+    let last = now / 3_600_000;
+    let first = last.saturating_sub(hours - 1);
+    let mut out = vec![0; usize::try_from(hours).unwrap_or(0)];
+    for e in table.range((flow, first, 0)..=(flow, last, u8::MAX))? {
+        let (k, v) = e?;
+        if let Some(slot) = usize::try_from(k.value().1 - first)
+            .ok()
+            .and_then(|i| out.get_mut(i))
+        {
+            *slot += v.value();
+        }
+    }
+    Ok(out)
+}

@@ -17,6 +17,22 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     postcard::from_bytes(bytes).map_err(StoreError::Decode)
 }
 
+/// One group of the error dashboard.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorGroup {
+    pub flow: String,
+    pub step: Option<String>,
+    pub class: ErrorClass,
+    /// The message with ids and numbers replaced, which defines the group.
+    pub normalized: String,
+    /// The latest member's own message (masked).
+    pub sample_message: Masked,
+    pub sample_id: u64,
+    pub count: u64,
+    pub first_seen: Millis,
+    pub last_seen: Millis,
+}
+
 /// A secret in the store: its value sealed with the master key (context `secret:<name>`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SecretRecord {

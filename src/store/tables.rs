@@ -66,3 +66,13 @@ pub const CURSORS: TableDefinition<'_, &str, &str> = TableDefinition::new("curso
 
 /// key = secret name, value = `SecretRecord` (the value sealed with the master key).
 pub const SECRETS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("secrets");
+
+/// The error dashboard. key = (flow, group id), value = `ErrorGroup`: failures grouped by
+/// (flow, step, error class, normalised message), updated when an exchange fails or is
+/// rejected, so the dashboard reads a few rows instead of the journal.
+pub const ERROR_GROUPS: TableDefinition<'_, (&str, &str), &[u8]> =
+    TableDefinition::new("error_groups");
+
+/// key = (group id, exchange id), value = (): the exchanges of a group, for "retry all".
+pub const GROUP_MEMBERS: TableDefinition<'_, (&str, u64), ()> =
+    TableDefinition::new("group_members");

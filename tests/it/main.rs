@@ -6,6 +6,7 @@ mod bad_input;
 mod dedup;
 mod delivery;
 mod inbound;
+mod pages;
 mod personal;
 mod retry;
 mod secrets;

@@ -1,0 +1,108 @@
+//! Error groups for the dashboard: a failure's (flow, step, class, normalised message)
+//! names its group; ids and numbers are stripped from the message so that "order 1042 not
+//! found" and "order 977 not found" are one problem.
+
+use redb::ReadableTable;
+use sha2::{Digest, Sha256};
+
+use super::records::{ErrorGroup, ErrorSummary, ExchangeRecord, decode, encode};
+use super::tables::{ERROR_GROUPS, GROUP_MEMBERS};
+use super::{StoreError, Tx};
+
+/// Digits become `#`; long tokens that mix letters and digits (ids, hashes) become `*`.
+pub fn normalize(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for token in message.split_inclusive(|c: char| !c.is_alphanumeric()) {
+        let (word, sep) = match token.char_indices().last() {
+            Some((i, c)) if !c.is_alphanumeric() => (&token[..i], &token[i..]),
+            _ => (token, ""),
+        };
+        let digits = word.chars().filter(char::is_ascii_digit).count();
+        if digits > 0 && word.len() >= 8 && digits < word.len() {
+            out.push('*');
+        } else {
+            out.extend(
+                word.chars()
+                    .map(|c| if c.is_ascii_digit() { '#' } else { c }),
+            );
+        }
+        out.push_str(sep);
+    }
+    collapse_hashes(&out)
+}
+
+fn collapse_hashes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if !(c == '#' && out.ends_with('#')) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub fn group_id(flow: &str, err: &ErrorSummary) -> String {
+    let mut h = Sha256::new();
+    h.update(flow.as_bytes());
+    h.update([0]);
+    h.update(err.step.as_deref().unwrap_or("").as_bytes());
+    h.update([0, err.class.code()]);
+    h.update(normalize(err.message.as_str()).as_bytes());
+    hex::encode(&h.finalize()[..8])
+}
+
+/// Counts an exchange that just failed or was rejected into its group.
+pub fn record(txn: &Tx<'_>, rec: &ExchangeRecord, err: &ErrorSummary) -> Result<(), StoreError> {
+    let id = group_id(&rec.flow, err);
+    let mut groups = txn.open_table(ERROR_GROUPS)?;
+    let existing = groups
+        .get((rec.flow.as_str(), id.as_str()))?
+        .map(|v| v.value().to_vec());
+    let group = match existing {
+        Some(bytes) => {
+            let mut g: ErrorGroup = decode(&bytes)?;
+            g.count += 1;
+            g.last_seen = err.at;
+            g.sample_id = rec.id;
+            g.sample_message = err.message.clone();
+            g
+        }
+        None => ErrorGroup {
+            flow: rec.flow.clone(),
+            step: err.step.clone(),
+            class: err.class,
+            normalized: normalize(err.message.as_str()),
+            sample_message: err.message.clone(),
+            sample_id: rec.id,
+            count: 1,
+            first_seen: err.at,
+            last_seen: err.at,
+        },
+    };
+    groups.insert((rec.flow.as_str(), id.as_str()), encode(&group)?.as_slice())?;
+    txn.open_table(GROUP_MEMBERS)?
+        .insert((id.as_str(), rec.id), ())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_numbers_do_not_split_groups() {
+        assert_eq!(
+            normalize("order 1042 not found"),
+            normalize("order 977 not found")
+        );
+        assert_eq!(
+            normalize("HTTP 422: lead a1b2c3d4e5 exists"),
+            "HTTP #: lead * exists"
+        );
+        assert_ne!(
+            normalize("order 1 not found"),
+            normalize("contact 1 not found")
+        );
+        assert_eq!(normalize("ёлка 12"), "ёлка #");
+    }
+}
