@@ -86,6 +86,18 @@ pub struct FlowFile {
     pub status_maps: BTreeMap<String, BTreeMap<String, String>>,
     #[serde(default)]
     pub steps: Vec<StepFile>,
+    pub on_failure: Option<OnFailureFile>,
+}
+
+/// Who hears about a failed exchange: an operation of a system (a webhook receiver, a chat),
+/// called with an alert document (or what `args` makes of it).
+#[derive(Debug, Deserialize)]
+pub struct OnFailureFile {
+    pub notify: String,
+    /// The operation of that system to call (default `notify`).
+    pub op: Option<String>,
+    /// jq from the alert document to the operation's arguments (default: the document).
+    pub args: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

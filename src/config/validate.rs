@@ -148,7 +148,20 @@ pub fn build(
                 format!("a flow named `{}` already exists", flow.name),
             );
         }
-        if let Some(f) = build_flow(flow, &at, &connectors, &mut ctx, server.max_body) {
+        let alert = flow.on_failure.as_ref().and_then(|o| {
+            alert_flow(
+                &flow.name,
+                o,
+                &[at.clone(), vec![key("on_failure")]].concat(),
+                &connectors,
+                &mut ctx,
+            )
+        });
+        if let Some(mut f) = build_flow(flow, &at, &connectors, &mut ctx, server.max_body) {
+            if let Some(a) = alert {
+                f.on_failure = Some(a.name.clone());
+                flows.push(Arc::new(a));
+            }
             flows.push(Arc::new(f));
         }
     }
@@ -329,6 +342,56 @@ fn build_flow(
         status_maps,
         mask,
         steps,
+        on_failure: None,
+    })
+}
+
+/// A flow's failure notices travel as exchanges of their own flow: journaled, retried and
+/// visible like any other delivery. Its one step calls the notify system's operation.
+fn alert_flow(
+    flow: &str,
+    o: &super::file::OnFailureFile,
+    at: &[PathSeg],
+    systems: &BTreeMap<String, Arc<dyn Connector>>,
+    ctx: &mut Ctx<'_>,
+) -> Option<Flow> {
+    let op = o.op.clone().unwrap_or_else(|| "notify".to_owned());
+    let target = format!("{}.{op}", o.notify);
+    let (system, op) = self::target(
+        &target,
+        &with(at, "notify"),
+        systems,
+        ctx,
+        |c, op| c.has_op(op),
+        "operation",
+    )?;
+    let args = match &o.args {
+        Some(a) => ctx.jq(with(at, "args"), a)?,
+        None => ctx.jq(with(at, "args"), ".trigger")?,
+    };
+    Some(Flow {
+        name: crate::engine::flow::alert_flow_name(flow),
+        mode: Mode::Live,
+        trigger: Trigger::Manual,
+        external_id: ctx.jq(at.to_vec(), ".id")?,
+        key: None,
+        dedup_window: DEFAULT_DEDUP_WINDOW,
+        schema: None,
+        retry: RetryPolicy::DEFAULT,
+        max_body: DEFAULT_MAX_BODY,
+        status_maps: Value::Object(serde_json::Map::new()),
+        mask: Vec::new(),
+        steps: vec![Step {
+            name: "notify".into(),
+            kind: StepKind::Call {
+                system,
+                op,
+                args: Some(args),
+            },
+            output_as: None,
+            schema: None,
+        }],
+        on_failure: None,
     })
 }
 

@@ -80,6 +80,13 @@ pub struct Flow {
     /// Paths into the trigger payload that hold personal data (`mask = [...]`).
     pub mask: Vec<MaskPath>,
     pub steps: Vec<Step>,
+    /// The alert flow (`<name>:alerts`) that delivers this flow's failure notices.
+    pub on_failure: Option<String>,
+}
+
+/// The name of a flow's alert flow; `:` is not allowed in flow names, so it cannot clash.
+pub fn alert_flow_name(flow: &str) -> String {
+    format!("{flow}:alerts")
 }
 
 #[derive(Debug)]

@@ -192,14 +192,90 @@ impl Engine {
                 if let Some(c) = &cursor {
                     ops::set_cursor(txn, &flow_name, c)?;
                 }
-                ops::finish_attempt(txn, id, attempt, outcome, now)
+                let rec = ops::finish_attempt(txn, id, attempt, outcome, now)?;
+                let digest = match &rec {
+                    Some(r) => crate::store::groups::digest(txn, r)?,
+                    None => None,
+                };
+                Ok((rec, digest))
             })
             .await;
         match result {
             Ok(_) if retry_at.is_some() => self.wake.notify_one(),
+            Ok((Some(rec), digest)) => {
+                if rec.status == Status::Failed {
+                    self.alert(&rec).await;
+                }
+                if let Some(d) = digest {
+                    self.announce(&rec, d).await;
+                }
+            }
             Ok(_) => {}
             // The lease stays; the next start returns the exchange to the queue.
             Err(e) => tracing::error!(exchange = id, error = %e, "cannot record the attempt"),
+        }
+    }
+
+    fn alert_flow(&self, rec: &ExchangeRecord) -> Option<Arc<super::flow::Flow>> {
+        let name = self.flow(&rec.flow)?.on_failure.clone()?;
+        self.flow(&name).cloned().filter(|_| !rec.dry_run)
+    }
+
+    /// The flow's failure digest: an error group started, or stopped after a success.
+    async fn announce(&self, rec: &ExchangeRecord, digest: crate::store::groups::Digest) {
+        use crate::store::groups::Digest;
+        let Some(alert_flow) = self.alert_flow(rec) else {
+            return;
+        };
+        let group = |g: &crate::store::records::ErrorGroup| {
+            serde_json::json!({"step": g.step, "class": g.class, "problem": g.normalized, "count": g.count,
+                               "first_seen": crate::http::views::time(g.first_seen), "example_exchange": g.sample_id})
+        };
+        let (kind, groups) = match &digest {
+            Digest::Started(g) => ("errors.started", vec![group(g)]),
+            Digest::Stopped(gs) => ("errors.stopped", gs.iter().map(group).collect()),
+        };
+        let payload = serde_json::json!({
+            "id": format!("{kind}:{}", rec.id), "type": kind, "flow": rec.flow,
+            "exchange_id": rec.id, "groups": groups, "at": crate::http::views::time(rec.updated_at),
+        });
+        let event = super::intake::Event {
+            source: "alert",
+            payload,
+            request_id: None,
+        };
+        if let Err(e) = self.accept(&alert_flow, event).await {
+            tracing::error!(flow = %rec.flow, error = %e, "cannot record the failure digest");
+        }
+    }
+
+    /// A failed exchange of a flow with `on_failure` becomes an exchange of its alert flow.
+    /// Its id names the exchange and attempt, so a notice is sent once per failure.
+    async fn alert(&self, rec: &ExchangeRecord) {
+        let Some(alert_flow) = self.alert_flow(rec) else {
+            return;
+        };
+        let error = rec.last_error.as_ref().map(|e| {
+            serde_json::json!({"class": e.class, "step": e.step, "message": e.message.as_str()})
+        });
+        let payload = serde_json::json!({
+            "id": format!("failed:{}:{}", rec.id, rec.attempts),
+            "type": "exchange.failed",
+            "flow": rec.flow,
+            "exchange_id": rec.id,
+            "request_id": rec.request_id,
+            "external_id": rec.external_id,
+            "attempts": rec.attempts,
+            "error": error,
+            "at": crate::http::views::time(rec.updated_at),
+        });
+        let event = super::intake::Event {
+            source: "alert",
+            payload,
+            request_id: Some(rec.request_id.clone()),
+        };
+        if let Err(e) = self.accept(&alert_flow, event).await {
+            tracing::error!(exchange = rec.id, error = %e, "cannot record the failure notice");
         }
     }
 

@@ -3,7 +3,7 @@
 //! found" and "order 977 not found" are one problem.
 
 use redb::ReadableTable;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 use super::records::{ErrorGroup, ErrorSummary, ExchangeRecord, decode, encode};
 use super::tables::{ERROR_GROUPS, GROUP_MEMBERS};
@@ -65,6 +65,7 @@ pub fn record(txn: &Tx<'_>, rec: &ExchangeRecord, err: &ErrorSummary) -> Result<
             g.last_seen = err.at;
             g.sample_id = rec.id;
             g.sample_message = err.message.clone();
+            g.open = true;
             g
         }
         None => ErrorGroup {
@@ -77,12 +78,74 @@ pub fn record(txn: &Tx<'_>, rec: &ExchangeRecord, err: &ErrorSummary) -> Result<
             count: 1,
             first_seen: err.at,
             last_seen: err.at,
+            open: true,
+            announced: false,
         },
     };
     groups.insert((rec.flow.as_str(), id.as_str()), encode(&group)?.as_slice())?;
     txn.open_table(GROUP_MEMBERS)?
         .insert((id.as_str(), rec.id), ())?;
     Ok(())
+}
+
+/// A change the flow's failure digest reports.
+#[derive(Clone, Debug)]
+pub enum Digest {
+    /// A group began failing (first time, or again after a success).
+    Started(ErrorGroup),
+    /// The flow succeeded after these groups' failures.
+    Stopped(Vec<ErrorGroup>),
+}
+
+/// After an exchange ends: announces a group that just opened, or closes the flow's open
+/// groups when it succeeded.
+pub fn digest(txn: &Tx<'_>, rec: &ExchangeRecord) -> Result<Option<Digest>, StoreError> {
+    use crate::model::Status;
+    match (rec.status, &rec.last_error) {
+        (Status::Failed | Status::Rejected, Some(err)) => {
+            let id = group_id(&rec.flow, err);
+            let mut groups = txn.open_table(ERROR_GROUPS)?;
+            let found = groups
+                .get((rec.flow.as_str(), id.as_str()))?
+                .map(|v| v.value().to_vec());
+            let Some(bytes) = found else { return Ok(None) };
+            let mut g: ErrorGroup = decode(&bytes)?;
+            if !g.open || g.announced {
+                return Ok(None);
+            }
+            g.announced = true;
+            groups.insert((rec.flow.as_str(), id.as_str()), encode(&g)?.as_slice())?;
+            Ok(Some(Digest::Started(g)))
+        }
+        (Status::Succeeded, _) => close_open(txn, &rec.flow),
+        _ => Ok(None),
+    }
+}
+
+fn close_open(txn: &Tx<'_>, flow: &str) -> Result<Option<Digest>, StoreError> {
+    let mut groups = txn.open_table(ERROR_GROUPS)?;
+    let mut open = Vec::new();
+    for e in groups.range((flow, "")..=(flow, "\u{10FFFF}"))? {
+        let (k, v) = e?;
+        let g: ErrorGroup = decode(v.value())?;
+        if g.open {
+            open.push((k.value().1.to_owned(), g));
+        }
+    }
+    if open.is_empty() {
+        return Ok(None);
+    }
+    let mut stopped = Vec::new();
+    for (id, mut g) in open {
+        let was_announced = g.announced;
+        g.open = false;
+        g.announced = false;
+        groups.insert((flow, id.as_str()), encode(&g)?.as_slice())?;
+        if was_announced {
+            stopped.push(g);
+        }
+    }
+    Ok((!stopped.is_empty()).then_some(Digest::Stopped(stopped)))
 }
 
 #[cfg(test)]

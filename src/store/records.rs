@@ -31,6 +31,10 @@ pub struct ErrorGroup {
     pub count: u64,
     pub first_seen: Millis,
     pub last_seen: Millis,
+    /// Failing since the flow's last success.
+    pub open: bool,
+    /// Whether "started" was announced for the current open spell.
+    pub announced: bool,
 }
 
 /// A secret in the store: its value sealed with the master key (context `secret:<name>`).

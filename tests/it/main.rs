@@ -1,6 +1,7 @@
 //! Integration tests on real parts: obmen serving on loopback with its redb file in a temp
 //! dir, and a fake CRM target with a ledger of what it received.
 
+mod alerts;
 mod auth_matrix;
 mod bad_input;
 mod dedup;

@@ -1,0 +1,101 @@
+//! `on_failure`: a failed exchange becomes a notice delivered through the notify system's
+//! operation, itself an exchange (journaled, retried, visible), sent once per failure.
+
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::support::fake::Fake;
+use crate::support::{CRM_TOKEN, HOOK_TOKEN, TestApp, WAIT, crm_system, id_of, shop_system};
+
+const FLOW: &str = r#"
+[[flows]]
+name = "orders"
+trigger = { webhook = { system = "shop" } }
+retry = { max_attempts = 1 }
+on_failure = { notify = "crm", op = "add_note", args = '{kind: .trigger.type, text: ("obmen: " + .trigger.flow + " failed: " + (.trigger.error.message // "")), exchange: .trigger.exchange_id, groups: .trigger.groups}' }
+steps = [ { name = "lead", call = "crm.create_lead", args = '{phone: .trigger.phone}' } ]
+"#;
+
+#[tokio::test]
+async fn failures_and_their_digest_are_delivered_through_the_alert_flow() {
+    let fake = Fake::start(CRM_TOKEN).await;
+    fake.break_with_422(reqwest::Method::POST, "/leads");
+    let config = [
+        crm_system(fake.url(), CRM_TOKEN, "5s"),
+        shop_system(HOOK_TOKEN),
+        FLOW.into(),
+    ]
+    .concat();
+    let app = TestApp::start(&config).await;
+    let (_, answer) = app
+        .hook(
+            "orders",
+            &json!({"id": "o-9", "phone": "+77010000009"}),
+            None,
+        )
+        .await;
+    let id = id_of(&answer);
+    app.wait_for_status(id, "failed", WAIT).await;
+
+    let notes = wait_for_notes(&fake, 2).await;
+    let kinds: Vec<&str> = notes.iter().filter_map(|n| n["kind"].as_str()).collect();
+    assert_eq!(kinds.len(), 2, "{notes:?}");
+    assert!(
+        kinds.contains(&"exchange.failed") && kinds.contains(&"errors.started"),
+        "{kinds:?}"
+    );
+    let failed = notes
+        .iter()
+        .find(|n| n["kind"] == "exchange.failed")
+        .expect("the failure notice");
+    assert_eq!(failed["exchange"], json!(id));
+    let text = failed["text"].as_str().unwrap_or_default();
+    assert!(text.starts_with("obmen: orders failed: HTTP 422"), "{text}");
+    let started = notes
+        .iter()
+        .find(|n| n["kind"] == "errors.started")
+        .expect("the digest");
+    assert_eq!(
+        started["groups"][0]["problem"]
+            .as_str()
+            .map(|p| p.starts_with("HTTP #")),
+        Some(true),
+        "{started}"
+    );
+
+    // Fixed and retried: the flow succeeds, and the digest says the problem stopped.
+    fake.fix();
+    app.post(&format!("/api/exchanges/{id}/retry"), None).await;
+    app.wait_for_status(id, "succeeded", WAIT).await;
+    let notes = wait_for_notes(&fake, 3).await;
+    assert_eq!(notes[2]["kind"], "errors.stopped", "{notes:?}");
+
+    let alerts = app.list("flow=orders:alerts").await;
+    assert_eq!(
+        alerts.len(),
+        3,
+        "each notice is an exchange of its own: {alerts:?}"
+    );
+    let ids: Vec<&str> = alerts
+        .iter()
+        .filter_map(|a| a["external_id"].as_str())
+        .collect();
+    assert!(ids.contains(&format!("failed:{id}:1").as_str()), "{ids:?}");
+}
+
+async fn wait_for_notes(fake: &Fake, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let notes = fake.notes();
+        if notes.len() >= n {
+            return notes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} notices arrived: {notes:?}",
+            notes.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
