@@ -10,15 +10,23 @@ use super::tables::{ERROR_GROUPS, GROUP_MEMBERS};
 use super::{StoreError, Tx};
 
 /// Digits become `#`; long tokens that mix letters and digits (ids, hashes) become `*`.
+/// An HTTP status code stays: a 422 and a 500 are different problems.
 pub fn normalize(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
+    let mut previous = "";
     for token in message.split_inclusive(|c: char| !c.is_alphanumeric()) {
         let (word, sep) = match token.char_indices().last() {
             Some((i, c)) if !c.is_alphanumeric() => (&token[..i], &token[i..]),
             _ => (token, ""),
         };
         let digits = word.chars().filter(char::is_ascii_digit).count();
-        if digits > 0 && word.len() >= 8 && digits < word.len() {
+        let status_code = previous == "HTTP" && digits == 3 && word.len() == 3;
+        if !word.is_empty() {
+            previous = word;
+        }
+        if status_code {
+            out.push_str(word);
+        } else if digits > 0 && word.len() >= 8 && digits < word.len() {
             out.push('*');
         } else {
             out.extend(
@@ -160,8 +168,9 @@ mod tests {
         );
         assert_eq!(
             normalize("HTTP 422: lead a1b2c3d4e5 exists"),
-            "HTTP #: lead * exists"
+            "HTTP 422: lead * exists"
         );
+        assert_ne!(normalize("HTTP 422: bad"), normalize("HTTP 500: bad"));
         assert_ne!(
             normalize("order 1 not found"),
             normalize("contact 1 not found")

@@ -78,7 +78,7 @@ fn flow_row(engine: &Engine, flow: &Flow, now: Millis) -> Result<FlowRow, StoreE
     let last = query::flow_last(&txn, &flow.name)?;
     let (waiting, oldest) = query::flow_waiting(&txn, &flow.name)?;
     let hourly = query::hourly_totals(&txn, &flow.name, now, 24)?;
-    let next = Engine::next_tick(flow).map(|t| t.format("%Y-%m-%d %H:%M").to_string());
+    let next = next_run(flow);
     Ok(FlowRow {
         health: health(&day, last, oldest, now),
         day,
@@ -89,6 +89,15 @@ fn flow_row(engine: &Engine, flow: &Flow, now: Millis) -> Result<FlowRow, StoreE
         hourly,
         next,
     })
+}
+
+/// The next scheduled run in the flow's own time zone, which is how its cron reads.
+fn next_run(flow: &Flow) -> Option<String> {
+    let crate::engine::flow::Trigger::Schedule { tz, .. } = &flow.trigger else {
+        return None;
+    };
+    let at = Engine::next_tick(flow)?.with_timezone(tz);
+    Some(format!("{} {}", at.format("%Y-%m-%d %H:%M"), tz.name()))
 }
 
 /// The overview. With `public` (no token, status_page.public) only health and counts.

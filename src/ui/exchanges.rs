@@ -119,13 +119,24 @@ pub fn detail(engine: &Engine, user: &PageUser, id: u64) -> Result<Option<Markup
             ul { @for [system, entity, key, target] in &links { li { (system) "." (entity) ": " (key) " → " b { (target) } } } }
         }
         h2 { (i18n::TIMELINE.get(lang)) }
-        ol.timeline { @for e in &journal { (event(e, lang)) } }
+        ol.timeline { @for e in &chronological(&journal) { (event(e, lang)) } }
     };
     Ok(Some(layout::page(
         user,
         &format!("{} {}", rec.flow, rec.id),
         &body,
     )))
+}
+
+/// The journal in the order things happened: an attempt is recorded when it ends, but it
+/// belongs where it started, before the steps it completed.
+fn chronological(journal: &[JournalEvent]) -> Vec<&JournalEvent> {
+    let mut events: Vec<&JournalEvent> = journal.iter().collect();
+    events.sort_by_key(|e| match &e.kind {
+        EventKind::Attempt(a) => a.started_at,
+        _ => e.at,
+    });
+    events
 }
 
 fn summary(rec: &ExchangeRecord, lang: Lang) -> Markup {
@@ -137,7 +148,7 @@ fn summary(rec: &ExchangeRecord, lang: Lang) -> Markup {
         dt { (i18n::CREATED.get(lang)) } dd { (layout::time(Some(rec.created_at), lang)) }
         dt { (i18n::ATTEMPTS.get(lang)) } dd { (rec.attempts) }
         @if let Some(o) = rec.original_id { dt { (i18n::DUPLICATE_OF.get(lang)) } dd { a href=(format!("/exchanges/{o}")) { (o) } } }
-        @if let Some(e) = &rec.last_error {
+        @if let (Some(e), true) = (&rec.last_error, matches!(rec.status, Status::Failed | Status::Rejected | Status::Retrying)) {
             dt { (i18n::LAST_ERROR.get(lang)) } dd.error { (i18n::class(e.class, lang)) " · " (e.step.as_deref().unwrap_or("")) ": " (e.message.as_str()) }
         }
     } }

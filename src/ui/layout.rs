@@ -46,14 +46,17 @@ pub fn page(user: &PageUser, title: &str, body: &Markup) -> Markup {
     }
 }
 
-/// A time as UTC `YYYY-MM-DD HH:MM:SS`, or a dash.
+/// A time as `YYYY-MM-DD HH:MM:SS UTC`, or "never".
 pub fn time(ms: Option<Millis>, lang: Lang) -> String {
     match ms {
-        Some(ms) => crate::http::views::time(ms)
-            .replace('T', " ")
-            .chars()
-            .take(19)
-            .collect(),
+        Some(ms) => {
+            let t: String = crate::http::views::time(ms)
+                .replace('T', " ")
+                .chars()
+                .take(19)
+                .collect();
+            format!("{t} UTC")
+        }
         None => i18n::NEVER.get(lang).to_owned(),
     }
 }

@@ -59,7 +59,7 @@ async fn failures_and_their_digest_are_delivered_through_the_alert_flow() {
     assert_eq!(
         started["groups"][0]["problem"]
             .as_str()
-            .map(|p| p.starts_with("HTTP #")),
+            .map(|p| p.starts_with("HTTP 422")),
         Some(true),
         "{started}"
     );

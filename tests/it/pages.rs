@@ -88,7 +88,7 @@ async fn every_page_answers_each_role() {
     assert!(overview.contains("<svg"), "the hourly sparkline");
     let (_, errors, _) = page(&app, "/errors", Some(VIEWER), None).await;
     assert!(
-        errors.contains("HTTP #:") && errors.contains("lead"),
+        errors.contains("HTTP 422:") && errors.contains("lead"),
         "grouped, ids stripped: {errors}"
     );
     assert!(!errors.contains("Retry all"), "viewers get no actions");
