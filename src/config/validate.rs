@@ -295,11 +295,26 @@ fn build_flow(
         }
     };
     let trigger = trigger(&f, at, systems, ctx);
+    // A webhook source knows its own event ids; a flow's own expressions win.
+    let defaults = match &trigger {
+        Some(Trigger::Webhook { system }) => systems
+            .get(system)
+            .map(|c| c.inbound_defaults())
+            .unwrap_or_default(),
+        _ => Default::default(),
+    };
     let external_id = ctx.jq(
         with(at, "external_id"),
-        f.external_id.as_deref().unwrap_or(".id"),
+        f.external_id
+            .as_deref()
+            .or(defaults.external_id)
+            .unwrap_or(".id"),
     );
-    let key_jq = f.key.as_deref().and_then(|k| ctx.jq(with(at, "key"), k));
+    let key_jq = f
+        .key
+        .as_deref()
+        .or(defaults.key)
+        .and_then(|k| ctx.jq(with(at, "key"), k));
     let dedup_window = ctx.duration(
         with(at, "dedup_window"),
         f.dedup_window.as_deref(),

@@ -95,10 +95,38 @@ pub trait Connector: Send + Sync {
     }
     /// Verifies an inbound webhook on the raw body, before anything parses it.
     fn verify_inbound(&self, req: &inbound::InboundRequest<'_>) -> Result<(), inbound::Refusal>;
+    /// Refreshes expired credentials (OAuth refresh tokens) after the target refused them;
+    /// `Ok(true)` means "send again". Called once per refused call; implementations make
+    /// concurrent refreshes of one token a single one.
+    fn refresh_auth<'a>(
+        &'a self,
+        _client: &'a reqwest::Client,
+    ) -> BoxFuture<'a, Result<bool, CallError>> {
+        Box::pin(async { Ok(false) })
+    }
+    /// Parses a verified webhook body into the trigger payload (JSON by default; a system
+    /// that posts forms turns them into JSON here).
+    fn parse_inbound(&self, req: &inbound::InboundRequest<'_>) -> Result<Value, String> {
+        serde_json::from_slice(req.body).map_err(|e| format!("the body is not valid JSON: {e}"))
+    }
+    /// jq for the external id and idempotency key of this system's webhooks, used when a
+    /// flow sets none.
+    fn inbound_defaults(&self) -> InboundDefaults {
+        InboundDefaults::default()
+    }
     /// Headers whose values this system treats as credentials (masked whole everywhere).
     fn sensitive_headers(&self) -> Vec<String> {
         Vec::new()
     }
+}
+
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A system's own answer to "which record is this event about, and when is it a repeat".
+#[derive(Clone, Debug, Default)]
+pub struct InboundDefaults {
+    pub external_id: Option<&'static str>,
+    pub key: Option<&'static str>,
 }
 
 /// What the transport needs from any system's config.

@@ -60,7 +60,32 @@ impl System {
     }
 
     /// Sends `req` (or records it as "would send") and reads the answer.
+    /// Sends `req` (or records it as "would send"). When the target refuses the credentials
+    /// and the connector can refresh them (OAuth), it refreshes once and sends once more;
+    /// both calls are recorded.
     pub async fn call(
+        &self,
+        req: OutboundRequest,
+        ctx: &CallCtx<'_>,
+    ) -> (Result<Value, CallError>, Vec<CallRecord>) {
+        let (first, record) = self.call_once(req.clone(), ctx).await;
+        let mut records = vec![record];
+        let refused = matches!(&first, Err(e) if e.class == ErrorClass::Auth);
+        if !refused {
+            return (first, records);
+        }
+        match self.connector.refresh_auth(&self.client).await {
+            Ok(true) => {
+                let (again, record) = self.call_once(req, ctx).await;
+                records.push(record);
+                (again, records)
+            }
+            Ok(false) => (first, records),
+            Err(e) => (Err(e), records),
+        }
+    }
+
+    async fn call_once(
         &self,
         mut req: OutboundRequest,
         ctx: &CallCtx<'_>,

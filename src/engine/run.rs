@@ -250,13 +250,15 @@ impl<'a> Run<'a> {
             masker: &self.masker,
             send_mutating: self.live,
         };
-        let (result, record) = sys.call(req, &call).await;
-        if record.sent {
-            self.engine
-                .metrics
-                .observe_call(&sys.name, record.duration_ms);
+        let (result, records) = sys.call(req, &call).await;
+        for record in records {
+            if record.sent {
+                self.engine
+                    .metrics
+                    .observe_call(&sys.name, record.duration_ms);
+            }
+            self.calls.push(record);
         }
-        self.calls.push(record);
         Ok(result?)
     }
 

@@ -98,8 +98,9 @@ pub async fn receive(
         }
         return Err(refusal(&r));
     }
-    let payload: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    let payload = connector
+        .parse_inbound(&inbound)
+        .map_err(ApiError::bad_request)?;
     let accepted = engine
         .accept(
             &flow,
