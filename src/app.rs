@@ -104,7 +104,11 @@ pub async fn serve(
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await?;
     drain(&engine, loaded.server.shutdown_grace).await;
-    store.close();
+    // The last handles go before returning, so the database closes cleanly before exit.
+    drop(engine);
+    let closing = store.clone();
+    drop(store);
+    let _ = tokio::task::spawn_blocking(move || closing.close()).await;
     Ok(())
 }
 

@@ -28,6 +28,7 @@ enum Job {
 pub struct WriterHandle {
     tx: Arc<std::sync::Mutex<Option<mpsc::Sender<Job>>>>,
     pub stats: Arc<WriterStats>,
+    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 /// How well group commit works: `ops / commits` is the mean batch size.
@@ -41,13 +42,14 @@ pub fn spawn(db: Arc<Database>, key: MasterKey, lookup: LookupKey) -> WriterHand
     let (tx, rx) = mpsc::channel(QUEUE);
     let stats = Arc::new(WriterStats::default());
     let thread_stats = stats.clone();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("obmen-writer".into())
         .spawn(move || run(&db, &key, &lookup, rx, &thread_stats))
         .expect("the OS refused to start the writer thread");
     WriterHandle {
         tx: Arc::new(std::sync::Mutex::new(Some(tx))),
         stats,
+        thread: Arc::new(std::sync::Mutex::new(Some(thread))),
     }
 }
 
@@ -56,9 +58,16 @@ impl WriterHandle {
         self.tx.lock().ok().and_then(|g| g.clone())
     }
 
+    /// Stops taking writes, lets the thread commit what it has, and waits for it to let go
+    /// of the database, so that the file is closed cleanly (an unclean close makes the
+    /// next open repair the whole file).
     pub fn close(&self) {
         if let Ok(mut guard) = self.tx.lock() {
             guard.take();
+        }
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            let _ = thread.join();
         }
     }
 

@@ -16,6 +16,8 @@ use super::session::PageUser;
 /// How long an exchange may wait in the queue before the flow counts as degraded.
 const STUCK_AFTER_MS: u64 = 15 * 60 * 1000;
 const DAY_MS: u64 = 86_400_000;
+/// Error groups shown on one page, most recently seen first.
+const MAX_GROUPS: usize = 200;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Health {
@@ -139,8 +141,12 @@ pub fn overview(engine: &Engine, user: &PageUser, public: bool) -> Result<Markup
 /// "retry all" form.
 pub fn errors(engine: &Engine, user: &PageUser, flow: Option<&str>) -> Result<Markup, StoreError> {
     let lang = user.lang;
-    let groups: Vec<(String, ErrorGroup)> = query::error_groups(&engine.store.read()?, flow)?;
+    let mut groups: Vec<(String, ErrorGroup)> = query::error_groups(&engine.store.read()?, flow)?;
+    // The most recent problems; a flood of distinct messages must not make the page huge.
+    let hidden = groups.len().saturating_sub(MAX_GROUPS);
+    groups.truncate(MAX_GROUPS);
     let body = html! {
+        @if hidden > 0 { p.note { (hidden) " " (i18n::MORE_GROUPS.get(lang)) } }
         @if groups.is_empty() { p.note { (i18n::NO_ERRORS.get(lang)) } }
         @else { div.table-wrap { table.errors {
             thead { tr {

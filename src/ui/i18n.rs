@@ -89,6 +89,10 @@ pub const FORCE: T = T(
     "run again even though it succeeded",
     "запустить снова, хотя успешно",
 );
+pub const MORE_GROUPS: T = T(
+    "older problems are not shown; pick a flow to narrow the list (/errors?flow=NAME).",
+    "более старых проблем не показано; выберите поток, чтобы сузить список (/errors?flow=ИМЯ).",
+);
 pub const NO_ERRORS: T = T(
     "No failures. Nothing waits for a person.",
     "Сбоев нет. Ничего не ждёт человека.",
