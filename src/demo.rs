@@ -330,6 +330,8 @@ obmen demo is running at {base}   (config: {config})
   admin token:  {admin}
   viewer token: {viewer}
 
+Status page: open {base}/ in a browser and log in with a token (admin to press Retry).
+
 Traffic was sent to two flows; the warehouse is flaky, so watch exchanges retry and succeed.
 Try:
   curl -s -H 'Authorization: Bearer {admin}' '{base}/api/exchanges?status=failed'
