@@ -3,8 +3,10 @@
 //! concurrency, timeouts, correlation and idempotency headers) and records each call, so
 //! shadow mode and journaling work the same for every system.
 
+pub mod bitrix24;
 pub mod http;
 pub mod inbound;
+pub mod moysklad;
 pub mod signing;
 pub mod transport;
 
@@ -89,6 +91,10 @@ pub trait Connector: Send + Sync {
     fn sign(&self, _id: &str, _timestamp: u64, _body: &[u8]) -> Vec<(String, String)> {
         Vec::new()
     }
+    /// Adjusts a mutating request with its idempotency key (`<exchange id>:<step>`, stable
+    /// across retries) before it is serialized and sent: for targets that dedup on a body
+    /// field (MoySklad's `syncId`) rather than a header. The default changes nothing.
+    fn prepare_mutating(&self, _req: &mut OutboundRequest, _idempotency_key: &str) {}
     /// Decides whether an answer is a success; the default reads HTTP statuses.
     fn classify(&self, answer: &Answer) -> Option<CallError> {
         transport::classify_http(answer)
@@ -113,6 +119,17 @@ pub trait Connector: Send + Sync {
     /// flow sets none.
     fn inbound_defaults(&self) -> InboundDefaults {
         InboundDefaults::default()
+    }
+    /// Turns a successful answer (already parsed) into the step's output; `url` is the URL
+    /// the request went to. The default keeps the body whole; a system with an envelope
+    /// (Bitrix24's `{"result": …}`) unwraps it here.
+    fn read_answer(&self, _url: &str, body: Value) -> Result<Value, CallError> {
+        Ok(body)
+    }
+    /// Hides credentials in a request URL that the config's masker cannot know (tokens
+    /// obtained at run time, such as a refreshed OAuth access token) before it is recorded.
+    fn redact_url(&self, url: &str) -> String {
+        url.to_owned()
     }
     /// Headers whose values this system treats as credentials (masked whole everywhere).
     fn sensitive_headers(&self) -> Vec<String> {
@@ -180,8 +197,12 @@ pub fn build(
         "http" => {
             http::HttpConnector::build(table, &path, ctx).map(|c| Arc::new(c) as Arc<dyn Connector>)
         }
-        "bitrix24" | "moysklad" | "onec" | "trustme" | "pkb" | "adata" | "hh" | "huntflow"
-        | "telegram" | "whatsapp" | "asterisk" => {
+        "bitrix24" => bitrix24::Bitrix24Connector::build(table, &path, ctx)
+            .map(|c| Arc::new(c) as Arc<dyn Connector>),
+        "moysklad" => moysklad::MoySkladConnector::build(table, &path, ctx)
+            .map(|c| Arc::new(c) as Arc<dyn Connector>),
+        "onec" | "trustme" | "pkb" | "adata" | "hh" | "huntflow" | "telegram" | "whatsapp"
+        | "asterisk" => {
             let mut at = path;
             at.push(PathSeg::Key("kind".into()));
             ctx.problem(

@@ -99,14 +99,17 @@ impl System {
                     ErrorClass::Config,
                     format!("the request body cannot be serialized: {e}"),
                 );
-                let mut record = record_of(&req, None, ctx);
+                let mut record = record_of(self.connector.as_ref(), &req, None, ctx);
                 record.error = Some(ctx.masker.text(&err.message));
                 return (Err(err), record);
             }
         };
         if req.mutating && !ctx.send_mutating {
             self.sign(&mut req, body.as_deref(), ctx);
-            return (Ok(Value::Null), record_of(&req, body.as_deref(), ctx));
+            return (
+                Ok(Value::Null),
+                record_of(self.connector.as_ref(), &req, body.as_deref(), ctx),
+            );
         }
         let _slot = self.slots.acquire().await;
         if let Some(limiter) = &self.limiter {
@@ -114,9 +117,10 @@ impl System {
         }
         // Signed after the waits: the timestamp is the moment of sending.
         self.sign(&mut req, body.as_deref(), ctx);
-        let mut record = record_of(&req, body.as_deref(), ctx);
+        let mut record = record_of(self.connector.as_ref(), &req, body.as_deref(), ctx);
         record.sent = true;
         let started = Instant::now();
+        let url = req.url.clone();
         let result = self.send(req, body).await;
         record.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let outcome = match result {
@@ -128,7 +132,9 @@ impl System {
                 );
                 match self.connector.classify(&answer) {
                     Some(err) => Err(err),
-                    None => read_body(&answer),
+                    None => {
+                        read_body(&answer).and_then(|body| self.connector.read_answer(&url, body))
+                    }
                 }
             }
             Err(err) => Err(err),
@@ -146,6 +152,9 @@ impl System {
         }
         if let (Some(h), true) = (&settings.idempotency_header, req.mutating) {
             req.headers.push((h.clone(), ctx.idempotency_key.clone()));
+        }
+        if req.mutating {
+            self.connector.prepare_mutating(req, &ctx.idempotency_key);
         }
     }
 
@@ -196,12 +205,17 @@ impl System {
     }
 }
 
-fn record_of(req: &OutboundRequest, body: Option<&[u8]>, ctx: &CallCtx<'_>) -> CallRecord {
+fn record_of(
+    connector: &dyn Connector,
+    req: &OutboundRequest,
+    body: Option<&[u8]>,
+    ctx: &CallCtx<'_>,
+) -> CallRecord {
     let m = ctx.masker;
     CallRecord {
         step: ctx.step.to_owned(),
         method: req.method.to_string(),
-        url: m.text(&req.url),
+        url: m.text(&connector.redact_url(&req.url)),
         headers: req
             .headers
             .iter()

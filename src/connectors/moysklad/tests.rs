@@ -1,0 +1,188 @@
+use super::errors::classify;
+use super::*;
+use crate::config::values::SecretSource;
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde_json::json;
+
+fn build(text: &str) -> (Option<MoySkladConnector>, Vec<crate::config::Problem>) {
+    let table: toml::Table = toml::from_str(text).expect("toml");
+    let (mut problems, mut secrets) = (Vec::new(), Vec::new());
+    let source = SecretSource::env_only();
+    let mut ctx = BuildCtx {
+        problems: &mut problems,
+        secrets: &mut secrets,
+        source: &source,
+    };
+    let c = MoySkladConnector::build(table, &[], &mut ctx);
+    (c, problems)
+}
+
+fn answer(status: u16, headers: &[(&'static str, &str)], body: &str) -> Answer {
+    let mut h = HeaderMap::new();
+    for (k, v) in headers {
+        h.insert(*k, HeaderValue::from_str(v).expect("header"));
+    }
+    Answer {
+        status,
+        headers: h,
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+#[test]
+fn filter_escapes_semicolons_and_keeps_operators() {
+    let f = json!({"externalCode": "a;b", "updated>=": "2026-01-15 10:00:00"});
+    assert_eq!(
+        filter_text(f.as_object().expect("object")),
+        "externalCode=a\\;b;updated>=2026-01-15 10:00:00"
+    );
+}
+
+#[test]
+fn sync_id_is_a_stable_uuid() {
+    let a = sync_id("42:create");
+    assert_eq!(a, sync_id("42:create"));
+    assert_ne!(a, sync_id("43:create"));
+    assert_eq!(a.len(), 36);
+    assert_eq!(&a[14..15], "8");
+}
+
+#[test]
+fn errors_are_classified_from_codes_and_headers() {
+    let e = classify(&answer(
+        429,
+        &[
+            ("x-lognex-retry-after", "1500"),
+            ("x-ratelimit-remaining", "0"),
+        ],
+        r#"{"errors":[{"error":"limit","code":1049}]}"#,
+    ))
+    .expect("error");
+    assert_eq!(e.class, ErrorClass::RateLimited);
+    assert_eq!(e.retry_after, Some(Duration::from_millis(1500)));
+    assert!(e.message.contains("1049"), "{}", e.message);
+    let class = |s, body: &str| classify(&answer(s, &[], body)).map(|e| e.class);
+    assert_eq!(class(401, ""), Some(ErrorClass::Auth));
+    assert_eq!(
+        class(403, r#"{"errors":[{"error":"x","code":1016}]}"#),
+        Some(ErrorClass::Auth)
+    );
+    assert_eq!(
+        class(
+            412,
+            r#"{"errors":[{"error":"x","code":3000,"parameter":"name"}]}"#
+        ),
+        Some(ErrorClass::Permanent)
+    );
+    assert_eq!(
+        class(409, r#"[{"errors":[{"error":"x","code":1065}]}]"#),
+        Some(ErrorClass::Transient)
+    );
+    assert_eq!(class(503, ""), Some(ErrorClass::Transient));
+    assert_eq!(class(415, ""), Some(ErrorClass::Permanent));
+    assert_eq!(class(200, ""), None);
+}
+
+#[test]
+fn config_needs_one_auth_and_builds_requests() {
+    let (_, problems) = build("");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let (c, problems) = build(
+        "base_url = \"http://127.0.0.1:9/api/remap/1.2\"\ntoken = \"t0k-long-enough\"\nwebhook_disable_prefix = \"https://obmen.example\"",
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    let c = c.expect("built");
+    assert!(c.has_op("counterparty.list") && c.has_op("fetch") && !c.has_op("nope.list"));
+    let mut req = c
+        .create_request("counterparty", &json!({"name": "A"}))
+        .expect("request");
+    c.prepare_mutating(&mut req, "7:s");
+    assert_eq!(
+        req.body.as_ref().and_then(|b| b.get("syncId")),
+        Some(&json!(sync_id("7:s")))
+    );
+    assert!(
+        req.headers
+            .iter()
+            .any(|(k, v)| k == "X-Lognex-WebHook-DisableByPrefix" && v == "https://obmen.example")
+    );
+    let mut upd = c
+        .update_request("counterparty", "abc", &json!({"name": "A", "syncId": "x"}))
+        .expect("request");
+    c.prepare_mutating(&mut upd, "7:s:update");
+    assert_eq!(
+        upd.url,
+        "http://127.0.0.1:9/api/remap/1.2/entity/counterparty/abc"
+    );
+    assert!(upd.body.as_ref().and_then(|b| b.get("syncId")).is_none());
+    let find = c
+        .find_request(
+            "counterparty",
+            json!({"externalCode": "X-1"}).as_object().expect("o"),
+        )
+        .expect("find");
+    assert!(
+        find.url
+            .ends_with("/entity/counterparty?filter=externalCode%3DX-1&limit=2"),
+        "{}",
+        find.url
+    );
+    assert!(
+        c.op_request("fetch", &json!({"href": "https://evil.example/x"}))
+            .is_err()
+    );
+    let f = c
+        .op_request(
+            "fetch",
+            &json!({"href": "https://api.moysklad.ru/api/remap/1.2/entity/customerorder/1"}),
+        )
+        .expect("fetch");
+    assert_eq!(
+        f.url,
+        "http://127.0.0.1:9/api/remap/1.2/entity/customerorder/1"
+    );
+    assert!(
+        c.op_request("product.list", &json!({"limit": 1001}))
+            .is_err()
+    );
+}
+
+#[test]
+fn webhooks_take_the_request_id_from_the_url() {
+    let (c, _) = build("token = \"t0k-long-enough\"\ninbound = { token = \"hook-token-long\" }");
+    let c = c.expect("built");
+    let headers = HeaderMap::new();
+    let query = vec![
+        ("requestId".to_owned(), "r-1".to_owned()),
+        ("token".to_owned(), "hook-token-long".to_owned()),
+    ];
+    let body = br#"{"events":[{"meta":{"type":"product","href":"https://x/entity/product/p1"},"action":"CREATE"}]}"#;
+    let req = InboundRequest {
+        headers: &headers,
+        query: &query,
+        body,
+    };
+    assert!(c.verify_inbound(&req).is_ok());
+    let v = c.parse_inbound(&req).expect("parsed");
+    assert_eq!(v["requestId"], json!("r-1"));
+    let stock = br#"{"accountId":"a","stockType":"stock","reportType":"all","reportUrl":"https://x/report/stock/all/current?changedSince=2026-01-15 10:00:00"}"#;
+    let req = InboundRequest {
+        headers: &headers,
+        query: &query,
+        body: stock,
+    };
+    assert!(c.parse_inbound(&req).is_ok(), "stock webhooks are accepted");
+    let req = InboundRequest {
+        headers: &headers,
+        query: &query,
+        body: b"{}",
+    };
+    assert!(c.parse_inbound(&req).is_err());
+    let wrong = vec![("token".to_owned(), "nope".to_owned())];
+    let req = InboundRequest {
+        headers: &headers,
+        query: &wrong,
+        body,
+    };
+    assert!(c.verify_inbound(&req).is_err());
+}

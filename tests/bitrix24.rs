@@ -1,0 +1,759 @@
+//! The Bitrix24 connector against a fake portal that behaves like the documented API
+//! (`docs/connectors/bitrix24.md`, reference §1.10): `/rest/<user>/<secret>/<method>.json`
+//! and `/rest/<method>.json?auth=`, `{"result", "time"}` envelopes, `next` pagination,
+//! Bitrix24 error bodies, a leaky bucket answering `503 QUERY_LIMIT_EXCEEDED`, access tokens
+//! that expire (`401 expired_token`) and an OAuth server that refreshes them.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const ADMIN: &str = "admin-token-b24-0001";
+const WEBHOOK_TOKEN: &str = "wh7k2q9x4b24tok";
+const APP_TOKEN: &str = "app-token-b24-0001";
+const CLIENT_SECRET: &str = "client-secret-b24-1";
+const WAIT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------- the fake portal
+
+#[derive(Default)]
+struct Portal {
+    deals: BTreeMap<u64, Value>,
+    contacts: BTreeMap<u64, Value>,
+    next_id: u64,
+    /// (method, how it was authorized)
+    calls: Vec<(String, String)>,
+    /// Leaky bucket: level, last drain, capacity, drain per second.
+    level: f64,
+    drained_at: Option<Instant>,
+    capacity: f64,
+    per_second: f64,
+    /// Deal ids of `crm.deal.get` calls, with when and whether the bucket refused them.
+    gets: Vec<(String, Instant, bool)>,
+    refused_by_bucket: usize,
+    /// OAuth: the access token accepted now, the refresh token that buys the next one.
+    access: String,
+    refresh: String,
+    /// After this many accepted OAuth calls the access token expires.
+    expire_after: Option<usize>,
+    oauth_calls: usize,
+    expired_answers: usize,
+    refreshes: usize,
+}
+
+#[derive(Clone)]
+struct Fake {
+    url: String,
+    portal: Arc<Mutex<Portal>>,
+}
+
+fn envelope(result: &Value) -> Response {
+    let t = json!({"start": 1.0, "finish": 1.01, "duration": 0.01, "processing": 0.0,
+        "date_start": "2026-11-27T10:00:00+03:00", "date_finish": "2026-11-27T10:00:00+03:00",
+        "operating_reset_at": 1_800_000_000, "operating": 0});
+    Json(json!({"result": result, "time": t})).into_response()
+}
+
+fn error(status: StatusCode, code: &str, description: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": code, "error_description": description})),
+    )
+        .into_response()
+}
+
+impl Fake {
+    async fn start() -> Fake {
+        let portal = Arc::new(Mutex::new(Portal {
+            next_id: 100,
+            capacity: 50.0,
+            per_second: 2.0,
+            access: "access-0001".into(),
+            refresh: "refresh-0001".into(),
+            ..Portal::default()
+        }));
+        let app = Router::new()
+            .route("/rest/{*rest}", post(rest))
+            .route("/oauth/token/", get(token))
+            .with_state(portal.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Fake { url, portal }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Portal) -> T) -> T {
+        f(&mut self.portal.lock().expect("portal"))
+    }
+}
+
+/// `/rest/<user>/<secret>/<method>[.json]` or `/rest/<method>[.json]?auth=<token>`.
+async fn rest(
+    State(portal): State<Arc<Mutex<Portal>>>,
+    Path(rest): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let args: Value = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(_) => return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "bad body"),
+        }
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    let mut p = portal.lock().expect("portal");
+    let (method, how) = match parts.as_slice() {
+        [user, secret, method] => {
+            if *user != "1" || *secret != WEBHOOK_TOKEN {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "NO_AUTH_FOUND",
+                    "Wrong authorization data",
+                );
+            }
+            (method.to_string(), "webhook")
+        }
+        [method] => {
+            let token = query
+                .get("auth")
+                .cloned()
+                .or_else(|| args.get("auth").and_then(Value::as_str).map(str::to_owned));
+            let Some(token) = token else {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "NO_AUTH_FOUND",
+                    "Wrong authorization data",
+                );
+            };
+            if p.expire_after.is_some_and(|n| p.oauth_calls >= n) && token == p.access {
+                // The token in use expires now; the next refresh issues a new one.
+                p.access = format!("{}-expired", p.access);
+            }
+            if token != p.access {
+                p.expired_answers += 1;
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "expired_token",
+                    "The access token provided has expired.",
+                );
+            }
+            p.oauth_calls += 1;
+            (method.to_string(), "oauth")
+        }
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "ERROR_METHOD_NOT_FOUND",
+                "Method not found!",
+            );
+        }
+    };
+    let method = method.strip_suffix(".json").unwrap_or(&method).to_owned();
+    // The leaky bucket: every request adds one, the level drains `per_second`.
+    let now = Instant::now();
+    let drained = p.drained_at.map_or(0.0, |at| {
+        now.duration_since(at).as_secs_f64() * p.per_second
+    });
+    p.level = (p.level - drained).max(0.0);
+    p.drained_at = Some(now);
+    let over = p.level + 1.0 > p.capacity;
+    if method == "crm.deal.get" {
+        let id = args["id"].to_string().trim_matches('"').to_owned();
+        p.gets.push((id, now, over));
+    }
+    if over {
+        p.refused_by_bucket += 1;
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "QUERY_LIMIT_EXCEEDED",
+            "Too many requests",
+        );
+    }
+    p.level += 1.0;
+    p.calls.push((method.clone(), how.into()));
+    call(&mut p, &method, &args)
+}
+
+fn id_arg(args: &Value) -> Option<u64> {
+    match &args["id"] {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn digits(s: &str) -> String {
+    s.chars().filter(char::is_ascii_digit).collect()
+}
+
+fn call(p: &mut Portal, method: &str, args: &Value) -> Response {
+    match method {
+        "crm.deal.get" => match id_arg(args).and_then(|id| p.deals.get(&id)) {
+            Some(deal) => envelope(deal),
+            None => error(StatusCode::BAD_REQUEST, "", "Not found"),
+        },
+        "crm.duplicate.findbycomm" => {
+            if args["type"] != "PHONE" && args["type"] != "EMAIL" {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "",
+                    "Communication type is not defined.",
+                );
+            }
+            let wanted: Vec<String> = args["values"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).map(digits).collect())
+                .unwrap_or_default();
+            let hits: Vec<u64> = p
+                .contacts
+                .iter()
+                .filter(|(_, c)| {
+                    c["PHONE"].as_array().into_iter().flatten().any(|ph| {
+                        wanted.contains(&digits(ph["VALUE"].as_str().unwrap_or_default()))
+                    })
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            if hits.is_empty() {
+                // Empty collections are serialized as `[]`.
+                envelope(&json!([]))
+            } else {
+                envelope(&json!({"CONTACT": hits}))
+            }
+        }
+        "crm.contact.add" => {
+            let Some(fields) = args.get("fields").filter(|f| f.is_object()) else {
+                return error(StatusCode::BAD_REQUEST, "", "fields required");
+            };
+            p.next_id += 1;
+            let id = p.next_id;
+            let mut record = fields.clone();
+            record["ID"] = json!(id.to_string());
+            p.contacts.insert(id, record);
+            envelope(&json!(id))
+        }
+        "crm.contact.update" => {
+            let Some(id) = id_arg(args) else {
+                return error(StatusCode::BAD_REQUEST, "", "ID is not defined or invalid.");
+            };
+            let Some(record) = p.contacts.get_mut(&id) else {
+                return error(StatusCode::BAD_REQUEST, "", "Not found");
+            };
+            if let (Value::Object(r), Some(Value::Object(f))) = (record, args.get("fields")) {
+                for (k, v) in f {
+                    r.insert(k.clone(), v.clone());
+                }
+            }
+            envelope(&json!(true))
+        }
+        "crm.contact.list" => {
+            let start = args["start"].as_u64().unwrap_or(0) as usize;
+            let filter = args["filter"].as_object().cloned().unwrap_or_default();
+            let all: Vec<Value> = p
+                .contacts
+                .values()
+                .filter(|c| filter.iter().all(|(k, v)| &c[k] == v))
+                .map(|c| {
+                    let select = args["select"].as_array().cloned().unwrap_or_default();
+                    if select.is_empty() {
+                        return c.clone();
+                    }
+                    let mut picked = serde_json::Map::new();
+                    for field in select.iter().filter_map(Value::as_str) {
+                        picked.insert(field.to_owned(), c[field].clone());
+                    }
+                    Value::Object(picked)
+                })
+                .collect();
+            let page: Vec<Value> = all.iter().skip(start).take(50).cloned().collect();
+            let mut body = json!({"result": page, "total": all.len(), "time": {}});
+            if start + 50 < all.len() {
+                body["next"] = json!(start + 50);
+            }
+            Json(body).into_response()
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "ERROR_METHOD_NOT_FOUND",
+            "Method not found!",
+        ),
+    }
+}
+
+/// `GET /oauth/token/?grant_type=refresh_token&client_id&client_secret&refresh_token`.
+async fn token(
+    State(portal): State<Arc<Mutex<Portal>>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let mut p = portal.lock().expect("portal");
+    let ok = q.get("grant_type").map(String::as_str) == Some("refresh_token")
+        && q.get("client_id").map(String::as_str) == Some("local.b24app.1")
+        && q.get("client_secret").map(String::as_str) == Some(CLIENT_SECRET)
+        && q.get("refresh_token") == Some(&p.refresh);
+    if !ok {
+        return error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid grant");
+    }
+    p.refreshes += 1;
+    p.access = format!("access-{:04}", p.refreshes + 1);
+    p.refresh = format!("refresh-{:04}", p.refreshes + 1);
+    p.expire_after = None;
+    Json(json!({
+        "access_token": p.access, "refresh_token": p.refresh, "expires_in": 3600,
+        "expires": 1_800_000_000, "client_endpoint": "https://acme.bitrix24.kz/rest/",
+        "server_endpoint": "https://oauth.bitrix24.tech/rest/", "domain": "oauth.bitrix24.tech",
+        "member_id": "0f3c", "scope": "crm", "status": "L", "user_id": 1
+    }))
+    .into_response()
+}
+
+// ---------------------------------------------------------------- obmen under test
+
+struct App {
+    _dir: TempDir,
+    base: String,
+    client: reqwest::Client,
+    shutdown: CancellationToken,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn config(dir: &TempDir, body: &str) -> (std::path::PathBuf, String) {
+    let text = format!(
+        r#"[server]
+data_dir = "{data}"
+shutdown_grace = "2s"
+
+[auth]
+tokens = [{{ name = "integrator", role = "admin", token = "{ADMIN}" }}]
+{body}"#,
+        data = dir.path().join("data").display(),
+    );
+    (dir.path().join("obmen.toml"), text)
+}
+
+impl App {
+    async fn start(body: &str) -> App {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (path, text) = config(&dir, body);
+        std::fs::write(&path, &text).expect("write");
+        let loaded = obmen::config::load_str(&path, &text)
+            .unwrap_or_else(|e| panic!("the test config is invalid:\n{e}"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(obmen::app::serve(loaded, listener, shutdown.clone()));
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        App {
+            _dir: dir,
+            base,
+            client,
+            shutdown,
+        }
+    }
+
+    /// An outgoing Bitrix24 event, form-encoded as the portal posts it.
+    async fn event(&self, flow: &str, deal: u64, ts: u64, token: &str) -> (u16, Value) {
+        let form = [
+            ("event", "ONCRMDEALUPDATE".to_owned()),
+            ("event_handler_id", "41".into()),
+            ("data[FIELDS][ID]", deal.to_string()),
+            ("ts", ts.to_string()),
+            ("auth[domain]", "acme.bitrix24.kz".into()),
+            ("auth[member_id]", "0f3c".into()),
+            ("auth[application_token]", token.into()),
+        ];
+        let body = serde_urlencoded::to_string(form).expect("form");
+        let response = self
+            .client
+            .post(format!("{}/hooks/{flow}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .expect("obmen answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn exchange(&self, id: u64) -> Value {
+        let response = self
+            .client
+            .get(format!("{}/api/exchanges/{id}", self.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("obmen answers");
+        response.json().await.expect("json")
+    }
+
+    async fn wait_for(&self, id: u64, status: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let detail = self.exchange(id).await;
+            let now = detail["status"].as_str().unwrap_or_default().to_owned();
+            if now == status {
+                return detail;
+            }
+            let settled = matches!(
+                now.as_str(),
+                "succeeded" | "failed" | "rejected" | "duplicate"
+            );
+            if settled || Instant::now() > deadline {
+                panic!("exchange {id} is {now}, expected {status}:\n{detail:#}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn id_of(answer: &Value) -> u64 {
+    answer["exchange_id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no exchange_id in {answer}"))
+}
+
+const FLOW: &str = r#"
+[[flows]]
+name = "deal-contact"
+trigger = { webhook = { system = "b24" } }
+retry = { max_attempts = 10, initial = "100ms", max = "3s" }
+steps = [
+  { name = "deal", call = "b24.crm.deal.get", args = '{id: .trigger.data.FIELDS.ID}', as = "deal" },
+  { name = "contact", upsert = "b24.crm.contact", match = ["PHONE"], args = '{NAME: .deal.TITLE, PHONE: [{VALUE: .deal.UF_CRM_PHONE, VALUE_TYPE: "WORK"}]}' },
+]
+"#;
+
+fn webhook_system(fake: &Fake, extra: &str) -> String {
+    format!(
+        r#"
+[systems.b24]
+kind = "bitrix24"
+webhook_url = "{url}/rest/1/{WEBHOOK_TOKEN}/"
+application_token = "{APP_TOKEN}"
+{extra}
+"#,
+        url = fake.url
+    )
+}
+
+fn oauth_system(fake: &Fake) -> String {
+    format!(
+        r#"
+[systems.b24]
+kind = "bitrix24"
+oauth = {{ domain = "{url}", server = "{url}", client_id = "local.b24app.1", client_secret = "{CLIENT_SECRET}", access_token = "access-0001", refresh_token = "refresh-0001" }}
+application_token = "{APP_TOKEN}"
+rate_limit = "50/s"
+"#,
+        url = fake.url
+    )
+}
+
+fn seed_deal(fake: &Fake, id: u64, phone: &str) {
+    fake.with(|p| {
+        p.deals.insert(
+            id,
+            json!({"ID": id.to_string(), "TITLE": format!("Deal {id}"), "STAGE_ID": "WON",
+                   "UF_CRM_PHONE": phone}),
+        );
+    });
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_fetches_the_deal_and_upserts_the_contact_by_phone() {
+    let fake = Fake::start().await;
+    seed_deal(&fake, 11, "+7 (701) 000-00-05");
+    seed_deal(&fake, 12, "8 702 111 22 33");
+    // A contact with deal 11's phone exists, written differently.
+    fake.with(|p| {
+        p.contacts.insert(
+            7,
+            json!({"ID": "7", "NAME": "old", "PHONE": [{"VALUE": "77010000005", "VALUE_TYPE": "WORK"}]}),
+        );
+    });
+    let app = App::start(&[webhook_system(&fake, ""), FLOW.into()].concat()).await;
+
+    let (code, answer) = app
+        .event("deal-contact", 11, 1_767_000_000, APP_TOKEN)
+        .await;
+    assert_eq!(code, 200, "{answer}");
+    let found = app.wait_for(id_of(&answer), "succeeded").await;
+    assert_eq!(
+        found["steps"][1]["output"]["action"], "updated",
+        "{found:#}"
+    );
+    assert_eq!(found["steps"][1]["output"]["id"], "7");
+    fake.with(|p| assert_eq!(p.contacts[&7]["NAME"], "Deal 11"));
+
+    let (code, answer) = app
+        .event("deal-contact", 12, 1_767_000_001, APP_TOKEN)
+        .await;
+    assert_eq!(code, 200, "{answer}");
+    let created = app.wait_for(id_of(&answer), "succeeded").await;
+    assert_eq!(
+        created["steps"][1]["output"]["action"], "created",
+        "{created:#}"
+    );
+    let new_id = created["steps"][1]["output"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    fake.with(|p| {
+        let c = &p.contacts[&new_id.parse::<u64>().expect("number")];
+        assert_eq!(c["PHONE"][0]["VALUE"], "8 702 111 22 33");
+        let methods: Vec<&str> = p.calls.iter().map(|(m, _)| m.as_str()).collect();
+        assert_eq!(
+            methods,
+            [
+                "crm.deal.get",
+                "crm.duplicate.findbycomm",
+                "crm.contact.update",
+                "crm.deal.get",
+                "crm.duplicate.findbycomm",
+                "crm.contact.add"
+            ]
+        );
+        assert!(p.calls.iter().all(|(_, how)| how == "webhook"));
+    });
+
+    // The trigger holds the event as nested JSON, without the application token; the
+    // journal never shows the webhook secret.
+    let payload = &created["events"][0]["payload"];
+    assert_eq!(payload["data"]["FIELDS"]["ID"], "12", "{created:#}");
+    assert_eq!(payload["auth"]["member_id"], "0f3c", "{created:#}");
+    assert!(
+        payload["auth"].get("application_token").is_none(),
+        "{created:#}"
+    );
+    let text = created.to_string();
+    assert!(!text.contains(APP_TOKEN), "{text}");
+    assert!(!text.contains(WEBHOOK_TOKEN), "{text}");
+    assert!(text.contains("crm.deal.get.json"), "{text}");
+
+    // The same event again is a duplicate (key: event, record id, ts).
+    let (code, again) = app
+        .event("deal-contact", 12, 1_767_000_001, APP_TOKEN)
+        .await;
+    assert_eq!(code, 200, "{again}");
+    assert_eq!(id_of(&again), id_of(&answer), "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_application_token_is_refused() {
+    let fake = Fake::start().await;
+    let app = App::start(&[webhook_system(&fake, ""), FLOW.into()].concat()).await;
+    let (code, answer) = app.event("deal-contact", 11, 1, "forged-token-0000").await;
+    assert!(code == 401 || code == 403, "{code} {answer}");
+    let response = app
+        .client
+        .post(format!("{}/hooks/deal-contact", app.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("event=ONCRMDEALUPDATE&data%5BFIELDS%5D%5BID%5D=11")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status().as_u16(), 401);
+    fake.with(|p| assert!(p.calls.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_token_expiring_mid_run_is_refreshed_once() {
+    let fake = Fake::start().await;
+    for id in 1..=20 {
+        seed_deal(&fake, id, &format!("+7701000{id:04}"));
+    }
+    fake.with(|p| {
+        p.expire_after = Some(12);
+        p.capacity = 10_000.0;
+    });
+    let app = App::start(&[oauth_system(&fake), FLOW.into()].concat()).await;
+    let mut ids = Vec::new();
+    for deal in 1..=20 {
+        let (code, answer) = app
+            .event("deal-contact", deal, 1_767_000_000, APP_TOKEN)
+            .await;
+        assert_eq!(code, 200, "{answer}");
+        ids.push(id_of(&answer));
+    }
+    for id in ids {
+        let done = app.wait_for(id, "succeeded").await;
+        assert!(
+            done["attempt_log"].as_array().map_or(0, Vec::len) <= 1,
+            "no exchange needed a second attempt: {done:#}"
+        );
+        // Neither the configured nor the refreshed tokens reach the journal.
+        let text = done.to_string();
+        for token in ["access-0001", "access-0002", "refresh-0001", CLIENT_SECRET] {
+            assert!(!text.contains(token), "{token} in {text}");
+        }
+        assert!(text.contains("auth=***"), "{text}");
+    }
+    fake.with(|p| {
+        assert_eq!(p.refreshes, 1, "one refresh for all the refused calls");
+        assert!(p.expired_answers >= 1);
+        assert_eq!(p.contacts.len(), 20);
+        assert!(p.calls.iter().all(|(_, how)| how == "oauth"));
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_against_the_leaky_bucket_all_succeeds_and_refusals_wait() {
+    let fake = Fake::start().await;
+    // The portal's bucket, scaled down 10x in time: 15 requests deep, draining 20/s;
+    // obmen sends at 20/s with the same burst, so the first burst overflows a little.
+    fake.with(|p| {
+        p.capacity = 15.0;
+        p.per_second = 20.0;
+    });
+    for id in 1..=60 {
+        seed_deal(&fake, id, "+77010000001");
+    }
+    let flow = r#"
+[[flows]]
+name = "deals"
+trigger = { webhook = { system = "b24" } }
+retry = { max_attempts = 10, initial = "100ms", max = "5s" }
+steps = [ { name = "deal", call = "b24.crm.deal.get", args = '{id: .trigger.data.FIELDS.ID}' } ]
+"#;
+    let app = App::start(
+        &[
+            webhook_system(&fake, "rate_limit = \"20/s\"\nconcurrency = 4"),
+            flow.into(),
+        ]
+        .concat(),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for deal in 1..=60 {
+        let (code, answer) = app.event("deals", deal, 1_767_000_000, APP_TOKEN).await;
+        assert_eq!(code, 200, "{answer}");
+        ids.push(id_of(&answer));
+    }
+    for id in ids {
+        let done = app.wait_for(id, "succeeded").await;
+        assert_eq!(
+            done["steps"][0]["output"]["TITLE"]
+                .as_str()
+                .map(|t| t.starts_with("Deal ")),
+            Some(true)
+        );
+    }
+    fake.with(|p| {
+        assert!(p.refused_by_bucket >= 1, "the burst overflowed the bucket");
+        assert!(
+            p.refused_by_bucket <= 15,
+            "few refusals: {}",
+            p.refused_by_bucket
+        );
+        // Every refused get was sent again, and not before the 1 s the bucket needs.
+        for (i, (deal, at, refused)) in p.gets.iter().enumerate() {
+            if !refused {
+                continue;
+            }
+            let (_, next, _) = p.gets[i + 1..]
+                .iter()
+                .find(|(d, _, _)| d == deal)
+                .unwrap_or_else(|| panic!("deal {deal} was not sent again"));
+            assert!(
+                next.duration_since(*at) >= Duration::from_millis(950),
+                "deal {deal} was retried after {:?}",
+                next.duration_since(*at)
+            );
+        }
+        assert_eq!(p.gets.iter().filter(|(_, _, r)| !r).count(), 60);
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upsert_by_origin_id_searches_the_list_and_start_reads_a_later_page() {
+    let fake = Fake::start().await;
+    for i in 0..120 {
+        fake.with(|p| {
+            p.contacts.insert(
+                1000 + i,
+                json!({"ID": (1000 + i).to_string(), "NAME": format!("c{i}"), "ORIGIN_ID": format!("ext-{i}")}),
+            );
+        });
+    }
+    seed_deal(&fake, 5, "+77010000009");
+    let flow = r#"
+[[flows]]
+name = "by-origin"
+trigger = { webhook = { system = "b24" } }
+steps = [
+  { name = "deal", call = "b24.crm.deal.get", args = '{id: .trigger.data.FIELDS.ID}', as = "deal" },
+  { name = "contact", upsert = "b24.crm.contact", match = ["ORIGIN_ID"], args = '{ORIGIN_ID: "ext-77", NAME: .deal.TITLE}' },
+  { name = "page3", call = "b24.crm.contact.list", args = '{start: 100, select: ["ID"]}' },
+]
+"#;
+    let app = App::start(&[oauth_system(&fake), flow.into()].concat()).await;
+    let (code, answer) = app.event("by-origin", 5, 1, APP_TOKEN).await;
+    assert_eq!(code, 200, "{answer}");
+    let done = app.wait_for(id_of(&answer), "succeeded").await;
+    assert_eq!(done["steps"][1]["output"]["action"], "updated", "{done:#}");
+    assert_eq!(done["steps"][1]["output"]["id"], "1077");
+    // The third page of 120 holds the last 20 (the output is the `result` list).
+    assert_eq!(
+        done["steps"][2]["output"].as_array().map(Vec::len),
+        Some(20)
+    );
+    fake.with(|p| {
+        assert_eq!(p.contacts[&1077]["NAME"], "Deal 5");
+        let methods: Vec<&str> = p.calls.iter().map(|(m, _)| m.as_str()).collect();
+        assert_eq!(
+            methods,
+            [
+                "crm.deal.get",
+                "crm.contact.list",
+                "crm.contact.update",
+                "crm.contact.list"
+            ]
+        );
+    });
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = std::fs::read_to_string("examples/bitrix24-deal-to-crm.toml").expect("example");
+    // The secrets as literals (obmen accepts them; a real deployment uses `secret:NAME`).
+    let text = text
+        .replace(
+            "secret:b24_webhook_url",
+            "https://acme.bitrix24.kz/rest/1/wh7k2q9x4example/",
+        )
+        .replace("secret:b24_app_token", "app-token-example-1")
+        .replace("secret:crm_token", "crm-token-example-1")
+        .replace("secret:admin_token", "admin-token-example-1");
+    let text = text.replace("/var/lib/obmen", &dir.path().display().to_string());
+    let path = dir.path().join("obmen.toml");
+    if let Err(e) = obmen::config::load_str(&path, &text) {
+        panic!("the example is invalid:\n{e}");
+    }
+}

@@ -1,0 +1,563 @@
+//! The `moysklad` connector against a fake MoySklad that follows the connector reference's
+//! checklist (tests/moysklad/fake.rs), run through the real app: webhooks, upsert by
+//! externalCode, syncId-safe create retries, 429 waits, incremental polling with a cursor.
+
+#[path = "moysklad/fake.rs"]
+mod fake;
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use fake::{FakeMs, Fault, LOGIN, PASSWORD, TOKEN};
+
+const ADMIN: &str = "admin-token-ms-0001";
+const HOOK: &str = "ms-hook-token-0001";
+const WAIT: Duration = Duration::from_secs(20);
+
+struct App {
+    _dir: TempDir,
+    base: String,
+    client: reqwest::Client,
+    shutdown: CancellationToken,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn config(body: &str, data: &std::path::Path) -> String {
+    format!(
+        r#"[server]
+data_dir = "{data}"
+shutdown_grace = "2s"
+
+[auth]
+tokens = [ {{ name = "integrator", role = "admin", token = "{ADMIN}" }} ]
+{body}"#,
+        data = data.display()
+    )
+}
+
+impl App {
+    async fn start(body: &str) -> App {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = config(body, &dir.path().join("data"));
+        let path = dir.path().join("obmen.toml");
+        std::fs::write(&path, &text).expect("write");
+        let loaded = obmen::config::load_str(&path, &text)
+            .unwrap_or_else(|e| panic!("the test config is invalid:\n{e}"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(obmen::app::serve(loaded, listener, shutdown.clone()));
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        App {
+            _dir: dir,
+            base,
+            client,
+            shutdown,
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let r = req.send().await.expect("obmen answers");
+        let status = r.status();
+        let text = r.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (s, v) = self
+            .send(
+                self.client
+                    .get(format!("{}{path}", self.base))
+                    .bearer_auth(ADMIN),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "GET {path}: {v}");
+        v
+    }
+
+    async fn run(&self, flow: &str, body: &Value) -> u64 {
+        let (s, v) = self
+            .send(
+                self.client
+                    .post(format!("{}/api/flows/{flow}/run", self.base))
+                    .bearer_auth(ADMIN)
+                    .json(body),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "run {flow}: {v}");
+        v["exchange_id"].as_u64().expect("exchange id")
+    }
+
+    async fn wait_for(&self, id: u64, status: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let d = self.get(&format!("/api/exchanges/{id}")).await;
+            let now = d["status"].as_str().unwrap_or_default().to_owned();
+            if now == status {
+                return d;
+            }
+            let settled = matches!(
+                now.as_str(),
+                "succeeded" | "failed" | "rejected" | "duplicate"
+            );
+            assert!(
+                !settled && Instant::now() < deadline,
+                "exchange {id} is {now}, expected {status}: {d:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+fn sklad(fake: &FakeMs, auth: &str) -> String {
+    format!(
+        r#"
+[systems.sklad]
+kind = "moysklad"
+base_url = "{base}"
+{auth}
+rate_limit = "100/s"
+webhook_disable_prefix = "https://obmen.example.com"
+inbound = {{ token_query = "token", token = "{HOOK}" }}
+"#,
+        base = fake.base
+    )
+}
+
+fn bearer() -> String {
+    format!(r#"token = "{TOKEN}""#)
+}
+
+const FAST_RETRY: &str = r#"retry = { max_attempts = 6, initial = "20ms", max = "200ms" }"#;
+
+#[tokio::test]
+async fn a_webhook_delivered_three_times_is_one_exchange_and_fetches_the_order() {
+    let fake = FakeMs::start().await;
+    let order = fake.seed("customerorder", json!({"name": "00042", "sum": 150000}));
+    let app = App::start(&format!(
+        r#"{}
+[[flows]]
+name = "ms-order"
+trigger = {{ webhook = {{ system = "sklad" }} }}
+steps = [ {{ call = "sklad.fetch", args = '{{href: .trigger.events[0].meta.href}}', as = "order" }} ]
+"#,
+        sklad(&fake, &bearer())
+    ))
+    .await;
+    let payload = json!({
+        "auditContext": {"meta": {"type": "audit", "href": format!("{}/audit/1", fake.base)}, "uid": "admin@acme", "moment": "2026-01-15 12:30:05"},
+        "events": [{"meta": {"type": "customerorder", "href": fake.href("customerorder", &order)}, "action": "UPDATE", "accountId": "9171a53c-0000-0000-0000-000000000000", "updatedFields": ["state"]}]
+    });
+    let url = format!(
+        "{}/hooks/ms-order?requestId=5f0e0000-1111-2222-3333-444444444444&token={HOOK}",
+        app.base
+    );
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let (s, v) = app
+            .send(
+                app.client
+                    .post(&url)
+                    .header(
+                        "User-Agent",
+                        "MoySklad webhook touch agent 2.0 (/https://www.moysklad.ru)",
+                    )
+                    .json(&payload),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "MoySklad waits 1500 ms at most"
+        );
+        ids.push(v["exchange_id"].as_u64().expect("id"));
+    }
+    assert!(ids.iter().all(|i| *i == ids[0]), "one exchange: {ids:?}");
+    let d = app.wait_for(ids[0], "succeeded").await;
+    assert_eq!(d["external_id"], json!(order), "{d:#}");
+    let gets: Vec<_> = fake
+        .ledger()
+        .into_iter()
+        .filter(|r| r.path.ends_with(&format!("/entity/customerorder/{order}")))
+        .collect();
+    assert_eq!(gets.len(), 1, "the order is fetched once");
+    assert_eq!(gets[0].status, 200);
+    // No token, wrong token: refused before anything is recorded as work.
+    let (s, _) = app
+        .send(
+            app.client
+                .post(format!("{}/hooks/ms-order?requestId=x", app.base))
+                .json(&payload),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = app
+        .send(
+            app.client
+                .post(format!(
+                    "{}/hooks/ms-order?requestId=x&token=nope",
+                    app.base
+                ))
+                .json(&payload),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+fn upsert_flows(fake: &FakeMs, auth: &str) -> String {
+    format!(
+        r#"{}
+[[flows]]
+name = "cp"
+trigger = {{ manual = {{}} }}
+{FAST_RETRY}
+steps = [ {{ upsert = "sklad.counterparty", match = ["externalCode"], as = "cp", args = '{{name: .trigger.name, externalCode: .trigger.code, companyType: "legal", inn: .trigger.inn}}' }} ]
+
+[[flows]]
+name = "cp-create"
+trigger = {{ manual = {{}} }}
+{FAST_RETRY}
+steps = [ {{ call = "sklad.counterparty.create", args = '{{name: .trigger.name, externalCode: .trigger.code}}', as = "cp" }} ]
+"#,
+        sklad(fake, auth)
+    )
+}
+
+#[tokio::test]
+async fn upsert_by_external_code_puts_what_exists_and_posts_what_is_new_with_a_sync_id() {
+    let fake = FakeMs::start().await;
+    let existing = fake.seed(
+        "counterparty",
+        json!({"name": "Old name", "externalCode": "CRM-1"}),
+    );
+    let basic = format!("login = \"{LOGIN}\"\npassword = \"{PASSWORD}\"");
+    let app = App::start(&upsert_flows(&fake, &basic)).await;
+
+    let id = app
+        .run(
+            "cp",
+            &json!({"name": "ООО Радуга", "code": "CRM-1", "inn": "7736207543"}),
+        )
+        .await;
+    let d = app.wait_for(id, "succeeded").await;
+    assert_eq!(d["steps"][0]["output"]["action"], json!("updated"), "{d:#}");
+    assert_eq!(d["steps"][0]["output"]["id"], json!(existing));
+    let id2 = app
+        .run(
+            "cp",
+            &json!({"name": "ИП Новый", "code": "CRM-2", "inn": "500100732259"}),
+        )
+        .await;
+    let d = app.wait_for(id2, "succeeded").await;
+    assert_eq!(d["steps"][0]["output"]["action"], json!("created"), "{d:#}");
+    assert!(
+        d["steps"][0]["output"]["id"].is_string(),
+        "the id of the created row"
+    );
+
+    let ledger = fake.ledger();
+    let finds: Vec<_> = ledger.iter().filter(|r| r.method == "GET").collect();
+    assert_eq!(finds[0].query_value("filter"), Some("externalCode=CRM-1"));
+    assert_eq!(finds[1].query_value("filter"), Some("externalCode=CRM-2"));
+    assert!(finds.iter().all(|r| {
+        r.header("authorization")
+            .is_some_and(|a| a.starts_with("Basic "))
+    }));
+    let put: Vec<_> = ledger.iter().filter(|r| r.method == "PUT").collect();
+    assert_eq!(put.len(), 1);
+    assert!(
+        put[0]
+            .path
+            .ends_with(&format!("/entity/counterparty/{existing}"))
+    );
+    assert!(
+        put[0].body.get("syncId").is_none(),
+        "syncId is immutable: never on update"
+    );
+    let post: Vec<_> = ledger.iter().filter(|r| r.method == "POST").collect();
+    assert_eq!(post.len(), 1);
+    let sync = post[0].body["syncId"].as_str().expect("syncId on create");
+    assert_eq!(sync.len(), 36);
+    for r in &ledger {
+        assert_eq!(
+            r.header("accept-encoding"),
+            Some("gzip"),
+            "{} {}",
+            r.method,
+            r.path
+        );
+        assert!(
+            r.header("accept")
+                .is_some_and(|a| a.starts_with("application/json"))
+        );
+        if r.method != "GET" {
+            assert_eq!(
+                r.header("x-lognex-webhook-disablebyprefix"),
+                Some("https://obmen.example.com")
+            );
+            assert!(
+                r.header("content-type")
+                    .is_some_and(|c| c.starts_with("application/json"))
+            );
+        }
+    }
+    let inner = fake.lock();
+    assert!(inner.schema_errors.is_empty(), "{:?}", inner.schema_errors);
+    let rows = &inner.rows["counterparty"];
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["name"], json!("ООО Радуга"));
+    assert_eq!(rows[1]["externalCode"], json!("CRM-2"));
+}
+
+#[tokio::test]
+async fn a_create_retried_after_a_lost_answer_does_not_duplicate() {
+    let fake = FakeMs::start().await;
+    fake.fail("POST", "/entity/counterparty", vec![Fault::FailAfterWork]);
+    let app = App::start(&upsert_flows(&fake, &bearer())).await;
+    let id = app
+        .run(
+            "cp-create",
+            &json!({"name": "ООО Ромашка", "code": "CRM-9"}),
+        )
+        .await;
+    let d = app.wait_for(id, "succeeded").await;
+    let posts: Vec<_> = fake
+        .ledger()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(posts.len(), 2, "sent again after the 500");
+    assert_eq!(posts[0].status, 500);
+    assert_eq!(
+        posts[0].body["syncId"], posts[1].body["syncId"],
+        "the same syncId"
+    );
+    let inner = fake.lock();
+    assert_eq!(
+        inner.rows["counterparty"].len(),
+        1,
+        "one counterparty: {d:#}"
+    );
+    assert!(inner.schema_errors.is_empty(), "{:?}", inner.schema_errors);
+}
+
+#[tokio::test]
+async fn a_429_storm_is_retried_after_the_asked_wait_within_five_parallel_requests() {
+    let fake = FakeMs::start().await;
+    fake.fail(
+        "GET",
+        "/entity/counterparty",
+        vec![Fault::RateLimited(300), Fault::RateLimited(300)],
+    );
+    let app = App::start(&format!(
+        r#"{}
+[[flows]]
+name = "cp-list"
+trigger = {{ manual = {{}} }}
+# `max` caps even the wait MoySklad asks for: keep it above X-Lognex-Retry-After.
+retry = {{ max_attempts = 6, initial = "20ms", max = "5s" }}
+steps = [ {{ call = "sklad.counterparty.list", args = '{{filter: {{name: .trigger.n}}, limit: 10}}' }} ]
+"#,
+        sklad(&fake, &bearer())
+    ))
+    .await;
+    let first = app.run("cp-list", &json!({"n": "x0"})).await;
+    let d = app.wait_for(first, "succeeded").await;
+    let classes: Vec<_> = d["attempt_log"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|a| a["error"]["class"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(classes, ["rate_limited", "rate_limited"], "{d:#}");
+    let ledger = fake.ledger();
+    assert_eq!(ledger.len(), 3);
+    for pair in ledger.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(gap >= Duration::from_millis(280), "waited only {gap:?}");
+    }
+    // 30 exchanges at once: never more than 5 requests in flight, so no 1073.
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(app.run("cp-list", &json!({"n": format!("y{i}")})).await);
+    }
+    for id in ids {
+        app.wait_for(id, "succeeded").await;
+    }
+    let max = fake.max_in_flight.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=5).contains(&max), "{max} parallel requests");
+    assert!(
+        fake.ledger()
+            .iter()
+            .all(|r| r.status != 429 || r.query_value("filter") == Some("name=x0"))
+    );
+}
+
+#[tokio::test]
+async fn a_scheduled_poll_follows_next_href_then_the_updated_cursor() {
+    let fake = FakeMs::start().await;
+    for i in 0..5 {
+        fake.seed(
+            "product",
+            json!({"name": format!("p{i}"), "updated": format!("2026-01-15 10:00:0{i}.000")}),
+        );
+    }
+    let flows = format!(
+        r#"{}
+[[flows]]
+name = "poll-products"
+trigger = {{ schedule = {{ cron = "0 3 1 1 *" }} }}
+{FAST_RETRY}
+steps = [
+  {{ call = "sklad.product.list", as = "page", args = '''if (.trigger.cursor // "" | startswith("http")) then {{href: .trigger.cursor}} else {{filter: {{"updated>=": (.trigger.cursor // "2000-01-01 00:00:00")}}, order: "updated,asc", limit: 2}} end''' }},
+  {{ name = "cursor", as = "cursor", map = '.page.meta.nextHref // ([.page.rows[].updated] | max) // .trigger.cursor' }},
+]
+"#,
+        sklad(&fake, &bearer())
+    );
+    let app = App::start(&flows).await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let id = app.run("poll-products", &json!({})).await;
+        let d = app.wait_for(id, "succeeded").await;
+        let names: Vec<String> = d["steps"][0]["output"]["rows"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| r["name"].as_str().map(str::to_owned))
+            .collect();
+        seen.push(names);
+    }
+    let ledger = fake.ledger();
+    assert_eq!(
+        ledger[0].query_value("filter"),
+        Some("updated>=2000-01-01 00:00:00")
+    );
+    assert_eq!(ledger[0].query_value("order"), Some("updated,asc"));
+    assert_eq!(
+        ledger[1].query_value("offset"),
+        Some("2"),
+        "the second run follows nextHref"
+    );
+    assert_eq!(ledger[2].query_value("offset"), Some("4"));
+    assert_eq!(
+        ledger[3].query_value("filter"),
+        Some("updated>=2026-01-15 10:00:04.000"),
+        "then the updated cursor"
+    );
+    assert_eq!(seen[0], ["p0", "p1"]);
+    assert_eq!(seen[1], ["p2", "p3"]);
+    assert_eq!(seen[2], ["p4"]);
+    assert_eq!(
+        seen[3],
+        ["p4"],
+        "updated>= includes the last row again; an upsert makes it a no-op"
+    );
+}
+
+#[tokio::test]
+async fn without_gzip_moysklad_answers_415_and_the_connector_sends_it() {
+    let fake = FakeMs::start().await;
+    let plain = reqwest::Client::builder()
+        .no_gzip()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let r = plain
+        .get(format!("{}/entity/counterparty", fake.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("fake answers");
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let r = plain
+        .get(format!("{}/entity/counterparty?limit=1001", fake.base))
+        .bearer_auth(TOKEN)
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .expect("fake answers");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: Value = r.json().await.expect("json");
+    assert!(body["errors"][0]["code"].is_number());
+    // The contract check is not vacuous: a body that breaks the official schema is refused.
+    let r = plain
+        .post(format!("{}/entity/counterparty", fake.base))
+        .bearer_auth(TOKEN)
+        .header("Accept-Encoding", "gzip")
+        .json(&json!({"name": 5}))
+        .send()
+        .await
+        .expect("fake answers");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let errors = fake.lock().schema_errors.clone();
+    assert!(errors.iter().any(|e| e.contains("/name")), "{errors:?}");
+    // The fake enforces the 5-parallel-requests limit (so the connector's test above means
+    // something): 8 at once → some 429 with code 1073.
+    let gz = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let calls = (0..8).map(|_| {
+        gz.get(format!("{}/entity/counterparty", fake.base))
+            .bearer_auth(TOKEN)
+            .send()
+    });
+    let answers = futures_join(calls).await;
+    let refused = answers.iter().filter(|s| **s == 429).count();
+    assert!(refused >= 1, "{answers:?}");
+}
+
+async fn futures_join<F>(calls: impl Iterator<Item = F>) -> Vec<u16>
+where
+    F: Future<Output = reqwest::Result<reqwest::Response>> + Send + 'static,
+{
+    let handles: Vec<_> = calls.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task").expect("answer").status().as_u16());
+    }
+    out
+}
+
+/// `obmen check` on the shipped example, with its secrets in the environment.
+#[test]
+fn the_example_config_passes_obmen_check() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/moysklad-orders-to-http.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_obmen"))
+        .args(["check", "-c", path.to_str().expect("utf8")])
+        .env("OBMEN_SECRET_ADMIN_TOKEN", "admin-token-123456")
+        .env("OBMEN_SECRET_MOYSKLAD_TOKEN", "moysklad-token-123456")
+        .env("OBMEN_SECRET_MOYSKLAD_HOOK", "moysklad-hook-123456")
+        .env("OBMEN_SECRET_WMS_TOKEN", "wms-token-123456")
+        .env("OBMEN_SECRET_WMS_HOOK", "wms-hook-123456")
+        .output()
+        .expect("run obmen check");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,516 @@
+//! A fake MoySklad JSON API 1.2 on loopback, after the checklist of the connector reference
+//! (3.10): `/api/remap/1.2/entity/<type>` paths, Bearer and Basic auth, 415 without
+//! `Accept-Encoding: gzip`, the list envelope with `meta.size/limit/offset/nextHref`, limit
+//! above 1000 refused, the `filter` grammar (`=`, `>=`, `;`, `\;`), `errors[]` bodies with
+//! codes, 429 + `X-Lognex-Retry-After`/`X-RateLimit-Remaining`, 1073 above 5 parallel
+//! requests, `syncId` replay. Every create/update body is checked against the official
+//! OpenAPI schema of its entity (bundled from ../shared/specs/moysklad/openapi).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+pub const PREFIX: &str = "/api/remap/1.2";
+pub const TOKEN: &str = "ms-token-test-0001";
+pub const LOGIN: &str = "admin@acme";
+pub const PASSWORD: &str = "ms-password-0001";
+
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub at: Instant,
+    pub method: String,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub status: u16,
+}
+
+impl Received {
+    pub fn query_value(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// 429 with `X-Lognex-Retry-After: <ms>`, code 1049.
+    RateLimited(u64),
+    /// Do the work, then answer 500 (the answer is lost; the client must retry safely).
+    FailAfterWork,
+}
+
+#[derive(Default)]
+pub struct Inner {
+    pub ledger: Vec<Received>,
+    pub rows: std::collections::BTreeMap<String, Vec<Value>>,
+    faults: Vec<(String, String, VecDeque<Fault>)>,
+    pub schema_errors: Vec<String>,
+    next_id: u64,
+}
+
+pub struct FakeMs {
+    pub base: String,
+    inner: Arc<Mutex<Inner>>,
+    pub max_in_flight: Arc<AtomicUsize>,
+}
+
+#[derive(Clone)]
+struct St {
+    base: String,
+    inner: Arc<Mutex<Inner>>,
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: Arc<AtomicUsize>,
+    schemas: Arc<Vec<(String, jsonschema::Validator)>>,
+}
+
+fn schemas() -> Vec<(String, jsonschema::Validator)> {
+    ["counterparty", "customerorder"]
+        .iter()
+        .map(|e| {
+            let path = format!(
+                "{}/tests/moysklad/schemas/{e}.json",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let text = std::fs::read_to_string(&path).expect("schema file");
+            let schema: Value = serde_json::from_str(&text).expect("schema json");
+            let v = jsonschema::validator_for(&schema).expect("a valid schema");
+            ((*e).to_owned(), v)
+        })
+        .collect()
+}
+
+impl FakeMs {
+    pub async fn start() -> FakeMs {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let base = format!("http://{addr}{PREFIX}");
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let max_in_flight = Arc::new(AtomicUsize::new(0));
+        let st = St {
+            base: base.clone(),
+            inner: inner.clone(),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            max_in_flight: max_in_flight.clone(),
+            schemas: Arc::new(schemas()),
+        };
+        let app = Router::new().fallback(handle).with_state(st);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeMs {
+            base,
+            inner,
+            max_in_flight,
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().expect("fake lock")
+    }
+
+    pub fn ledger(&self) -> Vec<Received> {
+        self.lock().ledger.clone()
+    }
+
+    pub fn fail(&self, method: &str, path: &str, faults: Vec<Fault>) {
+        self.lock()
+            .faults
+            .push((method.to_owned(), path.to_owned(), faults.into()));
+    }
+
+    pub fn href(&self, entity: &str, id: &str) -> String {
+        format!("{}/entity/{entity}/{id}", self.base)
+    }
+
+    /// Adds a row; `fields` may carry `updated`.
+    pub fn seed(&self, entity: &str, fields: Value) -> String {
+        let base = self.base.clone();
+        let mut inner = self.lock();
+        inner.next_id += 1;
+        let id = format!("00000000-0000-4000-8000-{:012}", inner.next_id);
+        let mut row = fields;
+        row["id"] = json!(id);
+        row["meta"] = json!({"href": format!("{base}/entity/{entity}/{id}"), "type": entity, "mediaType": "application/json"});
+        if row.get("externalCode").is_none() {
+            row["externalCode"] = json!(format!("auto{id}"));
+        }
+        if row.get("updated").is_none() {
+            row["updated"] = json!("2026-01-15 10:00:00.000");
+        }
+        inner.rows.entry(entity.to_owned()).or_default().push(row);
+        id
+    }
+}
+
+fn errors(status: u16, code: u32, text: &str) -> Response {
+    let body = json!({"errors": [{"error": text, "code": code, "moreInfo": "https://dev.moysklad.ru/doc/api/remap/1.2/#error_".to_owned() + &code.to_string()}]});
+    (
+        StatusCode::from_u16(status).expect("status"),
+        [("content-type", "application/json;charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Answers are gzip-encoded, as MoySklad's are: the client must decompress them.
+fn json_answer(v: &Value) -> Response {
+    (
+        StatusCode::OK,
+        [
+            ("content-type", "application/json;charset=utf-8"),
+            ("content-encoding", "gzip"),
+            ("x-ratelimit-limit", "45"),
+            ("x-ratelimit-remaining", "44"),
+        ],
+        gzip_stored(v.to_string().as_bytes()),
+    )
+        .into_response()
+}
+
+/// A valid gzip stream made of uncompressed ("stored") deflate blocks.
+pub fn gzip_stored(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    let chunks: Vec<&[u8]> = if data.is_empty() {
+        vec![&[]]
+    } else {
+        data.chunks(65_535).collect()
+    };
+    let last = chunks.len() - 1;
+    for (i, chunk) in chunks.iter().enumerate() {
+        out.push(u8::from(i == last));
+        let len = u16::try_from(chunk.len()).expect("chunk");
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+    let mut crc = 0xffff_ffff_u32;
+    for b in data {
+        crc ^= u32::from(*b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    out.extend_from_slice(&(!crc).to_le_bytes());
+    out.extend_from_slice(&u32::try_from(data.len()).expect("size").to_le_bytes());
+    out
+}
+
+struct Guard(Arc<AtomicUsize>);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Splits a filter on unescaped `;` into (field, op, value).
+pub fn parse_filter(text: &str) -> Vec<(String, String, String)> {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&';') => {
+                cur.push(';');
+                chars.next();
+            }
+            ';' => parts.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        parts.push(cur);
+    }
+    parts
+        .into_iter()
+        .filter_map(|p| {
+            for op in [">=", "<=", "!=", "~=", "=~", "=", ">", "<", "~"] {
+                if let Some(i) = p.find(op) {
+                    return Some((
+                        p[..i].to_owned(),
+                        op.to_owned(),
+                        p[i + op.len()..].to_owned(),
+                    ));
+                }
+            }
+            None
+        })
+        .collect()
+}
+
+fn matches(row: &Value, conds: &[(String, String, String)]) -> bool {
+    conds.iter().all(|(f, op, v)| {
+        let got = match row.get(f) {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        };
+        match op.as_str() {
+            "=" => &got == v,
+            "!=" => &got != v,
+            ">=" => got.as_str() >= v.as_str(),
+            ">" => got.as_str() > v.as_str(),
+            "<=" => got.as_str() <= v.as_str(),
+            "<" => got.as_str() < v.as_str(),
+            _ => got.contains(v.as_str()),
+        }
+    })
+}
+
+async fn handle(
+    State(st): State<St>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    let _guard = Guard(st.in_flight.clone());
+    st.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    // Slow enough that parallel requests overlap.
+    tokio::time::sleep(Duration::from_millis(15)).await;
+    let query: Vec<(String, String)> = uri
+        .query()
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default();
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let path = uri.path().to_owned();
+    let response = answer(&st, &method, &path, &query, &headers, &parsed, now);
+    let mut inner = st.inner.lock().expect("lock");
+    inner.ledger.push(Received {
+        at: Instant::now(),
+        method: method.to_string(),
+        path,
+        query,
+        headers,
+        body: parsed,
+        status: response.status().as_u16(),
+    });
+    response
+}
+
+fn answer(
+    st: &St,
+    method: &Method,
+    path: &str,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+    body: &Value,
+    in_flight: usize,
+) -> Response {
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    if !h("accept-encoding").split(',').any(|e| e.trim() == "gzip") {
+        return StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response();
+    }
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{LOGIN}:{PASSWORD}"));
+    let auth = h("authorization");
+    if auth != format!("Bearer {TOKEN}") && auth != format!("Basic {basic}") {
+        return errors(401, 1056, "Ошибка аутентификации");
+    }
+    if in_flight > 5 {
+        return errors(
+            429,
+            1073,
+            "Превышено ограничение на количество параллельных запросов",
+        );
+    }
+    let Some(rest) = path.strip_prefix(PREFIX) else {
+        return errors(404, 1005, "Неизвестный адрес");
+    };
+    let mut inner = st.inner.lock().expect("lock");
+    let mut fault = None;
+    if let Some((_, _, q)) = inner
+        .faults
+        .iter_mut()
+        .find(|(m, p, q)| m == method.as_str() && p == rest && !q.is_empty())
+    {
+        fault = q.pop_front();
+    }
+    if let Some(Fault::RateLimited(ms)) = fault {
+        let mut r = errors(
+            429,
+            1049,
+            "Превышено ограничение на количество запросов в единицу времени",
+        );
+        let hs = r.headers_mut();
+        hs.insert("x-lognex-retry-after", ms.to_string().parse().expect("v"));
+        hs.insert("x-ratelimit-remaining", "0".parse().expect("v"));
+        return r;
+    }
+    let segs: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+    let response = match (method.as_str(), segs.as_slice()) {
+        ("GET", ["entity", entity]) => list(st, &inner, entity, rest, query),
+        ("GET", ["entity", entity, id]) => match inner
+            .rows
+            .get(*entity)
+            .and_then(|rows| rows.iter().find(|r| r["id"] == json!(id)))
+        {
+            Some(row) => json_answer(row),
+            None => errors(404, 1021, "Объект не найден"),
+        },
+        ("POST", ["entity", entity]) => create(st, &mut inner, entity, body),
+        ("PUT", ["entity", entity, id]) => {
+            if let Some(e) = validate(st, &mut inner, entity, body, false) {
+                return e;
+            }
+            match inner
+                .rows
+                .get_mut(*entity)
+                .and_then(|rows| rows.iter_mut().find(|r| r["id"] == json!(id)))
+            {
+                Some(row) => {
+                    if body.get("syncId").is_some() && body.get("syncId") != row.get("syncId") {
+                        return errors(412, 1047, "Нельзя изменить syncId");
+                    }
+                    if let (Value::Object(r), Value::Object(b)) = (&mut *row, body) {
+                        for (k, v) in b {
+                            r.insert(k.clone(), v.clone());
+                        }
+                    }
+                    json_answer(row)
+                }
+                None => errors(404, 1021, "Объект не найден"),
+            }
+        }
+        _ => errors(405, 1005, "Метод не поддерживается"),
+    };
+    if matches!(fault, Some(Fault::FailAfterWork)) {
+        return errors(500, 1000, "Внутренняя ошибка");
+    }
+    response
+}
+
+fn validate(
+    st: &St,
+    inner: &mut Inner,
+    entity: &str,
+    body: &Value,
+    create: bool,
+) -> Option<Response> {
+    if let Some((_, v)) = st.schemas.iter().find(|(e, _)| e == entity) {
+        let errs: Vec<String> = v
+            .iter_errors(body)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        if !errs.is_empty() {
+            inner.schema_errors.extend(errs.iter().cloned());
+            return Some(errors(400, 2016, &errs.join("; ")));
+        }
+    }
+    if create
+        && entity == "counterparty"
+        && body
+            .get("name")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+    {
+        let mut r = errors(412, 3000, "Поле 'name' не может быть пустым");
+        let _ = &mut r;
+        return Some(r);
+    }
+    None
+}
+
+fn create(st: &St, inner: &mut Inner, entity: &str, body: &Value) -> Response {
+    if let Some(e) = validate(st, inner, entity, body, true) {
+        return e;
+    }
+    if let Some(sync) = body.get("syncId")
+        && let Some(row) = inner
+            .rows
+            .get(entity)
+            .and_then(|rows| rows.iter().find(|r| r.get("syncId") == Some(sync)))
+    {
+        return json_answer(row);
+    }
+    inner.next_id += 1;
+    let id = format!("00000000-0000-4000-8000-{:012}", inner.next_id);
+    let mut row = body.clone();
+    row["id"] = json!(id);
+    row["meta"] = json!({"href": format!("{}/entity/{entity}/{id}", st.base), "type": entity, "mediaType": "application/json"});
+    row["updated"] = json!("2026-01-15 10:00:00.000");
+    inner
+        .rows
+        .entry(entity.to_owned())
+        .or_default()
+        .push(row.clone());
+    json_answer(&row)
+}
+
+fn list(st: &St, inner: &Inner, entity: &str, rest: &str, query: &[(String, String)]) -> Response {
+    let q = |n: &str| query.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+    let limit: usize = q("limit").and_then(|v| v.parse().ok()).unwrap_or(1000);
+    if limit > 1000 {
+        return errors(400, 1002, "Параметр 'limit' должен быть не больше 1000");
+    }
+    let offset: usize = q("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let conds = q("filter").map(parse_filter).unwrap_or_default();
+    let mut rows: Vec<Value> = inner
+        .rows
+        .get(entity)
+        .map(|r| {
+            r.iter()
+                .filter(|row| matches(row, &conds))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    if q("order") == Some("updated,asc") {
+        rows.sort_by(|a, b| a["updated"].as_str().cmp(&b["updated"].as_str()));
+    }
+    let size = rows.len();
+    let page: Vec<Value> = rows.into_iter().skip(offset).take(limit).collect();
+    let href_with = |off: usize| {
+        let mut pairs: Vec<(String, String)> = query
+            .iter()
+            .filter(|(k, _)| k != "offset" && k != "limit")
+            .cloned()
+            .collect();
+        pairs.push(("limit".into(), limit.to_string()));
+        pairs.push(("offset".into(), off.to_string()));
+        format!(
+            "{}{rest}?{}",
+            st.base,
+            serde_urlencoded::to_string(&pairs).expect("query")
+        )
+    };
+    let mut meta = json!({
+        "href": format!("{}{rest}", st.base),
+        "type": entity, "mediaType": "application/json",
+        "size": size, "limit": limit, "offset": offset,
+    });
+    if offset + limit < size {
+        meta["nextHref"] = json!(href_with(offset + limit));
+    }
+    if offset > 0 {
+        meta["previousHref"] = json!(href_with(offset.saturating_sub(limit)));
+    }
+    json_answer(
+        &json!({"context": {"employee": {"meta": {"type": "employee"}}}, "meta": meta, "rows": page}),
+    )
+}
