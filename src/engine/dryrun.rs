@@ -118,7 +118,13 @@ impl Engine {
         let calls = std::mem::take(&mut run.calls);
         let requests = calls.iter().map(call_json).collect();
         let exchange_id = self
-            .record_dry_run(flow, &masker, &payload, &d, calls, status, error, now)
+            .record_dry_run(
+                flow,
+                &masker,
+                &payload,
+                &d,
+                (status, attempt_of(calls, error, now)),
+            )
             .await?;
         Ok(DryRunReport {
             flow: flow.name.clone(),
@@ -141,18 +147,16 @@ impl Engine {
         Ok(found)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Journals the dry run as an exchange that ended in `status` after `attempt`.
     async fn record_dry_run(
         &self,
         flow: &Flow,
         masker: &Masker,
         payload: &Value,
         d: &super::intake::Decided,
-        calls: Vec<CallRecord>,
-        status: Status,
-        error: Option<ErrorSummary>,
-        now: u64,
+        (status, attempt): (Status, AttemptRecord),
     ) -> Result<u64, StoreError> {
+        let now = attempt.started_at;
         let new = NewExchange {
             flow: flow.name.clone(),
             request_id: d.request_id.clone(),
@@ -170,19 +174,22 @@ impl Engine {
             rejected: None,
             now,
         };
-        let attempt = AttemptRecord {
-            number: 1,
-            started_at: now,
-            duration_ms: now_ms().saturating_sub(now),
-            error,
-            calls,
-        };
         self.store
             .write(move |txn| {
                 let created = ops::create_dry_run(txn, new, attempt, status)?;
                 Ok(created.id)
             })
             .await
+    }
+}
+
+fn attempt_of(calls: Vec<CallRecord>, error: Option<ErrorSummary>, started: u64) -> AttemptRecord {
+    AttemptRecord {
+        number: 1,
+        started_at: started,
+        duration_ms: now_ms().saturating_sub(started),
+        error,
+        calls,
     }
 }
 
