@@ -454,6 +454,10 @@ fn create(st: &St, inner: &mut Inner, entity: &str, body: &Value) -> Response {
     row["id"] = json!(id);
     row["meta"] = json!({"href": format!("{}/entity/{entity}/{id}", st.base), "type": entity, "mediaType": "application/json"});
     row["updated"] = json!("2026-01-15 10:00:00.000");
+    if entity == "customerorder" && row.get("name").is_none() {
+        // MoySklad numbers documents itself when `name` is not given.
+        row["name"] = json!(format!("{:05}", inner.next_id));
+    }
     inner
         .rows
         .entry(entity.to_owned())
