@@ -165,7 +165,68 @@ pub struct BuildCtx<'a> {
     pub source: &'a crate::config::values::SecretSource,
 }
 
+/// `base` extended by `keys`: the config path of a key inside a system's table.
+pub fn at(base: &[PathSeg], keys: &[&str]) -> Vec<PathSeg> {
+    let mut p = base.to_vec();
+    p.extend(keys.iter().map(|k| PathSeg::Key((*k).to_owned())));
+    p
+}
+
 impl BuildCtx<'_> {
+    /// Reads a connector's part of a system table, reporting every unknown key.
+    pub fn parse<T: serde::de::DeserializeOwned>(
+        &mut self,
+        table: toml::Table,
+        base: &[PathSeg],
+    ) -> Option<T> {
+        match crate::config::file::parse_table(table, base) {
+            Ok((parsed, unknown)) => {
+                for path in unknown {
+                    self.problem(path, "unknown key");
+                }
+                Some(parsed)
+            }
+            Err(message) => {
+                self.problem(base.to_vec(), message);
+                None
+            }
+        }
+    }
+
+    /// A duration like "30s" at `path`, or `default` (a bad value is reported).
+    pub fn duration(
+        &mut self,
+        path: Vec<PathSeg>,
+        text: Option<&str>,
+        default: Duration,
+    ) -> Duration {
+        match text.map(crate::config::values::parse_duration) {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                self.problem(path, e);
+                default
+            }
+            None => default,
+        }
+    }
+
+    /// A rate like "10/s" at `path`, or `default` (a bad value is reported).
+    pub fn rate(
+        &mut self,
+        path: Vec<PathSeg>,
+        text: Option<&str>,
+        default: Option<(u32, Duration)>,
+    ) -> Option<(u32, Duration)> {
+        match text.map(crate::config::values::parse_rate) {
+            Some(Ok(r)) => Some(r),
+            Some(Err(e)) => {
+                self.problem(path, e);
+                default
+            }
+            None => default,
+        }
+    }
+
     pub fn problem(&mut self, path: Vec<PathSeg>, message: impl Into<String>) {
         self.problems.push(Problem::new(path, message));
     }

@@ -16,14 +16,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::config::PathSeg;
-use crate::config::file::parse_table;
-use crate::config::values::{parse_duration, parse_rate};
 use crate::mask::{MIN_SECRET_LEN, Secret, url_encode};
 use crate::model::ErrorClass;
 
 use super::inbound::{InboundRequest, Refusal};
 use super::{
     Answer, BoxFuture, BuildCtx, CallError, Connector, InboundDefaults, OutboundRequest, Settings,
+    at,
 };
 use auth::{Auth, OAuth};
 
@@ -59,28 +58,13 @@ pub struct Bitrix24Connector {
     settings: Settings,
 }
 
-fn at(base: &[PathSeg], keys: &[&str]) -> Vec<PathSeg> {
-    let mut p = base.to_vec();
-    p.extend(keys.iter().map(|k| PathSeg::Key((*k).to_owned())));
-    p
-}
-
 impl Bitrix24Connector {
     pub fn build(
         table: toml::Table,
         base: &[PathSeg],
         ctx: &mut BuildCtx<'_>,
     ) -> Option<Bitrix24Connector> {
-        let (file, unknown): (File, _) = match parse_table(table, base) {
-            Ok(parsed) => parsed,
-            Err(message) => {
-                ctx.problem(base.to_vec(), message);
-                return None;
-            }
-        };
-        for path in unknown {
-            ctx.problem(path, "unknown key");
-        }
+        let file: File = ctx.parse(table, base)?;
         let settings = settings(&file, base, ctx);
         let application_token = file
             .application_token
@@ -140,23 +124,17 @@ impl Bitrix24Connector {
 
 fn settings(file: &File, base: &[PathSeg], ctx: &mut BuildCtx<'_>) -> Settings {
     // One request must finish within 60 s in the cloud.
-    let timeout = match file.timeout.as_deref().map(parse_duration) {
-        Some(Ok(d)) => d,
-        Some(Err(e)) => {
-            ctx.problem(at(base, &["timeout"]), e);
-            Duration::from_secs(60)
-        }
-        None => Duration::from_secs(60),
-    };
+    let timeout = ctx.duration(
+        at(base, &["timeout"]),
+        file.timeout.as_deref(),
+        Duration::from_secs(60),
+    );
     // The cloud bucket drains 2 requests a second on all plans but Enterprise (5).
-    let rate = match file.rate_limit.as_deref().map(parse_rate) {
-        Some(Ok(r)) => Some(r),
-        Some(Err(e)) => {
-            ctx.problem(at(base, &["rate_limit"]), e);
-            Some((2, Duration::from_secs(1)))
-        }
-        None => Some((2, Duration::from_secs(1))),
-    };
+    let rate = ctx.rate(
+        at(base, &["rate_limit"]),
+        file.rate_limit.as_deref(),
+        Some((2, Duration::from_secs(1))),
+    );
     Settings {
         timeout,
         rate,

@@ -10,14 +10,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::config::PathSeg;
-use crate::config::file::parse_table;
-use crate::config::values::{parse_duration, parse_rate};
 use crate::mask::{Secret, url_encode};
 use crate::model::ErrorClass;
 
 use super::inbound::{Encoding, InboundRequest, Refusal, Verifier};
 use super::signing::Signer;
-use super::{BuildCtx, CallError, Connector, OutboundRequest, Settings};
+use super::{BuildCtx, CallError, Connector, OutboundRequest, Settings, at};
 
 #[derive(Debug, Deserialize)]
 struct HttpFile {
@@ -127,28 +125,13 @@ pub struct HttpConnector {
     entities: BTreeMap<String, Entity>,
 }
 
-fn at(base: &[PathSeg], keys: &[&str]) -> Vec<PathSeg> {
-    let mut p = base.to_vec();
-    p.extend(keys.iter().map(|k| PathSeg::Key((*k).to_owned())));
-    p
-}
-
 impl HttpConnector {
     pub fn build(
         table: toml::Table,
         base: &[PathSeg],
         ctx: &mut BuildCtx<'_>,
     ) -> Option<HttpConnector> {
-        let (file, unknown): (HttpFile, _) = match parse_table(table, base) {
-            Ok(parsed) => parsed,
-            Err(message) => {
-                ctx.problem(base.to_vec(), message);
-                return None;
-            }
-        };
-        for path in unknown {
-            ctx.problem(path, "unknown key");
-        }
+        let file: HttpFile = ctx.parse(table, base)?;
         let base_url = file.base_url.trim_end_matches('/').to_owned();
         if reqwest::Url::parse(&base_url).is_err() {
             ctx.problem(
@@ -246,22 +229,12 @@ impl HttpConnector {
 }
 
 fn settings(file: &HttpFile, base: &[PathSeg], ctx: &mut BuildCtx<'_>) -> Settings {
-    let timeout = match file.timeout.as_deref().map(parse_duration) {
-        Some(Ok(d)) => d,
-        Some(Err(e)) => {
-            ctx.problem(at(base, &["timeout"]), e);
-            Duration::from_secs(30)
-        }
-        None => Duration::from_secs(30),
-    };
-    let rate = match file.rate_limit.as_deref().map(parse_rate) {
-        Some(Ok(r)) => Some(r),
-        Some(Err(e)) => {
-            ctx.problem(at(base, &["rate_limit"]), e);
-            None
-        }
-        None => None,
-    };
+    let timeout = ctx.duration(
+        at(base, &["timeout"]),
+        file.timeout.as_deref(),
+        Duration::from_secs(30),
+    );
+    let rate = ctx.rate(at(base, &["rate_limit"]), file.rate_limit.as_deref(), None);
     let header_opt =
         |v: &Option<toml::Value>, default: &str, key: &str, ctx: &mut BuildCtx<'_>| match v {
             None => Some(default.to_owned()),

@@ -15,13 +15,13 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::config::PathSeg;
-use crate::config::file::parse_table;
-use crate::config::values::{parse_duration, parse_rate};
 use crate::mask::{Secret, url_encode};
 use crate::model::ErrorClass;
 
 use super::inbound::{InboundRequest, Refusal, Verifier};
-use super::{Answer, BuildCtx, CallError, Connector, InboundDefaults, OutboundRequest, Settings};
+use super::{
+    Answer, BuildCtx, CallError, Connector, InboundDefaults, OutboundRequest, Settings, at,
+};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.moysklad.ru/api/remap/1.2";
 
@@ -94,28 +94,13 @@ pub struct MoySkladConnector {
     inbound: Option<Verifier>,
 }
 
-fn at(base: &[PathSeg], keys: &[&str]) -> Vec<PathSeg> {
-    let mut p = base.to_vec();
-    p.extend(keys.iter().map(|k| PathSeg::Key((*k).to_owned())));
-    p
-}
-
 impl MoySkladConnector {
     pub fn build(
         table: toml::Table,
         base: &[PathSeg],
         ctx: &mut BuildCtx<'_>,
     ) -> Option<MoySkladConnector> {
-        let (file, unknown): (File, _) = match parse_table(table, base) {
-            Ok(parsed) => parsed,
-            Err(message) => {
-                ctx.problem(base.to_vec(), message);
-                return None;
-            }
-        };
-        for path in unknown {
-            ctx.problem(path, "unknown key");
-        }
+        let file: File = ctx.parse(table, base)?;
         let base_url = file
             .base_url
             .as_deref()
@@ -147,22 +132,18 @@ impl MoySkladConnector {
                 None
             }
         };
-        let timeout = match file.timeout.as_deref().map(parse_duration) {
-            Some(Ok(d)) => d,
-            Some(Err(e)) => {
-                ctx.problem(at(base, &["timeout"]), e);
-                Duration::from_secs(30)
-            }
-            None => Duration::from_secs(30),
-        };
-        let rate = match file.rate_limit.as_deref().map(parse_rate) {
-            Some(Ok(r)) => r,
-            Some(Err(e)) => {
-                ctx.problem(at(base, &["rate_limit"]), e);
-                DEFAULT_RATE
-            }
-            None => DEFAULT_RATE,
-        };
+        let timeout = ctx.duration(
+            at(base, &["timeout"]),
+            file.timeout.as_deref(),
+            Duration::from_secs(30),
+        );
+        let rate = ctx
+            .rate(
+                at(base, &["rate_limit"]),
+                file.rate_limit.as_deref(),
+                Some(DEFAULT_RATE),
+            )
+            .unwrap_or(DEFAULT_RATE);
         let concurrency = file.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
         if concurrency == 0 || concurrency > DEFAULT_CONCURRENCY {
             ctx.problem(
