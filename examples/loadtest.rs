@@ -22,6 +22,9 @@ use clap::Parser;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+mod bench;
+use bench::{mb, ms, percentile, proc_status_kb};
+
 const ADMIN_TOKEN: &str = "loadtest-admin-token";
 const HOOK_TOKEN: &str = "loadtest-hook-token";
 const FLOW: &str = "load";
@@ -90,31 +93,6 @@ steps = [{{ call = "sink.put", args = ".trigger" }}]
 "#,
         data = data_dir.display().to_string().replace('\\', "\\\\"),
     )
-}
-
-/// A field of /proc/self/status in kB (`VmRSS`, `VmHWM`); 0 where there is no /proc.
-fn proc_status_kb(field: &str) -> u64 {
-    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn mb(kb: u64) -> f64 {
-    kb as f64 / 1024.0
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 async fn start_sink() -> String {

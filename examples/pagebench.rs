@@ -36,6 +36,9 @@ use obmen::store::ops::{self, NewExchange, Outcome};
 use obmen::store::records::{AttemptRecord, CallRecord, ErrorSummary, WorkState};
 use obmen::store::{MasterKey, Store, StoreError, Tx};
 
+mod bench;
+use bench::{mb, ms, percentile, proc_status_kb};
+
 const ADMIN_TOKEN: &str = "pagebench-admin-token";
 const VIEWER_TOKEN: &str = "pagebench-viewer-token";
 const SEED_FILE: &str = "pagebench.seed";
@@ -650,31 +653,6 @@ inbound = {{ token_header = "X-Token", token = "pagebench-hook" }}
         data = path(data_dir),
         key = path(key),
     )
-}
-
-/// A field of /proc/self/status in kB (`VmRSS`, `VmHWM`); 0 where there is no /proc.
-fn proc_status_kb(field: &str) -> u64 {
-    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn mb(kb: u64) -> f64 {
-    kb as f64 / 1024.0
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 struct PageResult {

@@ -719,26 +719,14 @@ async fn sigkill_during_traffic_loses_nothing_and_duplicates_nothing() {
         "the fake target saw unexpected requests: {}",
         listing(&l.problems)
     );
-    let wrong_creates: Vec<String> = acked
-        .keys()
-        .filter_map(|k| {
-            let n = l.created.get(k).copied().unwrap_or(0);
-            (n != 1).then(|| format!("{k}: created {n} times"))
-        })
-        .collect();
+    let wrong_creates = not_exactly_once(acked.keys(), &l.created, "created");
     assert!(
         wrong_creates.is_empty(),
         "each key must be created exactly once at the target: {}\nkills:\n  {}",
         listing(&wrong_creates),
         kills.join("\n  ")
     );
-    let wrong_applies: Vec<String> = acked
-        .keys()
-        .filter_map(|k| {
-            let n = l.applied.get(k).copied().unwrap_or(0);
-            (n != 1).then(|| format!("{k}: write-back applied {n} times"))
-        })
-        .collect();
+    let wrong_applies = not_exactly_once(acked.keys(), &l.applied, "write-back applied");
     assert!(
         wrong_applies.is_empty(),
         "each write-back must be applied exactly once: {}\nkills:\n  {}",
@@ -771,4 +759,21 @@ async fn sigkill_during_traffic_loses_nothing_and_duplicates_nothing() {
         delivery_done.as_secs_f64(),
         started.elapsed().as_secs_f64(),
     );
+}
+
+/// The keys whose count at the fake is not exactly one, described for a failure message.
+fn not_exactly_once<'a, K, V>(
+    keys: impl Iterator<Item = &'a K>,
+    counts: &HashMap<K, V>,
+    what: &str,
+) -> Vec<String>
+where
+    K: std::hash::Hash + Eq + std::fmt::Display + 'a,
+    V: Copy + Into<u64>,
+{
+    keys.filter_map(|k| {
+        let n: u64 = counts.get(k).copied().map_or(0, Into::into);
+        (n != 1).then(|| format!("{k}: {what} {n} times"))
+    })
+    .collect()
 }
