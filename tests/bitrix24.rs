@@ -4,406 +4,27 @@
 //! Bitrix24 error bodies, a leaky bucket answering `503 QUERY_LIMIT_EXCEEDED`, access tokens
 //! that expire (`401 expired_token`) and an OAuth server that refreshes them.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+#[path = "bitrix24/fake.rs"]
+mod fake;
 #[path = "moysklad/fake.rs"]
 #[allow(dead_code)]
 mod ms_fake;
 
+use fake::{CLIENT_SECRET, Fake, WEBHOOK_TOKEN};
+
+#[path = "bitrix24/flows.rs"]
+mod flows;
+
 const ADMIN: &str = "admin-token-b24-0001";
-const WEBHOOK_TOKEN: &str = "wh7k2q9x4b24tok";
 const APP_TOKEN: &str = "app-token-b24-0001";
-const CLIENT_SECRET: &str = "client-secret-b24-1";
 const WAIT: Duration = Duration::from_secs(30);
-
-// ---------------------------------------------------------------- the fake portal
-
-/// One command of a `batch` call: key, method, query pairs.
-type BatchCmd = (String, String, Vec<(String, String)>);
-
-#[derive(Default)]
-struct Portal {
-    deals: BTreeMap<u64, Value>,
-    contacts: BTreeMap<u64, Value>,
-    next_id: u64,
-    /// (method, how it was authorized)
-    calls: Vec<(String, String)>,
-    /// Leaky bucket: level, last drain, capacity, drain per second.
-    level: f64,
-    drained_at: Option<Instant>,
-    capacity: f64,
-    per_second: f64,
-    /// Deal ids of `crm.deal.get` calls, with when and whether the bucket refused them.
-    gets: Vec<(String, Instant, bool)>,
-    refused_by_bucket: usize,
-    /// OAuth: the access token accepted now, the refresh token that buys the next one.
-    access: String,
-    refresh: String,
-    /// After this many accepted OAuth calls the access token expires.
-    expire_after: Option<usize>,
-    oauth_calls: usize,
-    expired_answers: usize,
-    refreshes: usize,
-    /// Commands of `batch` calls: (key, method, query pairs).
-    batch_cmds: Vec<BatchCmd>,
-    /// Catalog product ids whose updates a batch refuses ("Not found").
-    missing_products: Vec<String>,
-}
-
-#[derive(Clone)]
-struct Fake {
-    url: String,
-    portal: Arc<Mutex<Portal>>,
-}
-
-fn envelope(result: &Value) -> Response {
-    let t = json!({"start": 1.0, "finish": 1.01, "duration": 0.01, "processing": 0.0,
-        "date_start": "2026-11-27T10:00:00+03:00", "date_finish": "2026-11-27T10:00:00+03:00",
-        "operating_reset_at": 1_800_000_000, "operating": 0});
-    Json(json!({"result": result, "time": t})).into_response()
-}
-
-fn error(status: StatusCode, code: &str, description: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": code, "error_description": description})),
-    )
-        .into_response()
-}
-
-impl Fake {
-    async fn start() -> Fake {
-        let portal = Arc::new(Mutex::new(Portal {
-            next_id: 100,
-            capacity: 50.0,
-            per_second: 2.0,
-            access: "access-0001".into(),
-            refresh: "refresh-0001".into(),
-            ..Portal::default()
-        }));
-        let app = Router::new()
-            .route("/rest/{*rest}", post(rest))
-            .route("/oauth/token/", get(token))
-            .with_state(portal.clone());
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Fake { url, portal }
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut Portal) -> T) -> T {
-        f(&mut self.portal.lock().expect("portal"))
-    }
-}
-
-/// `/rest/<user>/<secret>/<method>[.json]` or `/rest/<method>[.json]?auth=<token>`.
-async fn rest(
-    State(portal): State<Arc<Mutex<Portal>>>,
-    Path(rest): Path<String>,
-    Query(query): Query<BTreeMap<String, String>>,
-    body: axum::body::Bytes,
-) -> Response {
-    let args: Value = if body.is_empty() {
-        json!({})
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(v) => v,
-            Err(_) => return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "bad body"),
-        }
-    };
-    let parts: Vec<&str> = rest.split('/').collect();
-    let mut p = portal.lock().expect("portal");
-    let (method, how) = match parts.as_slice() {
-        [user, secret, method] => {
-            if *user != "1" || *secret != WEBHOOK_TOKEN {
-                return error(
-                    StatusCode::UNAUTHORIZED,
-                    "NO_AUTH_FOUND",
-                    "Wrong authorization data",
-                );
-            }
-            (method.to_string(), "webhook")
-        }
-        [method] => {
-            let token = query
-                .get("auth")
-                .cloned()
-                .or_else(|| args.get("auth").and_then(Value::as_str).map(str::to_owned));
-            let Some(token) = token else {
-                return error(
-                    StatusCode::UNAUTHORIZED,
-                    "NO_AUTH_FOUND",
-                    "Wrong authorization data",
-                );
-            };
-            if p.expire_after.is_some_and(|n| p.oauth_calls >= n) && token == p.access {
-                // The token in use expires now; the next refresh issues a new one.
-                p.access = format!("{}-expired", p.access);
-            }
-            if token != p.access {
-                p.expired_answers += 1;
-                return error(
-                    StatusCode::UNAUTHORIZED,
-                    "expired_token",
-                    "The access token provided has expired.",
-                );
-            }
-            p.oauth_calls += 1;
-            (method.to_string(), "oauth")
-        }
-        _ => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "ERROR_METHOD_NOT_FOUND",
-                "Method not found!",
-            );
-        }
-    };
-    let method = method.strip_suffix(".json").unwrap_or(&method).to_owned();
-    // The leaky bucket: every request adds one, the level drains `per_second`.
-    let now = Instant::now();
-    let drained = p.drained_at.map_or(0.0, |at| {
-        now.duration_since(at).as_secs_f64() * p.per_second
-    });
-    p.level = (p.level - drained).max(0.0);
-    p.drained_at = Some(now);
-    let over = p.level + 1.0 > p.capacity;
-    if method == "crm.deal.get" {
-        let id = args["id"].to_string().trim_matches('"').to_owned();
-        p.gets.push((id, now, over));
-    }
-    if over {
-        p.refused_by_bucket += 1;
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "QUERY_LIMIT_EXCEEDED",
-            "Too many requests",
-        );
-    }
-    p.level += 1.0;
-    p.calls.push((method.clone(), how.into()));
-    call(&mut p, &method, &args)
-}
-
-fn id_arg(args: &Value) -> Option<u64> {
-    match &args["id"] {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-fn digits(s: &str) -> String {
-    s.chars().filter(char::is_ascii_digit).collect()
-}
-
-fn call(p: &mut Portal, method: &str, args: &Value) -> Response {
-    match method {
-        "crm.deal.get" => match id_arg(args).and_then(|id| p.deals.get(&id)) {
-            Some(deal) => envelope(deal),
-            None => error(StatusCode::BAD_REQUEST, "", "Not found"),
-        },
-        "batch" => {
-            let Some(cmd) = args["cmd"].as_object() else {
-                return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "cmd required");
-            };
-            if cmd.len() > 50 {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "ERROR_BATCH_LENGTH_EXCEEDED",
-                    "Max batch length exceeded",
-                );
-            }
-            let mut result = serde_json::Map::new();
-            let mut errors = serde_json::Map::new();
-            for (key, line) in cmd {
-                let line = line.as_str().unwrap_or_default();
-                let (method, query) = line.split_once('?').unwrap_or((line, ""));
-                let pairs: Vec<(String, String)> =
-                    serde_urlencoded::from_str(query).unwrap_or_default();
-                let id = pairs
-                    .iter()
-                    .find(|(k, _)| k == "id")
-                    .map(|(_, v)| v.clone());
-                let answer = match method {
-                    "server.time" => Ok(json!("2026-11-27T10:00:00+03:00")),
-                    "catalog.product.update" | "crm.product.update" => {
-                        match id.filter(|id| !p.missing_products.contains(id)) {
-                            Some(_) => Ok(json!(true)),
-                            None => Err(json!({"error": "", "error_description": "Not found"})),
-                        }
-                    }
-                    _ => Err(
-                        json!({"error": "ERROR_METHOD_NOT_FOUND", "error_description": "Method not found!"}),
-                    ),
-                };
-                match answer {
-                    Ok(v) => {
-                        result.insert(key.clone(), v);
-                    }
-                    Err(e) => {
-                        errors.insert(key.clone(), e);
-                    }
-                }
-                p.batch_cmds.push((key.clone(), method.to_owned(), pairs));
-            }
-            // Empty collections are serialized as `[]`.
-            let obj_or_list = |m: serde_json::Map<String, Value>| {
-                if m.is_empty() {
-                    json!([])
-                } else {
-                    Value::Object(m)
-                }
-            };
-            envelope(
-                &json!({"result": obj_or_list(result), "result_error": obj_or_list(errors),
-                "result_total": [], "result_next": [], "result_time": []}),
-            )
-        }
-        "crm.contact.get" => match id_arg(args).and_then(|id| p.contacts.get(&id)) {
-            Some(contact) => envelope(contact),
-            None => error(StatusCode::BAD_REQUEST, "", "Not found"),
-        },
-        "crm.deal.update" => {
-            let Some(id) = id_arg(args) else {
-                return error(StatusCode::BAD_REQUEST, "", "ID is not defined or invalid.");
-            };
-            let Some(record) = p.deals.get_mut(&id) else {
-                return error(StatusCode::BAD_REQUEST, "", "Not found");
-            };
-            if let (Value::Object(r), Some(Value::Object(f))) = (record, args.get("fields")) {
-                for (k, v) in f {
-                    r.insert(k.clone(), v.clone());
-                }
-            }
-            envelope(&json!(true))
-        }
-        "crm.duplicate.findbycomm" => {
-            if args["type"] != "PHONE" && args["type"] != "EMAIL" {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "",
-                    "Communication type is not defined.",
-                );
-            }
-            let wanted: Vec<String> = args["values"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).map(digits).collect())
-                .unwrap_or_default();
-            let hits: Vec<u64> = p
-                .contacts
-                .iter()
-                .filter(|(_, c)| {
-                    c["PHONE"].as_array().into_iter().flatten().any(|ph| {
-                        wanted.contains(&digits(ph["VALUE"].as_str().unwrap_or_default()))
-                    })
-                })
-                .map(|(id, _)| *id)
-                .collect();
-            if hits.is_empty() {
-                // Empty collections are serialized as `[]`.
-                envelope(&json!([]))
-            } else {
-                envelope(&json!({"CONTACT": hits}))
-            }
-        }
-        "crm.contact.add" => {
-            let Some(fields) = args.get("fields").filter(|f| f.is_object()) else {
-                return error(StatusCode::BAD_REQUEST, "", "fields required");
-            };
-            p.next_id += 1;
-            let id = p.next_id;
-            let mut record = fields.clone();
-            record["ID"] = json!(id.to_string());
-            p.contacts.insert(id, record);
-            envelope(&json!(id))
-        }
-        "crm.contact.update" => {
-            let Some(id) = id_arg(args) else {
-                return error(StatusCode::BAD_REQUEST, "", "ID is not defined or invalid.");
-            };
-            let Some(record) = p.contacts.get_mut(&id) else {
-                return error(StatusCode::BAD_REQUEST, "", "Not found");
-            };
-            if let (Value::Object(r), Some(Value::Object(f))) = (record, args.get("fields")) {
-                for (k, v) in f {
-                    r.insert(k.clone(), v.clone());
-                }
-            }
-            envelope(&json!(true))
-        }
-        "crm.contact.list" => {
-            let start = args["start"].as_u64().unwrap_or(0) as usize;
-            let filter = args["filter"].as_object().cloned().unwrap_or_default();
-            let all: Vec<Value> = p
-                .contacts
-                .values()
-                .filter(|c| filter.iter().all(|(k, v)| &c[k] == v))
-                .map(|c| {
-                    let select = args["select"].as_array().cloned().unwrap_or_default();
-                    if select.is_empty() {
-                        return c.clone();
-                    }
-                    let mut picked = serde_json::Map::new();
-                    for field in select.iter().filter_map(Value::as_str) {
-                        picked.insert(field.to_owned(), c[field].clone());
-                    }
-                    Value::Object(picked)
-                })
-                .collect();
-            let page: Vec<Value> = all.iter().skip(start).take(50).cloned().collect();
-            let mut body = json!({"result": page, "total": all.len(), "time": {}});
-            if start + 50 < all.len() {
-                body["next"] = json!(start + 50);
-            }
-            Json(body).into_response()
-        }
-        _ => error(
-            StatusCode::NOT_FOUND,
-            "ERROR_METHOD_NOT_FOUND",
-            "Method not found!",
-        ),
-    }
-}
-
-/// `GET /oauth/token/?grant_type=refresh_token&client_id&client_secret&refresh_token`.
-async fn token(
-    State(portal): State<Arc<Mutex<Portal>>>,
-    Query(q): Query<BTreeMap<String, String>>,
-) -> Response {
-    let mut p = portal.lock().expect("portal");
-    let ok = q.get("grant_type").map(String::as_str) == Some("refresh_token")
-        && q.get("client_id").map(String::as_str) == Some("local.b24app.1")
-        && q.get("client_secret").map(String::as_str) == Some(CLIENT_SECRET)
-        && q.get("refresh_token") == Some(&p.refresh);
-    if !ok {
-        return error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid grant");
-    }
-    p.refreshes += 1;
-    p.access = format!("access-{:04}", p.refreshes + 1);
-    p.refresh = format!("refresh-{:04}", p.refreshes + 1);
-    p.expire_after = None;
-    Json(json!({
-        "access_token": p.access, "refresh_token": p.refresh, "expires_in": 3600,
-        "expires": 1_800_000_000, "client_endpoint": "https://acme.bitrix24.kz/rest/",
-        "server_endpoint": "https://oauth.bitrix24.tech/rest/", "domain": "oauth.bitrix24.tech",
-        "member_id": "0f3c", "scope": "crm", "status": "L", "user_id": 1
-    }))
-    .into_response()
-}
 
 // ---------------------------------------------------------------- obmen under test
 
@@ -1030,11 +651,16 @@ async fn the_won_deal_example_upserts_the_counterparty_and_the_order_and_writes_
 impl App {
     /// Runs a scheduled flow now (with its stored cursor), as `obmen run` does.
     async fn run_now(&self, flow: &str) -> u64 {
+        self.run_with(flow, &json!({})).await
+    }
+
+    /// Runs a flow now with `body` as its trigger (a manual run).
+    async fn run_with(&self, flow: &str, body: &Value) -> u64 {
         let response = self
             .client
             .post(format!("{}/api/flows/{flow}/run", self.base))
             .bearer_auth(ADMIN)
-            .json(&json!({}))
+            .json(body)
             .send()
             .await
             .expect("obmen answers");
@@ -1126,8 +752,8 @@ async fn the_stock_example_pages_through_changed_products_into_bitrix24_batches(
         assert!(keys.contains(&key), "{keys:?}");
     }
     // Run 3: `updated>=` the last time seen brings that row again and a new product that
-    // Bitrix24 does not know: the batch answers 200 with a result_error, the run is
-    // rejected and the cursor stays.
+    // Bitrix24 does not know: the batch answers 200 with a result_error, the step fails with
+    // that command's error and the cursor stays.
     ms.seed(
         "assortment",
         json!({"name": "Product 40", "externalCode": "b24-product-40", "quantity": 1,
@@ -1135,12 +761,16 @@ async fn the_stock_example_pages_through_changed_products_into_bitrix24_batches(
     );
     b24.with(|p| p.missing_products.push("40".into()));
     let failed = app.run_now(flow).await;
-    let failed = app.wait_for(failed, "rejected").await;
+    let failed = app.wait_for(failed, "failed").await;
+    let error = &failed["last_error"];
+    assert_eq!(error["class"], "permanent", "{failed:#}");
+    assert_eq!(error["step"], "write", "{failed:#}");
+    let message = error["message"].as_str().unwrap_or_default();
     assert!(
-        failed["last_error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("Not found")),
-        "{failed:#}"
+        message.starts_with(
+            "batch command `stock_40` (catalog.product.update) failed: (no code): Not found"
+        ) && message.contains("1 more failed: batch command `price_40` (crm.product.update)"),
+        "{message}"
     );
     // Run 4, the product now exists: the same query again, and the cursor moves on.
     b24.with(|p| p.missing_products.clear());

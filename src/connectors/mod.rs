@@ -135,9 +135,48 @@ pub trait Connector: Send + Sync {
     fn sensitive_headers(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Carries out one step's call through `send`, which sends one request (rate limit,
+    /// credentials refresh, record) and may be called several times: the pages of a list, the
+    /// parts of a bulk write. The default sends the request once.
+    fn perform<'a>(
+        &'a self,
+        req: OutboundRequest,
+        send: &'a Sender<'a>,
+    ) -> BoxFuture<'a, Result<Value, CallError>> {
+        send(req)
+    }
+    /// Whether the HTTP client may follow redirects itself. A system whose redirects must
+    /// not turn a POST into a GET says no and handles them in [`Connector::relocate`].
+    fn follows_redirects(&self) -> bool {
+        true
+    }
+    /// The target answered a redirect to `location`: rewrite `req` (as built, before
+    /// credentials) to send it there once more, or say why not.
+    fn relocate(&self, _req: &mut OutboundRequest, location: &str) -> Result<(), CallError> {
+        Err(CallError::new(
+            ErrorClass::Permanent,
+            format!("the target redirected the call to {location}"),
+        ))
+    }
+    /// How long to hold back the next request to this system after `answer`, when the
+    /// answer says the rate budget is nearly spent (before the target refuses with a 429).
+    fn pace(&self, _answer: &Answer) -> Option<Duration> {
+        None
+    }
+    /// Gives the connector the data file, for state it must keep across restarts (a rotated
+    /// OAuth refresh token). Called once at start, before any call.
+    fn attach_store(&self, _store: &crate::store::Store) {}
+    /// Runs before each request; a connector loads what it keeps in the store here, once.
+    fn ready(&self) -> BoxFuture<'_, Result<(), CallError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Sends one request of a call and reads its answer (see [`Connector::perform`]).
+pub type Sender<'a> =
+    dyn Fn(OutboundRequest) -> BoxFuture<'a, Result<Value, CallError>> + Sync + 'a;
 
 /// A system's own answer to "which record is this event about, and when is it a repeat".
 #[derive(Clone, Debug, Default)]

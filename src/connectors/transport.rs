@@ -5,7 +5,7 @@
 //! or only "would send".
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -16,7 +16,7 @@ use crate::mask::Masker;
 use crate::model::ErrorClass;
 use crate::store::records::CallRecord;
 
-use super::{Answer, CallError, Connector, OutboundRequest};
+use super::{Answer, BoxFuture, CallError, Connector, OutboundRequest};
 
 /// How much of a request or response body the journal keeps.
 pub const BODY_EXCERPT: usize = 4096;
@@ -28,6 +28,8 @@ pub struct System {
     limiter: Option<DefaultDirectRateLimiter>,
     slots: Semaphore,
     client: reqwest::Client,
+    /// No request leaves before this moment: the target said its budget is nearly spent.
+    held_until: Mutex<Option<Instant>>,
 }
 
 /// Who is calling: what the transport adds to the request and how it masks the record.
@@ -40,6 +42,13 @@ pub struct CallCtx<'a> {
     pub send_mutating: bool,
 }
 
+/// One request as sent: its outcome, its record, and where a redirect pointed.
+struct Sent {
+    outcome: Result<Value, CallError>,
+    record: CallRecord,
+    moved_to: Option<String>,
+}
+
 impl System {
     pub fn new(name: String, connector: Arc<dyn Connector>, client: reqwest::Client) -> System {
         let settings = connector.settings().clone();
@@ -50,46 +59,99 @@ impl System {
                 .allow_burst(n);
             RateLimiter::direct(quota)
         });
+        // The shared client follows redirects (and turns a POST into a GET on a 302); a
+        // system that handles them itself gets a client of its own that does not.
+        let client = if connector.follows_redirects() {
+            client
+        } else {
+            no_redirect_client().unwrap_or(client)
+        };
         System {
             name,
             connector,
             limiter,
             slots: Semaphore::new(settings.concurrency.max(1)),
             client,
+            held_until: Mutex::new(None),
         }
     }
 
-    /// Sends `req` (or records it as "would send") and reads the answer.
-    /// Sends `req` (or records it as "would send"). When the target refuses the credentials
-    /// and the connector can refresh them (OAuth), it refreshes once and sends once more;
-    /// both calls are recorded.
+    /// Carries out one step's call: the connector may send several requests (pages, parts
+    /// of a bulk write); each is recorded, sent or only "would send".
     pub async fn call(
         &self,
-        req: OutboundRequest,
+        mut req: OutboundRequest,
         ctx: &CallCtx<'_>,
     ) -> (Result<Value, CallError>, Vec<CallRecord>) {
-        let (first, record) = self.call_once(req.clone(), ctx).await;
-        let mut records = vec![record];
-        let refused = matches!(&first, Err(e) if e.class == ErrorClass::Auth);
+        // Before any split into parts, so that each item keeps the key of its place in the
+        // whole call.
+        if req.mutating {
+            self.connector
+                .prepare_mutating(&mut req, &ctx.idempotency_key);
+        }
+        let records = Mutex::new(Vec::new());
+        let send = |r: OutboundRequest| -> BoxFuture<'_, Result<Value, CallError>> {
+            Box::pin(async {
+                let (outcome, mut recs) = self.send_one(r, ctx).await;
+                if let Ok(mut all) = records.lock() {
+                    all.append(&mut recs);
+                }
+                outcome
+            })
+        };
+        let outcome = self.connector.perform(req, &send).await;
+        let records = records.into_inner().unwrap_or_default();
+        (outcome, records)
+    }
+
+    /// Sends one request. A redirect the connector handles is followed once to where it
+    /// points; when the target refuses the credentials and the connector can refresh them
+    /// (OAuth), it refreshes once and sends once more. Every request is recorded.
+    async fn send_one(
+        &self,
+        mut req: OutboundRequest,
+        ctx: &CallCtx<'_>,
+    ) -> (Result<Value, CallError>, Vec<CallRecord>) {
+        if let Err(e) = self.connector.ready().await {
+            let mut record = record_of(self.connector.as_ref(), &req, None, ctx);
+            record.error = Some(ctx.masker.text(&e.message));
+            return (Err(e), vec![record]);
+        }
+        let first = self.call_once(req.clone(), ctx).await;
+        let mut records = vec![first.record];
+        let mut outcome = first.outcome;
+        if let Some(location) = first.moved_to {
+            match self.connector.relocate(&mut req, &location) {
+                Ok(()) => {
+                    let again = self.call_once(req.clone(), ctx).await;
+                    records.push(again.record);
+                    outcome = match again.moved_to {
+                        Some(_) => Err(CallError::new(
+                            ErrorClass::Config,
+                            "the target redirected the call again after a move",
+                        )),
+                        None => again.outcome,
+                    };
+                }
+                Err(e) => outcome = Err(e),
+            }
+        }
+        let refused = matches!(&outcome, Err(e) if e.class == ErrorClass::Auth);
         if !refused {
-            return (first, records);
+            return (outcome, records);
         }
         match self.connector.refresh_auth(&self.client).await {
             Ok(true) => {
-                let (again, record) = self.call_once(req, ctx).await;
-                records.push(record);
-                (again, records)
+                let again = self.call_once(req, ctx).await;
+                records.push(again.record);
+                (again.outcome, records)
             }
-            Ok(false) => (first, records),
+            Ok(false) => (outcome, records),
             Err(e) => (Err(e), records),
         }
     }
 
-    async fn call_once(
-        &self,
-        mut req: OutboundRequest,
-        ctx: &CallCtx<'_>,
-    ) -> (Result<Value, CallError>, CallRecord) {
+    async fn call_once(&self, mut req: OutboundRequest, ctx: &CallCtx<'_>) -> Sent {
         self.add_headers(&mut req, ctx);
         self.connector.authorize(&mut req);
         let body = match req.body.as_ref().map(serde_json::to_vec).transpose() {
@@ -101,20 +163,26 @@ impl System {
                 );
                 let mut record = record_of(self.connector.as_ref(), &req, None, ctx);
                 record.error = Some(ctx.masker.text(&err.message));
-                return (Err(err), record);
+                return Sent {
+                    outcome: Err(err),
+                    record,
+                    moved_to: None,
+                };
             }
         };
         if req.mutating && !ctx.send_mutating {
             self.sign(&mut req, body.as_deref(), ctx);
-            return (
-                Ok(Value::Null),
-                record_of(self.connector.as_ref(), &req, body.as_deref(), ctx),
-            );
+            return Sent {
+                outcome: Ok(Value::Null),
+                record: record_of(self.connector.as_ref(), &req, body.as_deref(), ctx),
+                moved_to: None,
+            };
         }
         let _slot = self.slots.acquire().await;
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
+        self.hold_back().await;
         // Signed after the waits: the timestamp is the moment of sending.
         self.sign(&mut req, body.as_deref(), ctx);
         let mut record = record_of(self.connector.as_ref(), &req, body.as_deref(), ctx);
@@ -123,6 +191,7 @@ impl System {
         let url = req.url.clone();
         let result = self.send(req, body).await;
         record.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let mut moved_to = None;
         let outcome = match result {
             Ok(answer) => {
                 record.status = Some(answer.status);
@@ -130,6 +199,10 @@ impl System {
                     ctx.masker
                         .excerpt(&String::from_utf8_lossy(&answer.body), BODY_EXCERPT),
                 );
+                if let Some(wait) = self.connector.pace(&answer) {
+                    self.hold(wait);
+                }
+                moved_to = self.redirect_of(&answer);
                 match self.connector.classify(&answer) {
                     Some(err) => Err(err),
                     None => {
@@ -142,7 +215,43 @@ impl System {
         if let Err(err) = &outcome {
             record.error = Some(ctx.masker.text(&err.message));
         }
-        (outcome, record)
+        Sent {
+            outcome,
+            record,
+            moved_to,
+        }
+    }
+
+    /// The `Location` of a redirect the client did not follow.
+    fn redirect_of(&self, answer: &Answer) -> Option<String> {
+        if self.connector.follows_redirects() || !(300..400).contains(&answer.status) {
+            return None;
+        }
+        answer
+            .headers
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+
+    /// Holds back every request of this system for `wait` from now (the longest hold wins).
+    fn hold(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        if let Ok(mut held) = self.held_until.lock()
+            && held.is_none_or(|h| h < until)
+        {
+            *held = Some(until);
+        }
+    }
+
+    async fn hold_back(&self) {
+        loop {
+            let until = self.held_until.lock().ok().and_then(|h| *h);
+            match until {
+                Some(at) if at > Instant::now() => tokio::time::sleep_until(at.into()).await,
+                _ => return,
+            }
+        }
     }
 
     fn add_headers(&self, req: &mut OutboundRequest, ctx: &CallCtx<'_>) {
@@ -152,9 +261,6 @@ impl System {
         }
         if let (Some(h), true) = (&settings.idempotency_header, req.mutating) {
             req.headers.push((h.clone(), ctx.idempotency_key.clone()));
-        }
-        if req.mutating {
-            self.connector.prepare_mutating(req, &ctx.idempotency_key);
         }
     }
 
@@ -228,6 +334,16 @@ fn record_of(
         duration_ms: 0,
         error: None,
     }
+}
+
+/// The shared client's settings (see `app::http_client`), without following redirects.
+fn no_redirect_client() -> Option<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("obmen/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .ok()
 }
 
 /// Network failures are transient; the message never carries the URL (it may hold a token).

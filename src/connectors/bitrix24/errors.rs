@@ -43,11 +43,30 @@ pub fn classify(answer: &Answer) -> Option<CallError> {
     let Some((code, description)) = error_of(&answer.body) else {
         return if ok { None } else { classify_http(answer) };
     };
-    let (class, wait) = match code.as_str() {
+    let (class, wait) = class_of(Some(status), &code, reset_wait(&answer.body));
+    let shown = if code.is_empty() { "(no code)" } else { &code };
+    let mut err = CallError::new(
+        class,
+        format!("Bitrix24 answered {status} {shown}: {description}"),
+    );
+    err.status = Some(status);
+    err.retry_after = retry_after(&answer.headers, SystemTime::now()).or(wait);
+    Some(err)
+}
+
+/// The class of a Bitrix24 error code and the wait it asks for; `status` is the HTTP status
+/// when there is one (a command inside a `batch` has none), `reset` the wait until
+/// `time.operating_reset_at` when the answer gave it.
+pub fn class_of(
+    status: Option<u16>,
+    code: &str,
+    reset: Option<Duration>,
+) -> (ErrorClass, Option<Duration>) {
+    match code {
         "QUERY_LIMIT_EXCEEDED" => (ErrorClass::RateLimited, Some(QUERY_LIMIT_WAIT)),
         "OPERATION_TIME_LIMIT" => (
             ErrorClass::RateLimited,
-            Some(reset_wait(&answer.body).unwrap_or(OPERATION_LIMIT_WAIT)),
+            Some(reset.unwrap_or(OPERATION_LIMIT_WAIT)),
         ),
         "OVERLOAD_LIMIT" => (ErrorClass::RateLimited, Some(OVERLOAD_WAIT)),
         "expired_token"
@@ -67,26 +86,26 @@ pub fn classify(answer: &Answer) -> Option<CallError> {
         | "ERROR_BATCH_METHOD_NOT_ALLOWED"
         | "INVALID_REQUEST" => (ErrorClass::Config, None),
         "PORTAL_DELETED" => (ErrorClass::Permanent, None),
-        _ if status >= 500 || status == 408 => (ErrorClass::Transient, None),
-        _ if status == 429 => (ErrorClass::RateLimited, None),
-        _ if status == 401 => (ErrorClass::Auth, None),
-        // A 2xx with an error body, a 400 with bad parameters, "Not found" with an empty code.
-        _ => (ErrorClass::Permanent, None),
-    };
-    let shown = if code.is_empty() { "(no code)" } else { &code };
-    let mut err = CallError::new(
-        class,
-        format!("Bitrix24 answered {status} {shown}: {description}"),
-    );
-    err.status = Some(status);
-    err.retry_after = retry_after(&answer.headers, SystemTime::now()).or(wait);
-    Some(err)
+        "INTERNAL_SERVER_ERROR" | "ERROR_UNEXPECTED_ANSWER" => (ErrorClass::Transient, None),
+        _ => match status {
+            Some(s) if s >= 500 || s == 408 => (ErrorClass::Transient, None),
+            Some(429) => (ErrorClass::RateLimited, None),
+            Some(401) => (ErrorClass::Auth, None),
+            // A 2xx with an error body, a 400 with bad parameters, "Not found" with an empty
+            // code; inside a batch, any other code.
+            _ => (ErrorClass::Permanent, None),
+        },
+    }
 }
 
 /// `time.operating_reset_at` (unix seconds), when an answer carries it.
 fn reset_wait(body: &[u8]) -> Option<Duration> {
     let v: Value = serde_json::from_slice(body).ok()?;
-    let at = v.pointer("/time/operating_reset_at")?.as_f64()?;
+    wait_until(v.pointer("/time/operating_reset_at")?.as_f64()?)
+}
+
+/// The wait until a unix time in seconds (at most 10 minutes); `None` when it has passed.
+pub fn wait_until(at: f64) -> Option<Duration> {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .ok()?

@@ -5,6 +5,7 @@
 //! application token. Facts: `docs/connectors/bitrix24.md`.
 
 mod auth;
+mod batch;
 mod errors;
 mod inbound;
 mod ops;
@@ -21,8 +22,8 @@ use crate::model::ErrorClass;
 
 use super::inbound::{InboundRequest, Refusal};
 use super::{
-    Answer, BoxFuture, BuildCtx, CallError, Connector, InboundDefaults, OutboundRequest, Settings,
-    at,
+    Answer, BoxFuture, BuildCtx, CallError, Connector, InboundDefaults, OutboundRequest, Sender,
+    Settings, at,
 };
 use auth::{Auth, OAuth};
 
@@ -388,6 +389,25 @@ impl Connector for Bitrix24Connector {
         Ok(match result {
             id @ (Value::Number(_) | Value::String(_)) if added => json!({ "id": id }),
             other => other,
+        })
+    }
+
+    /// A `batch` whose commands failed fails the step with the decisive command's error.
+    fn perform<'a>(
+        &'a self,
+        req: OutboundRequest,
+        send: &'a Sender<'a>,
+    ) -> BoxFuture<'a, Result<Value, CallError>> {
+        Box::pin(async move {
+            if method_of(&req.url).eq_ignore_ascii_case("batch") {
+                let args = req.body.clone().unwrap_or(Value::Null);
+                let answer = send(req).await?;
+                return match batch::failure(&args, &answer) {
+                    Some(err) => Err(err),
+                    None => Ok(answer),
+                };
+            }
+            send(req).await
         })
     }
 

@@ -1,0 +1,756 @@
+//! A fake Bitrix24 portal after the checklist of the connector reference (§1.10):
+//! `/rest/<user>/<secret>/<method>.json` and `/rest/<method>.json?auth=`, JSON or form bodies,
+//! `{"result", "time"}` envelopes, pages of 50 with `total`/`next` and the `start=-1` mode,
+//! Bitrix24 error bodies (an empty `error` for CRM "Not found"), a leaky bucket answering
+//! `503 QUERY_LIMIT_EXCEEDED`, access tokens that expire (`401 expired_token`) and an OAuth
+//! server that rotates both tokens, `batch` (halt, `$result[…]`, the `[]`-for-empty quirk),
+//! and a portal that moved: its old address answers `302` to the new one.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+
+pub const WEBHOOK_TOKEN: &str = "wh7k2q9x4b24tok";
+pub const CLIENT_ID: &str = "local.b24app.1";
+pub const CLIENT_SECRET: &str = "client-secret-b24-1";
+
+/// One command of a `batch` call: key, method, query pairs.
+pub type BatchCmd = (String, String, Vec<(String, String)>);
+
+/// A failed call: HTTP status, Bitrix24 code, description.
+type Refusal = (StatusCode, &'static str, String);
+
+/// Classic list methods answer pages of this many.
+pub const PAGE: usize = 50;
+
+#[derive(Default)]
+pub struct Portal {
+    pub deals: BTreeMap<u64, Value>,
+    pub contacts: BTreeMap<u64, Value>,
+    /// Smart-process items by entityTypeId, then id (`crm.item.*`, camelCase fields).
+    pub items: BTreeMap<u64, BTreeMap<u64, Value>>,
+    /// `crm.status.list` rows (`ENTITY_ID`, `STATUS_ID`, `NAME`, `SEMANTICS`, …).
+    pub statuses: Vec<Value>,
+    /// `crm.timeline.comment.add` fields as received.
+    pub comments: Vec<Value>,
+    pub next_id: u64,
+    /// (method, how it was authorized) of each accepted call.
+    pub calls: Vec<(String, String)>,
+    /// The `Host` of each accepted call.
+    pub hosts: Vec<String>,
+    /// The arguments of each accepted call of a list method.
+    pub list_args: Vec<(String, Value)>,
+    /// Leaky bucket: level, last drain, capacity, drain per second.
+    pub level: f64,
+    pub drained_at: Option<Instant>,
+    pub capacity: f64,
+    pub per_second: f64,
+    /// Deal ids of `crm.deal.get` calls, with when and whether the bucket refused them.
+    pub gets: Vec<(String, Instant, bool)>,
+    pub refused_by_bucket: usize,
+    /// OAuth: the access token accepted now, the refresh token that buys the next one.
+    pub access: String,
+    pub refresh: String,
+    /// After this many accepted OAuth calls the access token expires.
+    pub expire_after: Option<usize>,
+    pub oauth_calls: usize,
+    pub expired_answers: usize,
+    pub refreshes: usize,
+    /// Refresh tokens already used: presenting one again is `invalid_grant`.
+    pub spent: Vec<String>,
+    /// The `Host` of each token request.
+    pub token_hosts: Vec<String>,
+    /// The address the refresh answer names as `client_endpoint` and `server_endpoint`.
+    pub endpoint: String,
+    /// Commands of `batch` calls: (key, method, query pairs).
+    pub batch_cmds: Vec<BatchCmd>,
+    /// Catalog product ids whose updates a batch refuses ("Not found").
+    pub missing_products: Vec<String>,
+    /// Methods that answer `QUERY_LIMIT_EXCEEDED` this many more times inside a batch.
+    pub limited_in_batch: BTreeMap<String, usize>,
+    /// The portal moved: a request to the old address (`Fake::url`) answers 302 to this one.
+    pub moved_to: Option<String>,
+    pub redirects: usize,
+}
+
+#[derive(Clone)]
+pub struct Fake {
+    /// The portal's address (`http://127.0.0.1:<port>`).
+    pub url: String,
+    /// A second address of the same portal (another port), for moves and endpoints.
+    pub other_url: String,
+    pub portal: Arc<Mutex<Portal>>,
+}
+
+pub fn envelope_body(result: &Value) -> Value {
+    let t = json!({"start": 1.0, "finish": 1.01, "duration": 0.01, "processing": 0.0,
+        "date_start": "2026-11-27T10:00:00+03:00", "date_finish": "2026-11-27T10:00:00+03:00",
+        "operating_reset_at": 1_800_000_000, "operating": 0});
+    json!({"result": result, "time": t})
+}
+
+fn envelope(result: &Value) -> Response {
+    Json(envelope_body(result)).into_response()
+}
+
+pub fn error(status: StatusCode, code: &str, description: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": code, "error_description": description})),
+    )
+        .into_response()
+}
+
+impl Fake {
+    pub async fn start() -> Fake {
+        let portal = Arc::new(Mutex::new(Portal {
+            next_id: 100,
+            capacity: 50.0,
+            per_second: 2.0,
+            access: "access-0001".into(),
+            refresh: "refresh-0001".into(),
+            ..Portal::default()
+        }));
+        let app = Router::new()
+            .route("/rest/{*rest}", post(rest))
+            .route("/oauth/token/", get(token))
+            .with_state(portal.clone());
+        let mut urls = Vec::new();
+        for _ in 0..2 {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            urls.push(format!("http://{}", listener.local_addr().expect("addr")));
+            let app = app.clone();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+        }
+        let (url, other_url) = (urls[0].clone(), urls[1].clone());
+        portal.lock().expect("portal").endpoint = url.clone();
+        Fake {
+            url,
+            other_url,
+            portal,
+        }
+    }
+
+    pub fn with<T>(&self, f: impl FnOnce(&mut Portal) -> T) -> T {
+        f(&mut self.portal.lock().expect("portal"))
+    }
+}
+
+fn host(headers: &HeaderMap) -> String {
+    headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// `/rest/<user>/<secret>/<method>[.json]` or `/rest/<method>[.json]?auth=<token>`; the
+/// arguments as JSON or as a form (`fields[TITLE]=…`).
+async fn rest(
+    State(portal): State<Arc<Mutex<Portal>>>,
+    Path(rest): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let form = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    let args: Value = if body.is_empty() {
+        json!({})
+    } else if form {
+        nested(&serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body).unwrap_or_default())
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(_) => return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "bad body"),
+        }
+    };
+    let mut p = portal.lock().expect("portal");
+    let host = host(&headers);
+    if let Some(to) = p.moved_to.clone()
+        && !to.ends_with(&host)
+    {
+        // A moved portal: the old address points at the new one, path and query kept.
+        p.redirects += 1;
+        let mut location = format!("{to}/rest/{rest}");
+        if !query.is_empty() {
+            location.push('?');
+            location.push_str(&serde_urlencoded::to_string(&query).expect("query"));
+        }
+        return (StatusCode::FOUND, [("location", location)]).into_response();
+    }
+    let parts: Vec<&str> = rest.split('/').collect();
+    let (method, how) = match parts.as_slice() {
+        [user, secret, method] => {
+            if *user != "1" || *secret != WEBHOOK_TOKEN {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "NO_AUTH_FOUND",
+                    "Wrong authorization data",
+                );
+            }
+            (method.to_string(), "webhook")
+        }
+        [method] => {
+            let token = query
+                .get("auth")
+                .cloned()
+                .or_else(|| args.get("auth").and_then(Value::as_str).map(str::to_owned));
+            let Some(token) = token else {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "NO_AUTH_FOUND",
+                    "Wrong authorization data",
+                );
+            };
+            if p.expire_after.is_some_and(|n| p.oauth_calls >= n) && token == p.access {
+                // The token in use expires now; the next refresh issues a new one.
+                p.access = format!("{}-expired", p.access);
+            }
+            if token != p.access {
+                p.expired_answers += 1;
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "expired_token",
+                    "The access token provided has expired.",
+                );
+            }
+            p.oauth_calls += 1;
+            (method.to_string(), "oauth")
+        }
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "ERROR_METHOD_NOT_FOUND",
+                "Method not found!",
+            );
+        }
+    };
+    let method = method.strip_suffix(".json").unwrap_or(&method).to_owned();
+    // The leaky bucket: every request adds one, the level drains `per_second`.
+    let now = Instant::now();
+    let drained = p.drained_at.map_or(0.0, |at| {
+        now.duration_since(at).as_secs_f64() * p.per_second
+    });
+    p.level = (p.level - drained).max(0.0);
+    p.drained_at = Some(now);
+    let over = p.level + 1.0 > p.capacity;
+    if method == "crm.deal.get" {
+        let id = args["id"].to_string().trim_matches('"').to_owned();
+        p.gets.push((id, now, over));
+    }
+    if over {
+        p.refused_by_bucket += 1;
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "QUERY_LIMIT_EXCEEDED",
+            "Too many requests",
+        );
+    }
+    p.level += 1.0;
+    p.calls.push((method.clone(), how.into()));
+    p.hosts.push(host);
+    if method == "batch" {
+        return batch(&mut p, &args);
+    }
+    match dispatch(&mut p, &method, &args) {
+        Ok(body) => Json(body).into_response(),
+        Err((status, code, description)) => error(status, code, &description),
+    }
+}
+
+/// Form pairs with PHP-style keys (`fields[PHONE][0][VALUE]`) as nested JSON; values stay
+/// strings, as Bitrix24 receives them.
+pub fn nested(pairs: &[(String, String)]) -> Value {
+    let mut root = Map::new();
+    for (key, value) in pairs {
+        let mut path = Vec::new();
+        let (head, mut rest) = key
+            .split_once('[')
+            .map_or((key.as_str(), ""), |(h, r)| (h, r));
+        path.push(head.to_owned());
+        while let Some((segment, after)) = rest.split_once(']') {
+            path.push(segment.to_owned());
+            rest = after.strip_prefix('[').unwrap_or(after);
+        }
+        insert(&mut root, &path, value.clone());
+    }
+    Value::Object(root)
+}
+
+fn insert(map: &mut Map<String, Value>, path: &[String], value: String) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    if rest.is_empty() {
+        map.insert(first.clone(), Value::String(value));
+        return;
+    }
+    let slot = map
+        .entry(first.clone())
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(inner) = slot {
+        insert(inner, rest, value);
+    }
+}
+
+fn id_arg(args: &Value) -> Option<u64> {
+    number(&args["id"])
+}
+
+fn number(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn digits(s: &str) -> String {
+    s.chars().filter(char::is_ascii_digit).collect()
+}
+
+fn not_found() -> Refusal {
+    (StatusCode::BAD_REQUEST, "", "Not found".into())
+}
+
+fn merge(record: &mut Value, fields: Option<&Value>) {
+    if let (Value::Object(r), Some(Value::Object(f))) = (record, fields) {
+        for (k, v) in f {
+            r.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// The whole answer body of one method (`result`, and `total`/`next` for lists).
+fn dispatch(p: &mut Portal, method: &str, args: &Value) -> Result<Value, Refusal> {
+    let ok = |v: Value| Ok(envelope_body(&v));
+    match method {
+        "server.time" => ok(json!("2026-11-27T10:00:00+03:00")),
+        "crm.deal.get" => match id_arg(args).and_then(|id| p.deals.get(&id)) {
+            Some(deal) => ok(deal.clone()),
+            None => Err(not_found()),
+        },
+        "crm.contact.get" => match id_arg(args).and_then(|id| p.contacts.get(&id)) {
+            Some(contact) => ok(contact.clone()),
+            None => Err(not_found()),
+        },
+        "crm.deal.update" | "crm.contact.update" => {
+            let Some(id) = id_arg(args) else {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    "",
+                    "ID is not defined or invalid.".into(),
+                ));
+            };
+            let table = if method == "crm.deal.update" {
+                &mut p.deals
+            } else {
+                &mut p.contacts
+            };
+            let record = table.get_mut(&id).ok_or_else(not_found)?;
+            merge(record, args.get("fields"));
+            ok(json!(true))
+        }
+        "crm.contact.add" | "crm.deal.add" => {
+            let Some(fields) = args.get("fields").filter(|f| f.is_object()) else {
+                return Err((StatusCode::BAD_REQUEST, "", "fields required".into()));
+            };
+            p.next_id += 1;
+            let id = p.next_id;
+            let mut record = fields.clone();
+            record["ID"] = json!(id.to_string());
+            if method == "crm.contact.add" {
+                p.contacts.insert(id, record);
+            } else {
+                p.deals.insert(id, record);
+            }
+            ok(json!(id))
+        }
+        "catalog.product.update" | "crm.product.update" => {
+            match args["id"]
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| id_arg(args).map(|i| i.to_string()))
+            {
+                Some(id) if !p.missing_products.contains(&id) => ok(json!(true)),
+                _ => Err(not_found()),
+            }
+        }
+        "crm.duplicate.findbycomm" => {
+            if args["type"] != "PHONE" && args["type"] != "EMAIL" {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    "",
+                    "Communication type is not defined.".into(),
+                ));
+            }
+            let wanted: Vec<String> = args["values"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).map(digits).collect())
+                .unwrap_or_default();
+            let hits: Vec<u64> = p
+                .contacts
+                .iter()
+                .filter(|(_, c)| {
+                    c["PHONE"].as_array().into_iter().flatten().any(|ph| {
+                        wanted.contains(&digits(ph["VALUE"].as_str().unwrap_or_default()))
+                    })
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            if hits.is_empty() {
+                // Empty collections are serialized as `[]`.
+                ok(json!([]))
+            } else {
+                ok(json!({"CONTACT": hits}))
+            }
+        }
+        "crm.contact.list" | "crm.deal.list" => {
+            p.list_args.push((method.to_owned(), args.clone()));
+            let rows: Vec<Value> = if method == "crm.contact.list" {
+                p.contacts.values().cloned().collect()
+            } else {
+                p.deals.values().cloned().collect()
+            };
+            list(rows, args, "ID", false)
+        }
+        "crm.status.list" => {
+            let filter = args["filter"].as_object().cloned().unwrap_or_default();
+            let rows: Vec<Value> = p
+                .statuses
+                .iter()
+                .filter(|s| filter.iter().all(|(k, v)| &s[k] == v))
+                .cloned()
+                .collect();
+            ok(Value::Array(rows))
+        }
+        "crm.timeline.comment.add" => {
+            // Lower-case `fields` since crm 23.100.0.
+            let fields = args.get("fields").cloned().unwrap_or(Value::Null);
+            let entity_id = number(&fields["ENTITY_ID"]);
+            let known = match (fields["ENTITY_TYPE"].as_str(), entity_id) {
+                (Some("deal"), Some(id)) => p.deals.contains_key(&id),
+                (Some("contact"), Some(id)) => p.contacts.contains_key(&id),
+                _ => false,
+            };
+            if !known {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    "",
+                    "Entity not found or ENTITY_TYPE is wrong".into(),
+                ));
+            }
+            if fields["COMMENT"].as_str().is_none_or(str::is_empty) {
+                return Err((StatusCode::BAD_REQUEST, "", "Empty comment".into()));
+            }
+            p.next_id += 1;
+            p.comments.push(fields);
+            ok(json!(p.next_id))
+        }
+        m if m.starts_with("crm.item.") => item(p, &m["crm.item.".len()..], args),
+        _ => Err((
+            StatusCode::NOT_FOUND,
+            "ERROR_METHOD_NOT_FOUND",
+            "Method not found!".into(),
+        )),
+    }
+}
+
+/// `crm.item.*`: camelCase fields, answers under `item` / `items`.
+fn item(p: &mut Portal, action: &str, args: &Value) -> Result<Value, Refusal> {
+    let Some(type_id) = number(&args["entityTypeId"]) else {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "NOT_FOUND",
+            "Smart process not found".into(),
+        ));
+    };
+    let Some(items) = p.items.get_mut(&type_id) else {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "NOT_FOUND",
+            "Smart process not found".into(),
+        ));
+    };
+    match action {
+        "get" => match id_arg(args).and_then(|id| items.get(&id)) {
+            Some(i) => Ok(envelope_body(&json!({"item": i}))),
+            None => Err((
+                StatusCode::BAD_REQUEST,
+                "NOT_FOUND",
+                "Element not found".into(),
+            )),
+        },
+        "add" => {
+            let fields = args.get("fields").cloned().unwrap_or(json!({}));
+            let id = items.keys().max().map_or(1, |m| m + 1);
+            let mut record = fields;
+            record["id"] = json!(id);
+            record["entityTypeId"] = json!(type_id);
+            items.insert(id, record.clone());
+            Ok(envelope_body(&json!({"item": record})))
+        }
+        "update" => {
+            let record = id_arg(args).and_then(|id| items.get_mut(&id)).ok_or((
+                StatusCode::BAD_REQUEST,
+                "NOT_FOUND",
+                "Element not found".into(),
+            ))?;
+            merge(record, args.get("fields"));
+            let out = record.clone();
+            Ok(envelope_body(&json!({"item": out})))
+        }
+        "list" => {
+            let rows: Vec<Value> = items.values().cloned().collect();
+            let mut body = list(rows, args, "id", true)?;
+            let rows = body["result"].take();
+            body["result"] = json!({"items": rows});
+            Ok(body)
+        }
+        _ => Err((
+            StatusCode::NOT_FOUND,
+            "ERROR_METHOD_NOT_FOUND",
+            "Method not found!".into(),
+        )),
+    }
+}
+
+/// A classic list: `filter` with the prefixes `>`, `>=`, `<`, `<=`, `=`, `!` (numbers compare
+/// as numbers), `order`, `select`, pages of 50 from `start` with `total` and `next`; `start=-1`
+/// gives the first 50 without counting (no `total`, no `next`). An unknown filter field of
+/// `crm.item.list` is `INVALID_ARG_VALUE`.
+fn list(rows: Vec<Value>, args: &Value, id_field: &str, strict: bool) -> Result<Value, Refusal> {
+    let filter = args["filter"].as_object().cloned().unwrap_or_default();
+    let mut conds = Vec::new();
+    for (key, want) in &filter {
+        let (op, field) = ["!=", ">=", "<=", ">", "<", "=", "!"]
+            .iter()
+            .find_map(|op| key.strip_prefix(op).map(|f| (*op, f)))
+            .unwrap_or(("=", key.as_str()));
+        if strict && field != id_field && !rows.iter().any(|r| r.get(field).is_some()) {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARG_VALUE",
+                format!("Invalid filter: field '{field}' is not allowed in filter"),
+            ));
+        }
+        conds.push((op, field.to_owned(), want.clone()));
+    }
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let compare = |got: &Value, want: &Value| match (number(got), number(want)) {
+        (Some(a), Some(b)) => a.cmp(&b),
+        _ => text(got).cmp(&text(want)),
+    };
+    let mut hits: Vec<Value> = rows
+        .into_iter()
+        .filter(|r| {
+            conds.iter().all(|(op, field, want)| {
+                let got = r.get(field).cloned().unwrap_or(Value::Null);
+                let ord = compare(&got, want);
+                match *op {
+                    ">" => ord.is_gt(),
+                    ">=" => ord.is_ge(),
+                    "<" => ord.is_lt(),
+                    "<=" => ord.is_le(),
+                    "!" | "!=" => ord.is_ne(),
+                    _ => ord.is_eq(),
+                }
+            })
+        })
+        .collect();
+    if let Some((field, dir)) = args["order"].as_object().and_then(|o| o.iter().next()) {
+        hits.sort_by(|a, b| compare(&a[field.as_str()], &b[field.as_str()]));
+        if dir.as_str().is_some_and(|d| d.eq_ignore_ascii_case("DESC")) {
+            hits.reverse();
+        }
+    }
+    let select: Vec<String> = args["select"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let pick = |r: Value| {
+        if select.is_empty() || select.iter().any(|s| s == "*") {
+            return r;
+        }
+        let mut picked = Map::new();
+        for field in &select {
+            picked.insert(field.clone(), r[field.as_str()].clone());
+        }
+        Value::Object(picked)
+    };
+    let start = match &args["start"] {
+        Value::Number(n) => n.as_i64().unwrap_or(0),
+        Value::String(s) => s.parse().unwrap_or(0),
+        _ => 0,
+    };
+    if start < 0 {
+        let page: Vec<Value> = hits.into_iter().take(PAGE).map(pick).collect();
+        return Ok(envelope_body(&Value::Array(page)));
+    }
+    let start = usize::try_from(start).unwrap_or(0);
+    let total = hits.len();
+    let page: Vec<Value> = hits.into_iter().skip(start).take(PAGE).map(pick).collect();
+    let mut body = envelope_body(&Value::Array(page));
+    body["total"] = json!(total);
+    if start + PAGE < total {
+        body["next"] = json!(start + PAGE);
+    }
+    Ok(body)
+}
+
+/// `batch`: each command runs like a call of its own (query-string arguments, `$result[k][f]`
+/// replaced by an earlier result); `halt` stops at the first failure. HTTP 200 whatever the
+/// commands did; empty collections are `[]`.
+fn batch(p: &mut Portal, args: &Value) -> Response {
+    let Some(cmd) = args["cmd"].as_object() else {
+        return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "cmd required");
+    };
+    if cmd.len() > 50 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "ERROR_BATCH_LENGTH_EXCEEDED",
+            "Max batch length exceeded",
+        );
+    }
+    let halt = matches!(&args["halt"], Value::Number(n) if n.as_i64() != Some(0))
+        || args["halt"] == json!(true);
+    let (mut result, mut errors) = (Map::new(), Map::new());
+    let (mut totals, mut nexts, mut times) = (Map::new(), Map::new(), Map::new());
+    for (key, line) in cmd {
+        let line = substitute(line.as_str().unwrap_or_default(), &result);
+        let (method, query) = line.split_once('?').unwrap_or((&line, ""));
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+        p.batch_cmds
+            .push((key.clone(), method.to_owned(), pairs.clone()));
+        let limited = p.limited_in_batch.get_mut(method).filter(|n| **n > 0);
+        let answer = if method == "batch" {
+            Err((
+                StatusCode::METHOD_NOT_ALLOWED,
+                "ERROR_BATCH_METHOD_NOT_ALLOWED",
+                "Method is not allowed for batch usage".into(),
+            ))
+        } else if let Some(n) = limited {
+            *n -= 1;
+            Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "QUERY_LIMIT_EXCEEDED",
+                "Too many requests".into(),
+            ))
+        } else {
+            dispatch(p, method, &nested(&pairs))
+        };
+        match answer {
+            Ok(mut body) => {
+                result.insert(key.clone(), body["result"].take());
+                if let Some(t) = body.get("total") {
+                    totals.insert(key.clone(), t.clone());
+                }
+                if let Some(n) = body.get("next") {
+                    nexts.insert(key.clone(), n.clone());
+                }
+                times.insert(key.clone(), body["time"].take());
+            }
+            Err((_, code, description)) => {
+                errors.insert(
+                    key.clone(),
+                    json!({"error": code, "error_description": description}),
+                );
+                if halt {
+                    break;
+                }
+            }
+        }
+    }
+    let obj_or_list = |m: Map<String, Value>| {
+        if m.is_empty() {
+            json!([])
+        } else {
+            Value::Object(m)
+        }
+    };
+    envelope(&json!({
+        "result": obj_or_list(result), "result_error": obj_or_list(errors),
+        "result_total": obj_or_list(totals), "result_next": obj_or_list(nexts),
+        "result_time": obj_or_list(times)
+    }))
+}
+
+/// `$result[key][field]` → that field of an earlier command's result.
+fn substitute(line: &str, results: &Map<String, Value>) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(at) = rest.find("$result[") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + "$result[".len()..];
+        let parsed = tail.split_once(']').and_then(|(key, after)| {
+            let after = after.strip_prefix('[')?;
+            let (field, after) = after.split_once(']')?;
+            Some((key, field, after))
+        });
+        let Some((key, field, after)) = parsed else {
+            out.push_str("$result[");
+            rest = tail;
+            continue;
+        };
+        let value = &results.get(key).cloned().unwrap_or(Value::Null)[field];
+        out.push_str(&match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `GET /oauth/token/?grant_type=refresh_token&client_id&client_secret&refresh_token`: a new
+/// pair each time; the refresh token used is spent.
+async fn token(
+    State(portal): State<Arc<Mutex<Portal>>>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let mut p = portal.lock().expect("portal");
+    p.token_hosts.push(host(&headers));
+    let ok = q.get("grant_type").map(String::as_str) == Some("refresh_token")
+        && q.get("client_id").map(String::as_str) == Some(CLIENT_ID)
+        && q.get("client_secret").map(String::as_str) == Some(CLIENT_SECRET)
+        && q.get("refresh_token") == Some(&p.refresh);
+    if !ok {
+        return error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid grant");
+    }
+    let spent = p.refresh.clone();
+    p.spent.push(spent);
+    p.refreshes += 1;
+    p.access = format!("access-{:04}", p.refreshes + 1);
+    p.refresh = format!("refresh-{:04}", p.refreshes + 1);
+    p.expire_after = None;
+    let endpoint = p.endpoint.clone();
+    Json(json!({
+        "access_token": p.access, "refresh_token": p.refresh, "expires_in": 3600,
+        "expires": 1_800_000_000, "client_endpoint": format!("{endpoint}/rest/"),
+        "server_endpoint": format!("{endpoint}/rest/"), "domain": "oauth.bitrix24.tech",
+        "member_id": "0f3c", "scope": "crm", "status": "L", "user_id": 1
+    }))
+    .into_response()
+}
