@@ -7,6 +7,7 @@ pub mod bitrix24;
 pub mod http;
 pub mod inbound;
 pub mod moysklad;
+pub mod onec;
 pub mod signing;
 pub mod transport;
 
@@ -301,7 +302,9 @@ pub fn build(
             .map(|c| Arc::new(c) as Arc<dyn Connector>),
         "moysklad" => moysklad::MoySkladConnector::build(table, &path, ctx)
             .map(|c| Arc::new(c) as Arc<dyn Connector>),
-        "onec" | "trustme" | "pkb" | "adata" | "hh" | "huntflow" | "telegram" | "whatsapp"
+        "onec" => onec::OnecConnector::build(table, &path, ctx)
+            .map(|c| Arc::new(c) as Arc<dyn Connector>),
+        "trustme" | "pkb" | "adata" | "hh" | "huntflow" | "telegram" | "whatsapp"
         | "asterisk" => {
             let mut at = path;
             at.push(PathSeg::Key("kind".into()));

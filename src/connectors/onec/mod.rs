@@ -1,0 +1,5 @@
+//! 1C:Enterprise connectors (`kind = "onec"`).
+
+pub mod odata;
+
+pub use odata::OnecConnector;
