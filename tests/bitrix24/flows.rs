@@ -104,3 +104,121 @@ async fn a_failed_batch_command_fails_its_step_classified_and_named() {
         "{failed:#}"
     );
 }
+
+/// An order from a shop becomes a MoySklad counterparty; when MoySklad refuses it, the
+/// reason (masked: the customer's phone is personal data) is written onto the Bitrix24 deal
+/// as a timeline comment by the flow's `on_failure`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reason_of_a_failed_exchange_is_written_onto_the_deal() {
+    let fake = Fake::start().await;
+    seed(&fake);
+    let ms = super::ms_fake::FakeMs::start().await;
+    let flows = format!(
+        r#"
+[systems.sklad]
+kind = "moysklad"
+base_url = "{base}"
+token = "{token}"
+
+[[flows]]
+name = "shop-order"
+trigger = {{ manual = {{}} }}
+external_id = ".deal"
+mask = [".phone"]
+retry = {{ max_attempts = 1 }}
+on_failure = {{ notify = "b24", op = "crm.timeline.comment.add", args = '{{fields: {{ENTITY_TYPE: "deal", ENTITY_ID: .trigger.external_id, COMMENT: ("obmen: exchange " + (.trigger.exchange_id | tostring) + " failed at step " + .trigger.error.step + ": " + .trigger.error.message)}}}}' }}
+steps = [
+  {{ name = "counterparty", upsert = "sklad.counterparty", match = ["externalCode"], args = '{{name: .trigger.name, externalCode: ("shop-" + .trigger.deal), phone: (.trigger.phone | tonumber)}}' }},
+]
+"#,
+        base = ms.base,
+        token = super::ms_fake::TOKEN
+    );
+    let app = App::start(&[webhook_system(&fake, ""), flows].concat()).await;
+    let phone = "77010000005";
+    let id = app
+        .run_with(
+            "shop-order",
+            &json!({"deal": "5", "name": "Aigul", "phone": phone}),
+        )
+        .await;
+    let failed = app.wait_for(id, "failed").await;
+    let reason = failed["last_error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.starts_with("MoySklad HTTP 400: 2016:"), "{failed:#}");
+    assert!(!reason.contains(phone), "the phone is masked: {reason}");
+    let comment = wait_for(|| fake.with(|p| p.comments.first().cloned())).await;
+    assert_eq!(comment["ENTITY_TYPE"], "deal");
+    assert_eq!(comment["ENTITY_ID"], "5");
+    assert_eq!(
+        comment["COMMENT"],
+        format!("obmen: exchange {id} failed at step counterparty: {reason}")
+    );
+    // The notice is an exchange of the alert flow, journaled like any other. The digest that
+    // the flow's first failure also sends ("errors.started") names no record: that alert is
+    // rejected, saying why (an alert flow cannot skip digests yet).
+    let mut statuses = Vec::new();
+    for _ in 0..200 {
+        let alerts = app.list("flow=shop-order:alerts").await;
+        statuses = alerts
+            .iter()
+            .map(|a| {
+                (
+                    a["status"].as_str().unwrap_or_default().to_owned(),
+                    a["external_id"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        statuses.sort();
+        if statuses.len() == 2
+            && statuses
+                .iter()
+                .all(|(s, _)| s != "queued" && s != "running")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        statuses,
+        [
+            ("rejected".to_owned(), format!("errors.started:{id}")),
+            ("succeeded".to_owned(), format!("failed:{id}:1")),
+        ]
+    );
+    let rejected = app.list("flow=shop-order:alerts&status=rejected").await;
+    let detail = app.exchange(rejected[0]["id"].as_u64().expect("id")).await;
+    assert_eq!(
+        detail["last_error"]["message"], "`crm.timeline.comment.add` needs `fields.ENTITY_ID`",
+        "{detail:#}"
+    );
+    fake.with(|p| assert_eq!(p.comments.len(), 1));
+}
+
+impl App {
+    async fn list(&self, query: &str) -> Vec<serde_json::Value> {
+        let response = self
+            .client
+            .get(format!("{}/api/exchanges?{query}", self.base))
+            .bearer_auth(super::ADMIN)
+            .send()
+            .await
+            .expect("obmen answers");
+        let page: serde_json::Value = response.json().await.expect("json");
+        page["items"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// Polls `probe` until it gives something.
+pub async fn wait_for<T>(probe: impl Fn() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + super::WAIT;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}

@@ -279,27 +279,7 @@ impl Connector for Bitrix24Connector {
                 format!("`{op}` is not a Bitrix24 method"),
             ));
         }
-        if op.eq_ignore_ascii_case("batch") {
-            let commands = args.get("cmd").and_then(Value::as_object).map(Map::len);
-            match commands {
-                Some(1..=ops::BATCH_MAX) => {}
-                Some(n @ 1..) => {
-                    return Err(CallError::new(
-                        ErrorClass::Input,
-                        format!(
-                            "a batch takes at most {} commands, this one has {n}",
-                            ops::BATCH_MAX
-                        ),
-                    ));
-                }
-                _ => {
-                    return Err(CallError::new(
-                        ErrorClass::Input,
-                        "a batch needs `cmd`: an object of commands",
-                    ));
-                }
-            }
-        }
+        ops::check_args(op, args)?;
         Ok(self.method_request(op, args.clone()))
     }
 

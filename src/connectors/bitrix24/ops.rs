@@ -3,6 +3,9 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::connectors::CallError;
+use crate::model::ErrorClass;
+
 /// Method families a flow may call (`call = "b24.crm.deal.get"`); the rest of the name is
 /// checked for shape only, since Bitrix24 adds methods with every release.
 const FAMILIES: &[&str] = &[
@@ -79,6 +82,47 @@ pub fn is_mutating(method: &str) -> bool {
     }
     let last = lower.rsplit('.').next().unwrap_or_default();
     !READING.contains(&last)
+}
+
+/// Arguments a method cannot do without, checked before sending: the call would fail at
+/// Bitrix24 anyway, with a less helpful message.
+pub fn check_args(method: &str, args: &Value) -> Result<(), CallError> {
+    let input = |m: String| Err(CallError::new(ErrorClass::Input, m));
+    match method.to_ascii_lowercase().as_str() {
+        "batch" => match args.get("cmd").and_then(Value::as_object).map(Map::len) {
+            Some(1..=BATCH_MAX) => Ok(()),
+            Some(n @ 1..) => input(format!(
+                "a batch takes at most {BATCH_MAX} commands, this one has {n}"
+            )),
+            _ => input("a batch needs `cmd`: an object of commands".into()),
+        },
+        "crm.timeline.comment.add" => {
+            if args.get("FIELDS").is_some() {
+                return input(
+                    "`crm.timeline.comment.add` takes lower-case `fields` (crm 23.100.0 and later)"
+                        .into(),
+                );
+            }
+            let field = |name: &str| args.get("fields").and_then(|f| f.get(name));
+            let missing: Vec<&str> = ["ENTITY_ID", "ENTITY_TYPE", "COMMENT"]
+                .into_iter()
+                .filter(|name| match field(name) {
+                    Some(Value::String(s)) => s.trim().is_empty(),
+                    Some(Value::Number(_)) => false,
+                    _ => true,
+                })
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                input(format!(
+                    "`crm.timeline.comment.add` needs `fields.{}`",
+                    missing.join("`, `fields.")
+                ))
+            }
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `CONTACT` for `crm.contact`; `None` for entities the duplicate search does not know.
