@@ -29,6 +29,19 @@ pub type BatchCmd = (String, String, Vec<(String, String)>);
 /// A failed call: HTTP status, Bitrix24 code, description.
 type Refusal = (StatusCode, &'static str, String);
 
+/// Fields of a smart-process item a `crm.item.list` filter may name (besides `ufCrm…`).
+const ITEM_FIELDS: &[&str] = &[
+    "id",
+    "title",
+    "xmlId",
+    "stageId",
+    "categoryId",
+    "opportunity",
+    "assignedById",
+    "createdTime",
+    "updatedTime",
+];
+
 /// Classic list methods answer pages of this many.
 pub const PAGE: usize = 50;
 
@@ -424,7 +437,7 @@ fn dispatch(p: &mut Portal, method: &str, args: &Value) -> Result<Value, Refusal
             } else {
                 p.deals.values().cloned().collect()
             };
-            list(rows, args, "ID", false)
+            list(rows, args, false)
         }
         "crm.status.list" => {
             let filter = args["filter"].as_object().cloned().unwrap_or_default();
@@ -514,7 +527,7 @@ fn item(p: &mut Portal, action: &str, args: &Value) -> Result<Value, Refusal> {
         }
         "list" => {
             let rows: Vec<Value> = items.values().cloned().collect();
-            let mut body = list(rows, args, "id", true)?;
+            let mut body = list(rows, args, true)?;
             let rows = body["result"].take();
             body["result"] = json!({"items": rows});
             Ok(body)
@@ -531,7 +544,7 @@ fn item(p: &mut Portal, action: &str, args: &Value) -> Result<Value, Refusal> {
 /// as numbers), `order`, `select`, pages of 50 from `start` with `total` and `next`; `start=-1`
 /// gives the first 50 without counting (no `total`, no `next`). An unknown filter field of
 /// `crm.item.list` is `INVALID_ARG_VALUE`.
-fn list(rows: Vec<Value>, args: &Value, id_field: &str, strict: bool) -> Result<Value, Refusal> {
+fn list(rows: Vec<Value>, args: &Value, strict: bool) -> Result<Value, Refusal> {
     let filter = args["filter"].as_object().cloned().unwrap_or_default();
     let mut conds = Vec::new();
     for (key, want) in &filter {
@@ -539,7 +552,7 @@ fn list(rows: Vec<Value>, args: &Value, id_field: &str, strict: bool) -> Result<
             .iter()
             .find_map(|op| key.strip_prefix(op).map(|f| (*op, f)))
             .unwrap_or(("=", key.as_str()));
-        if strict && field != id_field && !rows.iter().any(|r| r.get(field).is_some()) {
+        if strict && !ITEM_FIELDS.contains(&field) && !field.starts_with("ufCrm") {
             return Err((
                 StatusCode::BAD_REQUEST,
                 "INVALID_ARG_VALUE",

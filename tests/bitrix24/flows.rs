@@ -6,6 +6,9 @@ use serde_json::json;
 use super::fake::Fake;
 use super::{App, webhook_system};
 
+/// The fake's bucket is 50 deep: tests that make a few calls need not wait for the default 2/s.
+const FAST: &str = "rate_limit = \"50/s\"";
+
 const MANUAL_BATCH: &str = r#"
 [[flows]]
 name = "batch"
@@ -38,7 +41,7 @@ async fn a_failed_batch_command_fails_its_step_classified_and_named() {
     fake.with(|p| {
         p.limited_in_batch.insert("crm.contact.update".into(), 1);
     });
-    let app = App::start(&[webhook_system(&fake, ""), MANUAL_BATCH.into()].concat()).await;
+    let app = App::start(&[webhook_system(&fake, FAST), MANUAL_BATCH.into()].concat()).await;
     let cmd = json!({
         "deal": "crm.deal.get?id=5",
         "contact": "crm.contact.update?id=$result[deal][CONTACT_ID]&fields[NAME]=From%20batch",
@@ -134,7 +137,7 @@ steps = [
         base = ms.base,
         token = super::ms_fake::TOKEN
     );
-    let app = App::start(&[webhook_system(&fake, ""), flows].concat()).await;
+    let app = App::start(&[webhook_system(&fake, FAST), flows].concat()).await;
     let phone = "77010000005";
     let id = app
         .run_with(
@@ -221,4 +224,98 @@ pub async fn wait_for<T>(probe: impl Fn() -> Option<T>) -> T {
         assert!(std::time::Instant::now() < deadline, "timed out");
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
+}
+
+const DEAL_TO_SPA: &str = r#"
+[[flows]]
+name = "deal-to-spa"
+trigger = { webhook = { system = "b24" } }
+status_maps.deal_to_spa = { "NEW" = "DT1038_7:NEW", "WON" = "DT1038_7:SUCCESS", "LOSE" = "DT1038_7:FAIL" }
+steps = [
+  { name = "deal", call = "b24.crm.deal.get", args = '{id: .trigger.data.FIELDS.ID}', as = "deal" },
+  { name = "stages", call = "b24.crm.status.list", args = '{filter: {ENTITY_ID: "DEAL_STAGE"}, order: {SORT: "ASC"}}', as = "stages" },
+  { name = "item", upsert = "b24.crm.item.1038", match = ["xmlId"], args = '''
+      .deal as $d | {title: $d.TITLE, xmlId: ("deal-" + $d.ID), stageId: ($d.STAGE_ID | status("deal_to_spa")),
+       ufCrm7StageName: ([.stages[] | select(.STATUS_ID == $d.STAGE_ID) | .NAME] | first)}''' },
+]
+"#;
+
+/// A deal's stage read against `crm.status.list` and mapped by a status map onto the stages
+/// of a smart process, whose item is upserted (`crm.item.list` by `xmlId`, then
+/// `crm.item.add` or `crm.item.update`, answers under `item`/`items`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deal_stages_map_onto_a_smart_process_item() {
+    let fake = Fake::start().await;
+    fake.with(|p| {
+        for (id, stage) in [(5, "NEW"), (6, "WON"), (8, "C2:WON")] {
+            p.deals.insert(
+                id,
+                json!({"ID": id.to_string(), "TITLE": format!("Deal {id}"), "STAGE_ID": stage}),
+            );
+        }
+        for (sort, status, name) in [(10, "NEW", "New"), (60, "WON", "Deal won"), (70, "LOSE", "Deal lost")] {
+            p.statuses.push(json!({"ID": sort.to_string(), "ENTITY_ID": "DEAL_STAGE", "STATUS_ID": status,
+                "NAME": name, "SORT": sort.to_string(), "SYSTEM": "Y", "CATEGORY_ID": null}));
+        }
+        p.statuses.push(json!({"ID": "90", "ENTITY_ID": "SOURCE", "STATUS_ID": "WEB", "NAME": "Website"}));
+        // Deal 6 has its item already (made by hand): found by xmlId, not created again.
+        let mut items = std::collections::BTreeMap::new();
+        items.insert(
+            40,
+            json!({"id": 40, "entityTypeId": 1038, "title": "by hand", "xmlId": "deal-6", "stageId": "DT1038_7:NEW"}),
+        );
+        p.items.insert(1038, items);
+    });
+    let app = App::start(&[webhook_system(&fake, FAST), DEAL_TO_SPA.into()].concat()).await;
+
+    let (_, answer) = app.event("deal-to-spa", 5, 1, super::APP_TOKEN).await;
+    let created = app.wait_for(super::id_of(&answer), "succeeded").await;
+    let out = &created["steps"][2]["output"];
+    assert_eq!(out["action"], "created", "{created:#}");
+    assert_eq!(out["id"], "41");
+    assert_eq!(out["response"]["item"]["stageId"], "DT1038_7:NEW");
+    let stages = created["steps"][1]["output"].as_array().map(Vec::len);
+    assert_eq!(stages, Some(3), "only the DEAL_STAGE directory");
+
+    let (_, answer) = app.event("deal-to-spa", 6, 2, super::APP_TOKEN).await;
+    let updated = app.wait_for(super::id_of(&answer), "succeeded").await;
+    assert_eq!(
+        updated["steps"][2]["output"]["action"], "updated",
+        "{updated:#}"
+    );
+    assert_eq!(updated["steps"][2]["output"]["id"], "40");
+
+    // A stage the status map does not know: rejected, no item guessed.
+    let (_, answer) = app.event("deal-to-spa", 8, 3, super::APP_TOKEN).await;
+    let rejected = app.wait_for(super::id_of(&answer), "rejected").await;
+    assert!(
+        rejected["last_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("deal_to_spa") && m.contains("C2:WON")),
+        "{rejected:#}"
+    );
+    fake.with(|p| {
+        let items = &p.items[&1038];
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[&41]["xmlId"], "deal-5");
+        assert_eq!(items[&41]["ufCrm7StageName"], "New");
+        assert_eq!(items[&40]["stageId"], "DT1038_7:SUCCESS");
+        assert_eq!(items[&40]["ufCrm7StageName"], "Deal won");
+        assert_eq!(items[&40]["title"], "Deal 6");
+        let methods: Vec<&str> = p
+            .calls
+            .iter()
+            .map(|(m, _)| m.as_str())
+            .filter(|m| m.starts_with("crm.item."))
+            .collect();
+        assert_eq!(
+            methods,
+            [
+                "crm.item.list",
+                "crm.item.add",
+                "crm.item.list",
+                "crm.item.update"
+            ]
+        );
+    });
 }

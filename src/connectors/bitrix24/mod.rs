@@ -112,7 +112,7 @@ impl Bitrix24Connector {
     }
 
     fn entity(&self, entity: &str) -> Result<(), CallError> {
-        if ops::ENTITIES.contains(&entity) {
+        if ops::is_entity(entity) {
             Ok(())
         } else {
             Err(CallError::new(
@@ -269,7 +269,7 @@ impl Connector for Bitrix24Connector {
     }
 
     fn has_entity(&self, entity: &str) -> bool {
-        ops::ENTITIES.contains(&entity)
+        ops::is_entity(entity)
     }
 
     fn op_request(&self, op: &str, args: &Value) -> Result<OutboundRequest, CallError> {
@@ -295,7 +295,8 @@ impl Connector for Bitrix24Connector {
 
     fn create_request(&self, entity: &str, record: &Value) -> Result<OutboundRequest, CallError> {
         self.entity(entity)?;
-        Ok(self.method_request(&format!("{entity}.add"), json!({ "fields": record })))
+        let (method, args) = ops::create(entity, record);
+        Ok(self.method_request(&method, args))
     }
 
     fn update_request(
@@ -305,10 +306,8 @@ impl Connector for Bitrix24Connector {
         record: &Value,
     ) -> Result<OutboundRequest, CallError> {
         self.entity(entity)?;
-        Ok(self.method_request(
-            &format!("{entity}.update"),
-            json!({ "id": id, "fields": record }),
-        ))
+        let (method, args) = ops::update(entity, id, record);
+        Ok(self.method_request(&method, args))
     }
 
     fn found_records(&self, entity: &str, answer: Value) -> Result<Vec<Value>, CallError> {
@@ -368,6 +367,15 @@ impl Connector for Bitrix24Connector {
         let added = method.ends_with(".add");
         Ok(match result {
             id @ (Value::Number(_) | Value::String(_)) if added => json!({ "id": id }),
+            // `crm.item.add|update` answer `{"item": {…}}`: its id is lifted beside it.
+            Value::Object(mut o)
+                if matches!(method.as_str(), "crm.item.add" | "crm.item.update") =>
+            {
+                if let Some(id) = o.get("item").and_then(|i| i.get("id")).cloned() {
+                    o.insert("id".into(), id);
+                }
+                Value::Object(o)
+            }
             other => other,
         })
     }
@@ -453,6 +461,7 @@ mod tests {
         assert!(!req.mutating);
         assert!(c.has_op("crm.timeline.comment.add") && !c.has_op("nope"));
         assert!(c.has_entity("crm.contact") && !c.has_entity("crm.item"));
+        assert!(c.has_entity("crm.item.1038"));
         let cmd: Map<String, Value> = (0..51)
             .map(|i| (format!("c{i}"), json!("crm.deal.get?id=1")))
             .collect();

@@ -57,6 +57,46 @@ pub const BATCH_MAX: usize = 50;
 
 pub const ENTITIES: &[&str] = &["crm.lead", "crm.deal", "crm.contact", "crm.company"];
 
+/// The `entityTypeId` of a smart-process entity name, `crm.item.<entityTypeId>`
+/// (`crm.item.1038`; 1 lead, 2 deal, 3 contact, 4 company and 31 invoice work too).
+pub fn item_type(entity: &str) -> Option<u64> {
+    let id = entity.strip_prefix("crm.item.")?;
+    if id.is_empty() || id.len() > 9 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    id.parse().ok().filter(|n| *n > 0)
+}
+
+/// Whether an upsert may name `entity`.
+pub fn is_entity(entity: &str) -> bool {
+    ENTITIES.contains(&entity) || item_type(entity).is_some()
+}
+
+/// The method and arguments that create a record of `entity`.
+pub fn create(entity: &str, record: &Value) -> (String, Value) {
+    match item_type(entity) {
+        Some(t) => (
+            "crm.item.add".into(),
+            json!({"entityTypeId": t, "fields": record}),
+        ),
+        None => (format!("{entity}.add"), json!({ "fields": record })),
+    }
+}
+
+/// The method and arguments that change record `id` of `entity`.
+pub fn update(entity: &str, id: &str, record: &Value) -> (String, Value) {
+    match item_type(entity) {
+        Some(t) => (
+            "crm.item.update".into(),
+            json!({"entityTypeId": t, "id": id, "fields": record}),
+        ),
+        None => (
+            format!("{entity}.update"),
+            json!({ "id": id, "fields": record }),
+        ),
+    }
+}
+
 /// Whether `name` is a Bitrix24 method a flow may call.
 pub fn is_method(name: &str) -> bool {
     let shaped = !name.is_empty()
@@ -190,6 +230,13 @@ pub fn find(entity: &str, criteria: &Map<String, Value>) -> (String, Value) {
             );
         }
     }
+    if let Some(t) = item_type(entity) {
+        // camelCase fields; a filter key without a prefix is an exact match.
+        return (
+            "crm.item.list".into(),
+            json!({"entityTypeId": t, "filter": criteria, "select": ["id"]}),
+        );
+    }
     (
         format!("{entity}.list"),
         json!({"filter": criteria, "select": ["ID"]}),
@@ -210,6 +257,11 @@ pub fn records(entity: &str, answer: Value) -> Option<Vec<Value>> {
     match answer {
         // `crm.<e>.list`; an empty duplicate search is `[]` too.
         Value::Array(items) => Some(items.into_iter().map(with_id).collect()),
+        // `crm.item.list`: `{"items": […]}`, each with its `id`.
+        Value::Object(mut o) if item_type(entity).is_some() => match o.remove("items") {
+            Some(Value::Array(items)) => Some(items.into_iter().map(with_id).collect()),
+            _ => None,
+        },
         // `crm.duplicate.findbycomm`: `{"CONTACT": [275, 2297]}`.
         Value::Object(mut o) => {
             let kind = duplicate_type(entity)?;
@@ -284,5 +336,38 @@ mod tests {
         );
         let listed = records("crm.deal", json!([{"ID": "7"}])).expect("records");
         assert_eq!(listed[0]["id"], "7");
+    }
+
+    #[test]
+    fn smart_process_items() {
+        assert_eq!(item_type("crm.item.1038"), Some(1038));
+        for bad in [
+            "crm.item",
+            "crm.item.",
+            "crm.item.x1",
+            "crm.item.0",
+            "crm.items.1",
+        ] {
+            assert_eq!(item_type(bad), None, "{bad}");
+        }
+        assert!(is_entity("crm.item.2") && is_entity("crm.lead") && !is_entity("crm.item"));
+        let criteria = json!({"xmlId": "deal-5"});
+        let (method, args) = find("crm.item.1038", criteria.as_object().expect("object"));
+        assert_eq!(method, "crm.item.list");
+        assert_eq!(
+            args,
+            json!({"entityTypeId": 1038, "filter": {"xmlId": "deal-5"}, "select": ["id"]})
+        );
+        let found = records("crm.item.1038", json!({"items": [{"id": 12}]})).expect("records");
+        assert_eq!(found[0]["id"], 12);
+        assert!(records("crm.item.1038", json!({"CONTACT": [1]})).is_none());
+        let (method, args) = create("crm.item.1038", &json!({"title": "x"}));
+        assert_eq!(method, "crm.item.add");
+        assert_eq!(args["entityTypeId"], 1038);
+        let (method, args) = update("crm.item.1038", "12", &json!({"title": "y"}));
+        assert_eq!(
+            (method.as_str(), &args["id"]),
+            ("crm.item.update", &json!("12"))
+        );
     }
 }
