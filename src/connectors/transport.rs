@@ -336,6 +336,56 @@ fn record_of(
     }
 }
 
+/// Pages one list call may read when a flow sets `all_pages = true` (or at most with
+/// `max_pages`): a step's output is kept whole in the journal, so it stays bounded; a flow
+/// that needs more continues from its stored cursor on the next run.
+pub const MAX_PAGES: u32 = 100;
+
+/// Marks a request whose call should read several pages: set by a connector's `op_request`,
+/// taken off again by its `perform`, never sent.
+const PAGES_MARK: &str = "x-obmen-pages";
+
+/// Takes a flow's paging arguments (`all_pages = true`, `max_pages = n`) out of `args`:
+/// how many pages the call may read (1 when neither is given).
+pub fn take_pages(args: &mut serde_json::Map<String, Value>) -> Result<u32, CallError> {
+    let all = args.remove("all_pages");
+    let max = args.remove("max_pages");
+    let bad = |m: &str| Err(CallError::new(ErrorClass::Input, m.to_owned()));
+    match (all, max) {
+        (None | Some(Value::Bool(false) | Value::Null), None | Some(Value::Null)) => Ok(1),
+        (None | Some(Value::Bool(false) | Value::Null), Some(n)) => {
+            match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n @ 1..=MAX_PAGES) => Ok(n),
+                _ => bad(&format!("`max_pages` is a number from 1 to {MAX_PAGES}")),
+            }
+        }
+        (Some(Value::Bool(true)), None | Some(Value::Null)) => Ok(MAX_PAGES),
+        (Some(Value::Bool(true)), Some(_)) => bad("set `all_pages` or `max_pages`, not both"),
+        (Some(_), _) => bad("`all_pages` is true or false"),
+    }
+}
+
+/// Marks `req` to read up to `pages` pages (nothing when one).
+pub fn mark_pages(req: &mut OutboundRequest, pages: u32) {
+    if pages > 1 {
+        req.headers.push((PAGES_MARK.to_owned(), pages.to_string()));
+    }
+}
+
+/// Takes the mark off `req`: the pages its call may read.
+pub fn unmark_pages(req: &mut OutboundRequest) -> u32 {
+    let mut pages = 1;
+    req.headers.retain(|(k, v)| {
+        if k == PAGES_MARK {
+            pages = v.parse().unwrap_or(1);
+            false
+        } else {
+            true
+        }
+    });
+    pages
+}
+
 /// The shared client's settings (see `app::http_client`), without following redirects.
 fn no_redirect_client() -> Option<reqwest::Client> {
     reqwest::Client::builder()

@@ -1,7 +1,7 @@
 //! Flows against the fake portal: `batch` failures, failure notes on the CRM record, status
 //! lists, smart-process items, incremental polling, a portal that moved.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::fake::Fake;
 use super::{App, webhook_system};
@@ -318,4 +318,115 @@ async fn deal_stages_map_onto_a_smart_process_item() {
             ]
         );
     });
+}
+
+const POLL: &str = r#"
+[[flows]]
+name = "deals-since"
+trigger = { schedule = { cron = "0 3 1 1 *" } }
+steps = [
+  { name = "page", call = "b24.crm.deal.list", as = "page", args = '''
+      {start: -1, order: {ID: "ASC"}, filter: {">ID": (.trigger.cursor // "0" | tonumber)},
+       select: ["ID", "TITLE"], max_pages: 2}''' },
+  { name = "cursor", as = "cursor", map = '([.page[].ID | tonumber] | max) // (.trigger.cursor // "0" | tonumber)' },
+]
+
+[[flows]]
+name = "all-contacts"
+trigger = { manual = {} }
+steps = [ { name = "list", call = "b24.crm.contact.list", args = '{select: ["ID"], all_pages: true}' } ]
+"#;
+
+/// A scheduled flow reads deals after its stored cursor in the fast mode (`start: -1`,
+/// `order: {ID: ASC}`, `filter: {">ID": last}`), two pages of 50 per run at most; the cursor
+/// is the last id seen. `all_pages` follows `start` through a whole list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_poll_pages_by_id_and_keeps_its_cursor() {
+    let fake = Fake::start().await;
+    let deal =
+        |id: u64| json!({"ID": id.to_string(), "TITLE": format!("Deal {id}"), "STAGE_ID": "NEW"});
+    fake.with(|p| {
+        for id in 1..=130 {
+            p.deals.insert(id, deal(id));
+        }
+        for id in 1000..1120 {
+            p.contacts
+                .insert(id, json!({"ID": id.to_string(), "NAME": "c"}));
+        }
+    });
+    let app = App::start(&[webhook_system(&fake, FAST), POLL.into()].concat()).await;
+    let mut seen = Vec::new();
+    for round in 0..4 {
+        if round == 2 {
+            fake.with(|p| {
+                for id in 131..=135 {
+                    p.deals.insert(id, deal(id));
+                }
+            });
+        }
+        let id = app.run_now("deals-since").await;
+        let done = app.wait_for(id, "succeeded").await;
+        let ids: Vec<u64> = done["steps"][0]["output"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|d| d["ID"].as_str().and_then(|i| i.parse().ok()))
+            .collect();
+        seen.push((
+            ids.len(),
+            ids.first().copied(),
+            ids.last().copied(),
+            done["steps"][1]["output"].clone(),
+        ));
+    }
+    assert_eq!(
+        seen,
+        [
+            (100, Some(1), Some(100), json!(100)),
+            (30, Some(101), Some(130), json!(130)),
+            (5, Some(131), Some(135), json!(135)),
+            (0, None, None, json!(135)),
+        ]
+    );
+    let sent: Vec<Value> = fake.with(|p| {
+        p.list_args
+            .iter()
+            .filter(|(m, _)| m == "crm.deal.list")
+            .map(|(_, a)| a.clone())
+            .collect()
+    });
+    let after: Vec<Value> = sent.iter().map(|a| a["filter"][">ID"].clone()).collect();
+    assert_eq!(
+        after,
+        [json!(0), json!("50"), json!(100), json!(130), json!(135)]
+    );
+    assert!(
+        sent.iter()
+            .all(|a| a["start"] == -1 && a["order"]["ID"] == "ASC"),
+        "{sent:?}"
+    );
+    assert!(
+        sent.iter().all(|a| a.get("max_pages").is_none()),
+        "paging args stay with obmen"
+    );
+
+    // `all_pages` with `start`: 0, 50, 100.
+    let id = app.run_with("all-contacts", &json!({})).await;
+    let done = app.wait_for(id, "succeeded").await;
+    assert_eq!(
+        done["steps"][0]["output"].as_array().map(Vec::len),
+        Some(120)
+    );
+    let starts: Vec<Value> = fake.with(|p| {
+        p.list_args
+            .iter()
+            .filter(|(m, _)| m == "crm.contact.list")
+            .map(|(_, a)| a["start"].clone())
+            .collect()
+    });
+    assert_eq!(starts, [Value::Null, json!(50), json!(100)]);
+    // Each page is a call of its own in the journal.
+    let calls = done["attempt_log"][0]["calls"].as_array().map(Vec::len);
+    assert_eq!(calls, Some(3), "{done:#}");
 }

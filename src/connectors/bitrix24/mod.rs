@@ -9,6 +9,7 @@ mod batch;
 mod errors;
 mod inbound;
 mod ops;
+mod paging;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use crate::mask::{MIN_SECRET_LEN, Secret, url_encode};
 use crate::model::ErrorClass;
 
 use super::inbound::{InboundRequest, Refusal};
+use super::transport;
 use super::{
     Answer, BoxFuture, BuildCtx, CallError, Connector, InboundDefaults, OutboundRequest, Sender,
     Settings, at,
@@ -109,6 +111,29 @@ impl Bitrix24Connector {
             body: Some(body),
             mutating: ops::is_mutating(method),
         }
+    }
+
+    /// Reads up to `pages` pages of a list call, joined into one list.
+    async fn pages(
+        &self,
+        req: OutboundRequest,
+        pages: u32,
+        send: &Sender<'_>,
+    ) -> Result<Value, CallError> {
+        let mut args = req.body.clone().unwrap_or_else(|| json!({}));
+        let mut page = send(req.clone()).await?;
+        let mut joined = page.clone();
+        for _ in 1..pages {
+            let Some(next) = paging::next_args(&args, &page)? else {
+                break;
+            };
+            let mut again = req.clone();
+            again.body = Some(next.clone());
+            args = next;
+            page = send(again).await?;
+            paging::append(&mut joined, page.clone());
+        }
+        Ok(joined)
     }
 
     fn entity(&self, entity: &str) -> Result<(), CallError> {
@@ -280,7 +305,17 @@ impl Connector for Bitrix24Connector {
             ));
         }
         ops::check_args(op, args)?;
-        Ok(self.method_request(op, args.clone()))
+        let mut args = args.clone();
+        let pages = match &mut args {
+            Value::Object(o) => transport::take_pages(o)?,
+            _ => 1,
+        };
+        if pages > 1 {
+            paging::check(op, &args)?;
+        }
+        let mut req = self.method_request(op, args);
+        transport::mark_pages(&mut req, pages);
+        Ok(req)
     }
 
     fn find_request(
@@ -383,10 +418,14 @@ impl Connector for Bitrix24Connector {
     /// A `batch` whose commands failed fails the step with the decisive command's error.
     fn perform<'a>(
         &'a self,
-        req: OutboundRequest,
+        mut req: OutboundRequest,
         send: &'a Sender<'a>,
     ) -> BoxFuture<'a, Result<Value, CallError>> {
         Box::pin(async move {
+            let pages = transport::unmark_pages(&mut req);
+            if pages > 1 {
+                return self.pages(req, pages, send).await;
+            }
             if method_of(&req.url).eq_ignore_ascii_case("batch") {
                 let args = req.body.clone().unwrap_or(Value::Null);
                 let answer = send(req).await?;
