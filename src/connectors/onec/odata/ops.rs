@@ -80,7 +80,7 @@ impl Target {
         OutboundRequest {
             method,
             url,
-            headers: vec![("Accept".into(), "application/json".into())],
+            headers: Vec::new(),
             body: None,
             mutating,
         }

@@ -41,9 +41,9 @@ fn answer(status: u16, body: &str) -> Answer {
 fn config_mistakes_are_reported_by_key() {
     let (_, problems, _) = build("user = \"u\"\npassword = \"pa55-word-1c\"");
     assert!(problems[0].contains("base_url"), "{problems:?}");
-    let (_, problems, _) = build(&format!(
-        "base_url = \"http://h/trade\"\nuser = \"u\"\npassword = \"pa55-word-1c\"\nconcurrency = 0\nsessions = 2\nbase_url_x = 1\n"
-    ));
+    let (_, problems, _) = build(
+        "base_url = \"http://h/trade\"\nuser = \"u\"\npassword = \"pa55-word-1c\"\nconcurrency = 0\nsessions = 2\nbase_url_x = 1\n",
+    );
     assert!(
         problems.iter().any(|p| p.contains("standard.odata")),
         "{problems:?}"
