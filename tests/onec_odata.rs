@@ -5,6 +5,8 @@
 
 #[path = "onec_odata/fake.rs"]
 mod fake;
+#[path = "onec_odata/portal.rs"]
+mod portal;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -18,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use fake::{Fake1C, Fault, USER};
+use portal::FakePortal;
 
 const ADMIN: &str = "admin-token-1c-0001";
 const PASSWORD: &str = "1c-password-0001";
@@ -42,17 +45,25 @@ impl Drop for App {
 
 impl App {
     async fn start(body: &str) -> App {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let text = format!(
-            r#"[server]
+        App::start_with(|data| {
+            format!(
+                r#"[server]
 data_dir = "{data}"
 shutdown_grace = "2s"
 
 [auth]
 tokens = [ {{ name = "integrator", role = "admin", token = "{ADMIN}" }} ]
 {body}"#,
-            data = dir.path().join("data").display()
-        );
+                data = data.display()
+            )
+        })
+        .await
+    }
+
+    /// Starts the app on the config `text(data dir)` makes.
+    async fn start_with(text: impl FnOnce(&Path) -> String) -> App {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = text(&dir.path().join("data"));
         let path = dir.path().join("obmen.toml");
         std::fs::write(&path, &text).expect("write");
         let loaded = obmen::config::load_str(&path, &text)
@@ -787,5 +798,145 @@ async fn the_fake_answers_like_1c() {
     assert_eq!(
         body["value"][0]["name"], COUNTERPARTIES,
         "the service document"
+    );
+}
+
+/// The shipped example, live, against the fake portal and the fake 1C: a new company is
+/// created in 1C, a known one (by ИНН) updated, one without an ИНН skipped, and the write-back
+/// that Bitrix24 reports as another update ends without a loop.
+#[tokio::test]
+async fn the_example_upserts_bitrix24_companies_into_1c_and_writes_the_reference_back() {
+    const APP_TOKEN: &str = "b24-app-token-0001";
+    let fake = Fake1C::start(PASSWORD).await;
+    let known = fake.seed(
+        COUNTERPARTIES,
+        json!({"Description": "Лютик (старое)", "ИНН": "7702000001"}),
+    );
+    let portal = FakePortal::start().await;
+    portal.with(|p| {
+        p.companies.insert("12".into(), json!({"ID": "12", "TITLE": "Ромашка", "UF_CRM_1C_REF": ""}));
+        p.requisites.push(("12".into(), json!({"RQ_INN": "7701234567", "RQ_KPP": "770101001", "RQ_COMPANY_FULL_NAME": "ООО «Ромашка»"})));
+        p.companies.insert("13".into(), json!({"ID": "13", "TITLE": "Лютик", "UF_CRM_1C_REF": null}));
+        p.requisites.push(("13".into(), json!({"RQ_INN": "7702000001"})));
+        p.companies.insert("14".into(), json!({"ID": "14", "TITLE": "Без реквизитов"}));
+    });
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/1c-odata-bitrix24-companies-to-counterparties.toml");
+    let example = std::fs::read_to_string(&path).expect("the example");
+    let app = App::start_with(|data| {
+        let mut text = example.clone();
+        for (from, to) in [
+            (
+                "\"/var/lib/obmen\"",
+                format!("{:?}", data.display().to_string()),
+            ),
+            ("\"secret:admin_token\"", format!("\"{ADMIN}\"")),
+            (
+                "\"secret:b24_webhook_url\"",
+                format!("\"{}\"", portal.webhook_url),
+            ),
+            ("\"secret:b24_app_token\"", format!("\"{APP_TOKEN}\"")),
+            ("\"secret:onec_password\"", format!("\"{PASSWORD}\"")),
+            (
+                "https://1c.example.kz/buh/odata/standard.odata",
+                fake.base.clone(),
+            ),
+            ("mode = \"shadow\"", "mode = \"live\"".into()),
+            (
+                r#"retry = { max_attempts = 8, initial = "30s", max = "2h" }"#,
+                FAST_RETRY.into(),
+            ),
+        ] {
+            assert!(text.contains(from), "the example no longer has {from}");
+            text = text.replace(from, &to);
+        }
+        text
+    })
+    .await;
+    let event = |id: &str, ts: u64| {
+        let body = format!(
+            "event=ONCRMCOMPANYUPDATE&data%5BFIELDS%5D%5BID%5D={id}&ts={ts}&auth%5Bdomain%5D=acme.bitrix24.kz&auth%5Bapplication_token%5D={APP_TOKEN}"
+        );
+        app.send(
+            app.client
+                .post(format!("{}/hooks/b24-company-to-1c", app.base))
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(body),
+        )
+    };
+    let mut ids = Vec::new();
+    for (company, ts) in [
+        ("12", 1_767_000_001),
+        ("13", 1_767_000_002),
+        ("14", 1_767_000_003),
+    ] {
+        let (s, v) = event(company, ts).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        ids.push(v["exchange_id"].as_u64().expect("id"));
+    }
+    let created = app.wait_for(ids[0], "succeeded").await;
+    let updated = app.wait_for(ids[1], "succeeded").await;
+    app.wait_for(ids[2], "skipped").await;
+    let new_ref = created["steps"][3]["output"]["id"]
+        .as_str()
+        .expect("Ref_Key")
+        .to_owned();
+    assert_eq!(
+        created["steps"][3]["output"]["action"], "created",
+        "{created:#}"
+    );
+    assert_eq!(
+        updated["steps"][3]["output"]["action"], "updated",
+        "{updated:#}"
+    );
+    assert_eq!(updated["steps"][3]["output"]["id"], json!(known));
+
+    let rows = fake.rows(COUNTERPARTIES);
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    let new = rows
+        .iter()
+        .find(|r| r["Ref_Key"] == new_ref.as_str())
+        .expect("created");
+    assert_eq!(new["ИНН"], "7701234567");
+    assert_eq!(new["КПП"], "770101001");
+    assert_eq!(new["НаименованиеПолное"], "ООО «Ромашка»");
+    assert_eq!(new["ЮридическоеФизическоеЛицо"], "ЮридическоеЛицо");
+    assert_eq!(new["Комментарий"], "Bitrix24 company 12");
+    let old = rows
+        .iter()
+        .find(|r| r["Ref_Key"] == known.as_str())
+        .expect("known");
+    assert_eq!(old["Description"], "Лютик");
+    portal.with(|p| {
+        assert_eq!(p.companies["12"]["UF_CRM_1C_REF"], json!(new_ref));
+        assert_eq!(p.companies["13"]["UF_CRM_1C_REF"], json!(known));
+    });
+
+    // Bitrix24 reports the write-back as another update: the counterparty is updated through
+    // the ID map (no search) and the flow stops before writing the same reference again.
+    let before = fake.ledger().len();
+    let updates = portal.with(|p| {
+        p.calls
+            .iter()
+            .filter(|(m, _)| m == "crm.company.update")
+            .count()
+    });
+    let (_, v) = event("12", 1_767_000_004).await;
+    let again = v["exchange_id"].as_u64().expect("id");
+    app.wait_for(again, "skipped").await;
+    let tail: Vec<_> = fake.ledger().into_iter().skip(before).collect();
+    assert_eq!(
+        tail.iter().map(|r| r.method.as_str()).collect::<Vec<_>>(),
+        ["PATCH"]
+    );
+    assert_eq!(tail[0].path, format!("/{COUNTERPARTIES}(guid'{new_ref}')"));
+    assert_eq!(
+        portal.with(|p| p
+            .calls
+            .iter()
+            .filter(|(m, _)| m == "crm.company.update")
+            .count()),
+        updates,
+        "no second write-back"
     );
 }
