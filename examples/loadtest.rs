@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 mod bench;
-use bench::{mb, ms, percentile, proc_status_kb};
+use bench::{cpu_split, mb, ms, percentile, proc_status_kb};
 
 const ADMIN_TOKEN: &str = "loadtest-admin-token";
 const HOOK_TOKEN: &str = "loadtest-hook-token";
@@ -182,6 +182,7 @@ fn main() -> anyhow::Result<()> {
 
     // The load generator and the sink get their own runtime; obmen gets one like `obmen serve`.
     let generator = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("loadgen")
         .enable_all()
         .build()?;
     let sink = generator.block_on(start_sink());
@@ -230,6 +231,7 @@ fn main() -> anyhow::Result<()> {
         let run: u64 = rand::random::<u32>().into();
         let next = Arc::new(AtomicUsize::new(0));
         let url = format!("{base}/hooks/{FLOW}");
+        let cpu_before = cpu_split("loadgen");
         let started = Instant::now();
         let tasks: Vec<_> = (0..args.concurrency)
             .map(|_| {
@@ -263,19 +265,25 @@ fn main() -> anyhow::Result<()> {
             }
         }
         let end_to_end = started.elapsed();
+        let cpu_after = cpu_split("loadgen");
+        let cpu = [
+            cpu_after.writer - cpu_before.writer,
+            cpu_after.rest - cpu_before.rest,
+            cpu_after.generator - cpu_before.generator,
+        ];
         latencies.sort_unstable();
         let file = std::fs::metadata(data_dir.join("obmen.redb"))
             .map(|m| m.len())
             .unwrap_or(0);
         Ok::<_, anyhow::Error>((
-            idle_rss, intake, end_to_end, acked, failures, latencies, file,
+            idle_rss, intake, end_to_end, acked, failures, latencies, file, cpu,
         ))
     });
     shutdown.cancel();
     let served = server
         .join()
         .map_err(|_| anyhow::anyhow!("the obmen thread panicked"))?;
-    let (idle_rss, intake, end_to_end, acked, failures, latencies, file) = report?;
+    let (idle_rss, intake, end_to_end, acked, failures, latencies, file, cpu) = report?;
     served?;
     let peak_rss = proc_status_kb("VmHWM");
 
@@ -306,6 +314,14 @@ fn main() -> anyhow::Result<()> {
         ms(percentile(&latencies, 50.0)),
         ms(percentile(&latencies, 99.0)),
         ms(latencies.last().copied().unwrap_or_default())
+    );
+    // CPU per exchange does not depend on what else the machine runs, unlike the rates.
+    let per = |ns: u64| ns as f64 / 1000.0 / acked.max(1) as f64;
+    println!(
+        "  CPU per exchange      writer {:.1} µs, rest of obmen {:.1} µs, load generator + sink {:.1} µs",
+        per(cpu[0]),
+        per(cpu[1]),
+        per(cpu[2])
     );
     println!("  idle RSS after start  {:.1} MB (VmRSS)", mb(idle_rss));
     println!(

@@ -6,7 +6,6 @@ use redb::ReadableTable;
 use sha2::{Digest as _, Sha256};
 
 use super::records::{ErrorGroup, ErrorSummary, ExchangeRecord, decode, encode};
-use super::tables::{ERROR_GROUPS, GROUP_MEMBERS};
 use super::{StoreError, Tx};
 
 /// Digits become `#`; long tokens that mix letters and digits (ids, hashes) become `*`.
@@ -62,7 +61,7 @@ pub fn group_id(flow: &str, err: &ErrorSummary) -> String {
 /// Counts an exchange that just failed or was rejected into its group.
 pub fn record(txn: &Tx<'_>, rec: &ExchangeRecord, err: &ErrorSummary) -> Result<(), StoreError> {
     let id = group_id(&rec.flow, err);
-    let mut groups = txn.open_table(ERROR_GROUPS)?;
+    let mut groups = txn.error_groups()?;
     let existing = groups
         .get((rec.flow.as_str(), id.as_str()))?
         .map(|v| v.value().to_vec());
@@ -91,8 +90,9 @@ pub fn record(txn: &Tx<'_>, rec: &ExchangeRecord, err: &ErrorSummary) -> Result<
         },
     };
     groups.insert((rec.flow.as_str(), id.as_str()), encode(&group)?.as_slice())?;
-    txn.open_table(GROUP_MEMBERS)?
-        .insert((id.as_str(), rec.id), ())?;
+    txn.open_groups()?
+        .insert((rec.flow.as_str(), id.as_str()), ())?;
+    txn.group_members()?.insert((id.as_str(), rec.id), ())?;
     Ok(())
 }
 
@@ -112,7 +112,7 @@ pub fn digest(txn: &Tx<'_>, rec: &ExchangeRecord) -> Result<Option<Digest>, Stor
     match (rec.status, &rec.last_error) {
         (Status::Failed | Status::Rejected, Some(err)) => {
             let id = group_id(&rec.flow, err);
-            let mut groups = txn.open_table(ERROR_GROUPS)?;
+            let mut groups = txn.error_groups()?;
             let found = groups
                 .get((rec.flow.as_str(), id.as_str()))?
                 .map(|v| v.value().to_vec());
@@ -131,20 +131,25 @@ pub fn digest(txn: &Tx<'_>, rec: &ExchangeRecord) -> Result<Option<Digest>, Stor
 }
 
 fn close_open(txn: &Tx<'_>, flow: &str) -> Result<Option<Digest>, StoreError> {
-    let mut groups = txn.open_table(ERROR_GROUPS)?;
-    let mut open = Vec::new();
-    for e in groups.range((flow, "")..=(flow, "\u{10FFFF}"))? {
-        let (k, v) = e?;
-        let g: ErrorGroup = decode(v.value())?;
-        if g.open {
-            open.push((k.value().1.to_owned(), g));
-        }
-    }
-    if open.is_empty() {
+    let ids: Vec<String> = {
+        let open = txn.open_groups()?;
+        open.range((flow, "")..=(flow, "\u{10FFFF}"))?
+            .map(|e| e.map(|(k, _)| k.value().1.to_owned()))
+            .collect::<Result<_, _>>()?
+    };
+    if ids.is_empty() {
         return Ok(None);
     }
+    let mut groups = txn.error_groups()?;
+    let mut open = txn.open_groups()?;
     let mut stopped = Vec::new();
-    for (id, mut g) in open {
+    for id in ids {
+        open.remove((flow, id.as_str()))?;
+        let found = groups
+            .get((flow, id.as_str()))?
+            .map(|v| v.value().to_vec());
+        let Some(bytes) = found else { continue };
+        let mut g: ErrorGroup = decode(&bytes)?;
         let was_announced = g.announced;
         g.open = false;
         g.announced = false;

@@ -8,6 +8,7 @@ pub mod query;
 pub mod records;
 pub mod secrets;
 pub mod tables;
+mod tx;
 mod writer;
 
 #[cfg(test)]
@@ -16,25 +17,11 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+use redb::{Database, ReadTransaction, ReadableDatabase};
 
 pub use cipher::MasterKey;
+pub use tx::Tx;
 pub use writer::WriterHandle;
-
-/// A write transaction of the group commit, with the key that seals work copies.
-pub struct Tx<'a> {
-    pub txn: &'a WriteTransaction,
-    pub key: &'a MasterKey,
-    pub lookup: &'a cipher::LookupKey,
-}
-
-impl std::ops::Deref for Tx<'_> {
-    type Target = WriteTransaction;
-
-    fn deref(&self) -> &WriteTransaction {
-        self.txn
-    }
-}
 
 /// What a sealed work copy is bound to: its own row.
 pub fn work_context(id: u64) -> Vec<u8> {

@@ -7,7 +7,7 @@ use crate::mask::Masked;
 use crate::model::{ErrorClass, Millis, Status, id_floor_for};
 
 use super::records::*;
-use super::tables::*;
+
 use super::{StoreError, Tx};
 
 const HOUR_MS: u64 = 3_600_000;
@@ -45,7 +45,7 @@ pub struct Created {
 }
 
 pub fn create_exchange(txn: &Tx<'_>, new: NewExchange) -> Result<Created, StoreError> {
-    let id = next_id(txn, new.now)?;
+    let id = txn.next_id(id_floor_for(new.now))?;
     let original = match (&new.raw_key, &new.rejected) {
         (Some(key), None) => {
             let hashed = txn.lookup.hash(key);
@@ -133,7 +133,7 @@ pub fn create_dry_run(
     attempt: AttemptRecord,
     status: Status,
 ) -> Result<Created, StoreError> {
-    let id = next_id(txn, new.now)?;
+    let id = txn.next_id(id_floor_for(new.now))?;
     let mut rec = new_record(id, &new, None);
     rec.attempts = 1;
     rec.last_error = attempt.error.clone();
@@ -158,19 +158,6 @@ pub fn create_dry_run(
     })
 }
 
-/// Ids grow with time (`created_ms * IDS_PER_MS + n`) and never repeat, even if the clock
-/// steps back.
-fn next_id(txn: &Tx<'_>, now: Millis) -> Result<u64, StoreError> {
-    let mut meta = txn.open_table(META)?;
-    let last = match meta.get("last_id")? {
-        Some(v) => u64::from_le_bytes(v.value().try_into().unwrap_or([0; 8])),
-        None => 0,
-    };
-    let id = (last + 1).max(id_floor_for(now));
-    meta.insert("last_id", id.to_le_bytes().as_slice())?;
-    Ok(id)
-}
-
 /// Returns the original exchange when `key` was seen inside the window; otherwise records
 /// this exchange as the key's owner.
 fn claim_key(
@@ -181,7 +168,7 @@ fn claim_key(
     now: Millis,
     window_ms: u64,
 ) -> Result<Option<u64>, StoreError> {
-    let mut dedup = txn.open_table(DEDUP)?;
+    let mut dedup = txn.dedup()?;
     if let Some(seen) = dedup.get((flow, key))? {
         let (original, first_seen) = seen.value();
         if now.saturating_sub(first_seen) < window_ms {
@@ -193,35 +180,35 @@ fn claim_key(
 }
 
 fn index_new(txn: &Tx<'_>, rec: &ExchangeRecord, new: &NewExchange) -> Result<(), StoreError> {
-    txn.open_table(BY_FLOW)?
+    txn.by_flow()?
         .insert((rec.flow.as_str(), rec.id), ())?;
-    txn.open_table(BY_REQUEST)?
+    txn.by_request()?
         .insert((rec.request_id.as_str(), rec.id), ())?;
     if let Some(ext) = &new.raw_external_id {
-        txn.open_table(BY_EXTERNAL)?
+        txn.by_external()?
             .insert((txn.lookup.hash(ext).as_str(), rec.id), ())?;
     }
     if let Some(key) = &new.raw_key {
-        txn.open_table(BY_KEY)?
+        txn.by_key()?
             .insert((txn.lookup.hash(key).as_str(), rec.id), ())?;
     }
     Ok(())
 }
 
 pub fn get(txn: &Tx<'_>, id: u64) -> Result<Option<ExchangeRecord>, StoreError> {
-    let table = txn.open_table(EXCHANGES)?;
+    let table = txn.exchanges()?;
     let found = table.get(id)?;
     found.map(|v| decode(v.value())).transpose()
 }
 
 pub fn put(txn: &Tx<'_>, rec: &ExchangeRecord) -> Result<(), StoreError> {
-    txn.open_table(EXCHANGES)?
+    txn.exchanges()?
         .insert(rec.id, encode(rec)?.as_slice())?;
     Ok(())
 }
 
 pub fn get_work(txn: &Tx<'_>, id: u64) -> Result<WorkState, StoreError> {
-    let table = txn.open_table(WORK)?;
+    let table = txn.work()?;
     let Some(sealed) = table.get(id)? else {
         return Ok(WorkState::default());
     };
@@ -235,7 +222,7 @@ pub fn get_work(txn: &Tx<'_>, id: u64) -> Result<WorkState, StoreError> {
 /// The work copy holds personal data the targets need: it rests sealed with the master key.
 pub fn put_work(txn: &Tx<'_>, id: u64, work: &WorkState) -> Result<(), StoreError> {
     let sealed = txn.key.seal(&super::work_context(id), &encode(work)?);
-    txn.open_table(WORK)?.insert(id, sealed.as_slice())?;
+    txn.work()?.insert(id, sealed.as_slice())?;
     Ok(())
 }
 
@@ -247,7 +234,7 @@ pub fn append(
     kind: EventKind,
 ) -> Result<(), StoreError> {
     let event = JournalEvent { at, kind };
-    txn.open_table(JOURNAL)?
+    txn.journal()?
         .insert((rec.id, rec.journal_next), encode(&event)?.as_slice())?;
     rec.journal_next += 1;
     Ok(())
@@ -266,23 +253,23 @@ pub fn change_status(
     let first = from == Status::Received;
     let flow = rec.flow.as_str();
     let hour = rec.created_at / HOUR_MS;
-    let mut by_status = txn.open_table(BY_STATUS)?;
-    let mut by_flow_status = txn.open_table(BY_FLOW_STATUS)?;
+    let mut by_status = txn.by_status()?;
+    let mut by_flow_status = txn.by_flow_status()?;
     if !first {
         by_status.remove((from.code(), rec.id))?;
         by_flow_status.remove((flow, from.code(), rec.id))?;
-        bump(txn, (flow, from.code()), (flow, hour, from.code()), -1)?;
+        txn.count(flow, hour, from.code(), -1);
     }
     by_status.insert((to.code(), rec.id), ())?;
     by_flow_status.insert((flow, to.code(), rec.id), ())?;
-    bump(txn, (flow, to.code()), (flow, hour, to.code()), 1)?;
+    txn.count(flow, hour, to.code(), 1);
     match to {
         Status::Succeeded | Status::DryRun => {
-            txn.open_table(FLOW_LAST)?
+            txn.flow_last()?
                 .insert((flow, 0), (now, rec.id))?;
         }
         Status::Failed | Status::Rejected => {
-            txn.open_table(FLOW_LAST)?
+            txn.flow_last()?
                 .insert((flow, 1), (now, rec.id))?;
             if let Some(err) = &rec.last_error {
                 super::groups::record(txn, rec, err)?;
@@ -296,27 +283,12 @@ pub fn change_status(
     append(txn, rec, now, EventKind::StatusChanged { from, to, reason })
 }
 
-fn bump(
-    txn: &Tx<'_>,
-    count_key: (&str, u8),
-    hour_key: (&str, u64, u8),
-    delta: i64,
-) -> Result<(), StoreError> {
-    let mut counts = txn.open_table(COUNTS)?;
-    let now = counts.get(count_key)?.map(|v| v.value()).unwrap_or(0);
-    counts.insert(count_key, now.saturating_add_signed(delta))?;
-    let mut hourly = txn.open_table(HOURLY)?;
-    let now = hourly.get(hour_key)?.map(|v| v.value()).unwrap_or(0);
-    hourly.insert(hour_key, now.saturating_add_signed(delta))?;
-    Ok(())
-}
-
 /// Puts an exchange in the queue at `at`.
 pub fn schedule(txn: &Tx<'_>, rec: &mut ExchangeRecord, at: Millis) -> Result<(), StoreError> {
     if let Some(old) = rec.next_attempt_at.take() {
-        txn.open_table(DUE)?.remove((old, rec.id))?;
+        txn.due()?.remove((old, rec.id))?;
     }
-    txn.open_table(DUE)?.insert((at, rec.id), ())?;
+    txn.due()?.insert((at, rec.id), ())?;
     rec.next_attempt_at = Some(at);
     Ok(())
 }
@@ -337,7 +309,7 @@ pub fn claim_due(
     lease_ms: u64,
 ) -> Result<Vec<Claimed>, StoreError> {
     let due: Vec<(u64, u64)> = {
-        let table = txn.open_table(DUE)?;
+        let table = txn.due()?;
         let range = table.range(..=(now, u64::MAX))?;
         range
             .take(limit)
@@ -346,14 +318,14 @@ pub fn claim_due(
     };
     let mut claimed = Vec::with_capacity(due.len());
     for (at, id) in due {
-        txn.open_table(DUE)?.remove((at, id))?;
+        txn.due()?.remove((at, id))?;
         let Some(mut record) = get(txn, id)? else {
             continue;
         };
         record.next_attempt_at = None;
         record.attempts += 1;
         change_status(txn, &mut record, Status::Running, None, now)?;
-        txn.open_table(LEASES)?.insert(id, now + lease_ms)?;
+        txn.leases()?.insert(id, now + lease_ms)?;
         put(txn, &record)?;
         claimed.push(Claimed {
             work: get_work(txn, id)?,
@@ -367,14 +339,14 @@ pub fn claim_due(
 /// `running` exchange goes back to the queue, due now.
 pub fn recover_leases(txn: &Tx<'_>, now: Millis) -> Result<usize, StoreError> {
     let ids: Vec<u64> = {
-        let table = txn.open_table(LEASES)?;
+        let table = txn.leases()?;
         table
             .iter()?
             .map(|e| e.map(|(k, _)| k.value()))
             .collect::<Result<_, _>>()?
     };
     for &id in &ids {
-        txn.open_table(LEASES)?.remove(id)?;
+        txn.leases()?.remove(id)?;
         let Some(mut rec) = get(txn, id)? else {
             continue;
         };
@@ -453,7 +425,7 @@ fn write_link(
 ) -> Result<(), StoreError> {
     let hashed = txn.lookup.hash(&link.external_key);
     let key = (link.system.as_str(), link.entity.as_str(), hashed.as_str());
-    txn.open_table(IDMAP)?
+    txn.idmap()?
         .insert(key, link.target_id.as_str())?;
     let n = rec.journal_next;
     let row = (
@@ -462,7 +434,7 @@ fn write_link(
         link.masked_key.as_str(),
         link.masked_target.as_str(),
     );
-    txn.open_table(LINKS)?.insert((rec.id, n), row)?;
+    txn.links()?.insert((rec.id, n), row)?;
     let kind = EventKind::Linked {
         system: link.system,
         entity: link.entity,
@@ -491,10 +463,10 @@ pub fn finish_attempt(
     let Some(mut rec) = get(txn, id)? else {
         return Ok(None);
     };
-    txn.open_table(LEASES)?.remove(id)?;
+    txn.leases()?.remove(id)?;
     if let Some(err) = &attempt.error {
         let flow = rec.flow.as_str();
-        let mut errors = txn.open_table(ATTEMPT_ERRORS)?;
+        let mut errors = txn.attempt_errors()?;
         let n = errors
             .get((flow, err.class.code()))?
             .map(|v| v.value())
@@ -552,7 +524,7 @@ pub fn manual_retry(
         s if finished && !force => return Ok(Err(RetryRefused::NeedsForce(s))),
         _ => {}
     }
-    if txn.open_table(WORK)?.get(id)?.is_none() {
+    if txn.work()?.get(id)?.is_none() {
         return Ok(Err(RetryRefused::NoInput));
     }
     if finished {
@@ -589,12 +561,12 @@ pub fn select_for_retry(
     let mut ids = Vec::new();
     for status in statuses {
         if let Some(flow) = flow {
-            let table = txn.open_table(BY_FLOW_STATUS)?;
+            let table = txn.by_flow_status()?;
             for e in table.range((flow, status.code(), lo)..(flow, status.code(), hi))? {
                 ids.push(e?.0.value().2);
             }
         } else {
-            let table = txn.open_table(BY_STATUS)?;
+            let table = txn.by_status()?;
             for e in table.range((status.code(), lo)..(status.code(), hi))? {
                 ids.push(e?.0.value().1);
             }
@@ -604,7 +576,7 @@ pub fn select_for_retry(
 }
 
 pub fn set_cursor(txn: &Tx<'_>, flow: &str, cursor: &str) -> Result<(), StoreError> {
-    txn.open_table(CURSORS)?.insert(flow, cursor)?;
+    txn.cursors()?.insert(flow, cursor)?;
     Ok(())
 }
 

@@ -76,3 +76,8 @@ pub const ERROR_GROUPS: TableDefinition<'_, (&str, &str), &[u8]> =
 /// key = (group id, exchange id), value = (): the exchanges of a group, for "retry all".
 pub const GROUP_MEMBERS: TableDefinition<'_, (&str, u64), ()> =
     TableDefinition::new("group_members");
+
+/// key = (flow, group id), value = (): the groups failing now (`ErrorGroup::open`), so
+/// that a success closes them without reading every group the flow ever had (schema 2).
+pub const OPEN_GROUPS: TableDefinition<'_, (&str, &str), ()> =
+    TableDefinition::new("open_groups");

@@ -364,3 +364,161 @@ async fn work_copies_rest_sealed_and_a_wrong_key_is_refused() {
         "{err}"
     );
 }
+
+/// Counters are summed in memory per batch and written at commit: after many batches that
+/// mix intake, claims and finishes of several flows, every counter equals what the status
+/// index holds, and the hourly buckets sum to the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_counters_match_the_status_index() {
+    let (_dir, store) = open();
+    let store = Arc::new(store);
+    let mut tasks = Vec::new();
+    for i in 0..300u64 {
+        let s = store.clone();
+        let flow = if i % 3 == 0 { "a" } else { "b" };
+        // Two creation hours, so that several hourly buckets are bumped in one batch.
+        let now = 3_600_000 * (1 + i % 2) + i;
+        tasks.push(tokio::spawn(async move {
+            s.write(move |t| {
+                let created = ops::create_exchange(t, new_exchange(flow, None, now))?;
+                // Some exchanges go on to run and end in the same batch as others' intake.
+                if i % 4 == 0 {
+                    let claimed = ops::claim_due(t, u64::MAX / 2, 2, 60_000)?;
+                    for c in claimed {
+                        let attempt = AttemptRecord {
+                            number: c.record.attempts,
+                            started_at: now,
+                            duration_ms: 1,
+                            error: None,
+                            calls: Vec::new(),
+                        };
+                        let status = if c.record.id % 2 == 0 {
+                            Status::Succeeded
+                        } else {
+                            Status::Skipped
+                        };
+                        ops::finish_attempt(t, c.record.id, attempt, Outcome::Done(status), now)?;
+                    }
+                }
+                Ok(created)
+            })
+            .await
+        }));
+    }
+    for t in tasks {
+        t.await.expect("join").expect("write");
+    }
+    let read = store.read().expect("read");
+    let mut total = 0;
+    for flow in ["a", "b"] {
+        let counts = query::counts(&read, flow).expect("counts");
+        let hourly = query::counts_since(&read, flow, 0).expect("hourly");
+        assert_eq!(counts, hourly, "flow {flow}: hourly buckets sum to the counters");
+        for status in [
+            Status::Queued,
+            Status::Running,
+            Status::Succeeded,
+            Status::Skipped,
+        ] {
+            let listed = query::list(
+                &read,
+                &Filter {
+                    flow: Some(flow.into()),
+                    status: Some(status),
+                    limit: 1000,
+                    ..Filter::default()
+                },
+            )
+            .expect("list")
+            .items
+            .len() as u64;
+            assert_eq!(
+                counts[status.code() as usize],
+                listed,
+                "flow {flow}, {status:?}"
+            );
+            total += listed;
+        }
+    }
+    assert_eq!(total, 300, "every exchange is counted once");
+}
+
+/// A failure opens its error group; the flow's next success closes every open group (read
+/// through the open-group index) and reports those that were announced.
+#[tokio::test]
+async fn a_success_closes_the_open_error_groups() {
+    let (_dir, store) = open();
+    let fail = |t: &super::Tx<'_>, now: u64, message: &'static str| {
+        let created = ops::create_exchange(t, new_exchange("f", None, now))?;
+        ops::claim_due(t, now, 10, 60_000)?;
+        let attempt = AttemptRecord {
+            number: 1,
+            started_at: now,
+            duration_ms: 1,
+            error: Some(ErrorSummary {
+                class: ErrorClass::Permanent,
+                step: Some("one".into()),
+                message: Masked::fixed(message),
+                at: now,
+            }),
+            calls: Vec::new(),
+        };
+        let rec = ops::finish_attempt(t, created.id, attempt, Outcome::Stop(Status::Failed), now)?
+            .expect("exists");
+        super::groups::digest(t, &rec)
+    };
+    let first = store
+        .write(move |t| fail(t, 10_000, "HTTP 422: order 17 refused"))
+        .await
+        .expect("first failure");
+    assert!(
+        matches!(first, Some(super::groups::Digest::Started(_))),
+        "a new group is announced"
+    );
+    let second = store
+        .write(move |t| fail(t, 11_000, "HTTP 422: order 18 refused"))
+        .await
+        .expect("same group again");
+    assert!(second.is_none(), "an open, announced group is not announced twice");
+    store
+        .write(move |t| fail(t, 12_000, "HTTP 500: the target is down"))
+        .await
+        .expect("another group");
+    let read = store.read().expect("read");
+    let groups = query::error_groups(&read, Some("f")).expect("groups");
+    assert_eq!(groups.len(), 2);
+    assert!(groups.iter().all(|(_, g)| g.open));
+    drop(read);
+
+    let closed = store
+        .write(|t| {
+            let created = ops::create_exchange(t, new_exchange("f", None, 13_000))?;
+            ops::claim_due(t, 13_000, 10, 60_000)?;
+            let attempt = AttemptRecord {
+                number: 1,
+                started_at: 13_000,
+                duration_ms: 1,
+                error: None,
+                calls: Vec::new(),
+            };
+            let rec = ops::finish_attempt(
+                t,
+                created.id,
+                attempt,
+                Outcome::Done(Status::Succeeded),
+                13_000,
+            )?
+            .expect("exists");
+            super::groups::digest(t, &rec)
+        })
+        .await
+        .expect("success");
+    match closed {
+        Some(super::groups::Digest::Stopped(stopped)) => assert_eq!(stopped.len(), 2),
+        other => panic!("the success must close both announced groups: {other:?}"),
+    }
+    let read = store.read().expect("read");
+    let groups = query::error_groups(&read, Some("f")).expect("groups");
+    assert!(groups.iter().all(|(_, g)| !g.open && !g.announced));
+    assert_eq!(groups.iter().map(|(_, g)| g.count).sum::<u64>(), 3);
+}

@@ -158,13 +158,15 @@ fn commit_batch(db: &Database, keys: (&MasterKey, &LookupKey), ops: Vec<Op>, sta
             return;
         }
     };
-    let tx = Tx {
-        txn: &txn,
-        key: keys.0,
-        lookup: keys.1,
-    };
+    let tx = Tx::new(&txn, keys.0, keys.1);
     let finishers: Vec<Finish> = ops.into_iter().map(|op| op(&tx)).collect();
-    let committed = txn.commit().map_err(StoreError::from);
+    let committed = match tx.finish() {
+        Ok(()) => txn.commit().map_err(StoreError::from),
+        Err(e) => {
+            let _ = txn.abort();
+            Err(e)
+        }
+    };
     stats.commits.fetch_add(1, Ordering::Relaxed);
     stats
         .ops
