@@ -415,6 +415,16 @@ async fn a_record_saved_between_find_and_patch_gets_412_and_the_next_attempt_rea
     );
 }
 
+/// A flow, its trigger, a fault to inject, the expected status, error classes and journal text.
+type Case = (
+    &'static str,
+    Value,
+    Option<Fault>,
+    &'static str,
+    &'static [&'static str],
+    &'static str,
+);
+
 fn error_flows(fake: &Fake1C) -> String {
     let call = |name: &str, op: &str, args: &str| {
         format!(
@@ -443,7 +453,7 @@ async fn each_error_from_1c_ends_in_its_status_with_1c_text_in_the_journal() {
         json!({"Description": "Есть", "ИНН": "7701234567"}),
     );
     let app = App::start(&error_flows(&fake)).await;
-    let cases: Vec<(&str, Value, Option<Fault>, &str, &[&str], &str)> = vec![
+    let cases: Vec<Case> = vec![
         // JSON, code 9: no such record → permanent.
         (
             "get",

@@ -146,7 +146,7 @@ impl Fake1C {
         let key = inner.guid();
         let version = inner.version();
         let mut row = json!({"Ref_Key": key, "DataVersion": version, "DeletionMark": false});
-        merge(&mut row, &fields);
+        merge(&mut row, fields);
         inner.sets.entry(resource.to_owned()).or_default().push(row);
         key
     }
@@ -163,11 +163,9 @@ impl Fake1C {
     }
 }
 
-fn merge(row: &mut Value, fields: &Value) {
+fn merge(row: &mut Value, fields: Value) {
     if let (Value::Object(r), Value::Object(f)) = (row, fields) {
-        for (k, v) in f {
-            r.insert(k.clone(), v.clone());
-        }
+        r.extend(f);
     }
 }
 
@@ -264,7 +262,7 @@ async fn handle(
     inner.ledger.push(Received {
         method: method.to_string(),
         raw_path,
-        path: req.path.clone(),
+        path: req.path,
         query,
         headers,
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
@@ -353,14 +351,14 @@ fn answer(st: &St, req: &Req, under_prefix: bool) -> (StatusCode, Response) {
         _ => {}
     }
     drop(inner);
-    respond(req, status, body, &st.base, &resource)
+    respond(req, status, &body, &st.base, &resource)
 }
 
 /// One answer: an error body, or data in the requested format.
 fn respond(
     req: &Req,
     status: StatusCode,
-    body: Value,
+    body: &Value,
     base: &str,
     resource: &str,
 ) -> (StatusCode, Response) {
@@ -372,7 +370,7 @@ fn respond(
     if status == StatusCode::PRECONDITION_FAILED || body.is_null() {
         return (status, status.into_response());
     }
-    if let Value::String(text) = &body {
+    if let Value::String(text) = body {
         return (
             status,
             (status, [("content-type", "text/plain")], text.clone()).into_response(),
@@ -386,7 +384,7 @@ fn respond(
     }
     let (ct, text) = match req.format {
         Format::Json => ("application/json;charset=utf-8", body.to_string()),
-        Format::Atom => ("application/atom+xml;charset=utf-8", atom(&body)),
+        Format::Atom => ("application/atom+xml;charset=utf-8", atom(body)),
     };
     let r = builder
         .header("content-type", ct)
@@ -721,7 +719,7 @@ fn create(inner: &mut Inner, req: &Req, resource: &str) -> (StatusCode, Value) {
     if resource.starts_with("Document_") {
         row["Posted"] = json!(false);
     }
-    merge(&mut row, &Value::Object(fields));
+    merge(&mut row, Value::Object(fields));
     row["Ref_Key"] = json!(key);
     row["DataVersion"] = json!(version);
     inner
@@ -744,7 +742,7 @@ fn update(inner: &mut Inner, req: &Req, resource: &str, key: &str) -> (StatusCod
     if stale(req, row) {
         return (StatusCode::PRECONDITION_FAILED, Value::Null);
     }
-    merge(row, &Value::Object(fields));
+    merge(row, Value::Object(fields));
     row["Ref_Key"] = json!(key);
     row["DataVersion"] = json!(version);
     (StatusCode::OK, row.clone())

@@ -54,7 +54,7 @@ impl FakePortal {
     }
 }
 
-fn envelope(result: Value) -> Response {
+fn envelope(result: &Value) -> Response {
     ok(json!({"result": result, "time": {"start": 1.0, "finish": 1.01, "duration": 0.01}}))
 }
 
@@ -93,7 +93,7 @@ async fn rest(
     };
     match method.as_str() {
         "crm.company.get" => match p.companies.get(&id) {
-            Some(c) => envelope(c.clone()),
+            Some(c) => envelope(c),
             None => error(StatusCode::BAD_REQUEST, "", "Not found"),
         },
         "crm.requisite.list" => {
@@ -121,7 +121,7 @@ async fn rest(
                         c.insert(k.clone(), v.clone());
                     }
                 }
-                envelope(json!(true))
+                envelope(&json!(true))
             }
             None => error(StatusCode::BAD_REQUEST, "", "Not found"),
         },
