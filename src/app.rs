@@ -42,6 +42,7 @@ pub fn engine(loaded: &Loaded, store: Store) -> Engine {
         .connectors
         .iter()
         .map(|(name, c)| {
+            c.attach_store(&store);
             (
                 name.clone(),
                 Arc::new(System::new(name.clone(), c.clone(), client.clone())),

@@ -21,6 +21,8 @@ use fake::{CLIENT_SECRET, Fake, WEBHOOK_TOKEN};
 
 #[path = "bitrix24/flows.rs"]
 mod flows;
+#[path = "bitrix24/oauth.rs"]
+mod oauth;
 
 const ADMIN: &str = "admin-token-b24-0001";
 const APP_TOKEN: &str = "app-token-b24-0001";

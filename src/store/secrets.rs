@@ -13,7 +13,7 @@ use crate::model::{Millis, now_ms};
 use super::cipher::{LookupKey, MasterKey};
 use super::records::{SecretRecord, decode, encode};
 use super::tables::{META, SECRETS, WORK};
-use super::{DATA_FILE, StoreError, migrate};
+use super::{DATA_FILE, StoreError, Tx, migrate};
 
 const FINGERPRINT: &str = "key_fingerprint";
 
@@ -71,6 +71,37 @@ fn reseal_lookup_key(
         .ok_or(StoreError::Unseal)?;
     meta.insert(LOOKUP_KEY, new.seal(LOOKUP_KEY.as_bytes(), &raw).as_slice())?;
     Ok(1)
+}
+
+/// Seals `value` under `name` in the secret table within a group-commit write: state a
+/// connector must keep across restarts (a rotated OAuth refresh token). Such names hold a
+/// `:` (`oauth:bitrix24:<system>`), which `obmen secret set` refuses, so they never clash
+/// with an operator's secrets; `obmen secret list` shows them, key rotation re-seals them.
+pub fn put(tx: &Tx<'_>, name: &str, value: &str) -> Result<(), StoreError> {
+    let record = SecretRecord {
+        sealed: tx.key.seal(&context(name), value.as_bytes()),
+        set_at: now_ms(),
+    };
+    tx.open_table(SECRETS)?
+        .insert(name, encode(&record)?.as_slice())?;
+    Ok(())
+}
+
+/// The value [`put`] sealed under `name`, opened, with when it was written.
+pub fn get(tx: &Tx<'_>, name: &str) -> Result<Option<(Secret, Millis)>, StoreError> {
+    let table = tx.open_table(SECRETS)?;
+    let Some(stored) = table.get(name)? else {
+        return Ok(None);
+    };
+    let record: SecretRecord = decode(stored.value())?;
+    let plain = tx
+        .key
+        .open(&context(name), &record.sealed)
+        .ok_or(StoreError::Unseal)?;
+    Ok(Some((
+        Secret::new(String::from_utf8_lossy(&plain).into_owned()),
+        record.set_at,
+    )))
 }
 
 /// Whether the file already belongs to some key.
@@ -213,6 +244,33 @@ fn reseal_work(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn connector_state_is_sealed_in_the_secret_table_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = MasterKey::generate();
+        let value = "rotated-refresh-token-3f9a";
+        {
+            let store = crate::store::Store::open(dir.path(), key.clone()).expect("open");
+            store
+                .write(move |tx| put(tx, "oauth:bitrix24:b24", value))
+                .await
+                .expect("put");
+            let got = store
+                .write(|tx| get(tx, "oauth:bitrix24:b24"))
+                .await
+                .expect("get");
+            assert_eq!(got.map(|(s, _)| s.expose().to_owned()).as_deref(), Some(value));
+            assert!(store.write(|tx| get(tx, "nothing")).await.expect("get").is_none());
+            store.close();
+        }
+        let bytes = std::fs::read(dir.path().join(DATA_FILE)).expect("data file");
+        let clear = bytes.windows(value.len()).any(|w| w == value.as_bytes());
+        assert!(!clear, "the value is sealed, never in the file in clear");
+        let secrets = SecretStore::open(dir.path(), key).expect("reopen");
+        let all = secrets.read_all().expect("read");
+        assert_eq!(all.get("oauth:bitrix24:b24").map(Secret::expose), Some(value));
+    }
 
     #[test]
     fn values_round_trip_list_shows_names_and_rotation_keeps_them() {

@@ -201,7 +201,7 @@ steps = [
 }
 
 impl App {
-    async fn list(&self, query: &str) -> Vec<serde_json::Value> {
+    async fn list(&self, query: &str) -> Vec<Value> {
         let response = self
             .client
             .get(format!("{}/api/exchanges?{query}", self.base))
@@ -209,7 +209,7 @@ impl App {
             .send()
             .await
             .expect("obmen answers");
-        let page: serde_json::Value = response.json().await.expect("json");
+        let page: Value = response.json().await.expect("json");
         page["items"].as_array().cloned().unwrap_or_default()
     }
 }

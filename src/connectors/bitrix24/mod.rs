@@ -91,11 +91,8 @@ impl Bitrix24Connector {
         })
     }
 
-    fn base(&self) -> &str {
-        match &self.auth {
-            Auth::Webhook { base } => base,
-            Auth::OAuth(o) => &o.base,
-        }
+    fn base(&self) -> String {
+        self.auth.base()
     }
 
     /// `POST <base><method>.json` with the arguments as the JSON body.
@@ -194,7 +191,9 @@ fn webhook(url: &str, base: &[PathSeg], ctx: &mut BuildCtx<'_>) -> Option<Auth> 
         ctx.secrets.push(Secret::new(token));
     }
     ctx.secrets.push(Secret::new(full.clone()));
-    Some(Auth::Webhook { base: full })
+    Some(Auth::Webhook {
+        base: std::sync::RwLock::new(full),
+    })
 }
 
 fn oauth(file: &OAuthFile, base: &[PathSeg], ctx: &mut BuildCtx<'_>) -> Option<Auth> {
@@ -217,7 +216,13 @@ fn oauth(file: &OAuthFile, base: &[PathSeg], ctx: &mut BuildCtx<'_>) -> Option<A
         Some(t) => Some(ctx.secret(at(base, &["oauth", "access_token"]), t)?),
         None => None,
     };
+    // The system's name keys the rotated tokens kept in the data file.
+    let system = match base.last() {
+        Some(PathSeg::Key(name)) => name.as_str(),
+        _ => "bitrix24",
+    };
     Some(Auth::OAuth(OAuth::new(
+        system,
         format!("{portal}/rest/"),
         server,
         file.client_id.clone(),
@@ -354,7 +359,12 @@ impl Connector for Bitrix24Connector {
         })
     }
 
+    /// Also puts the request on the portal's address of the moment: a request built before
+    /// a refresh named a new `client_endpoint`, or before the portal moved, goes there.
     fn authorize(&self, req: &mut OutboundRequest) {
+        if let Some((_, method)) = req.url.rsplit_once('/') {
+            req.url = format!("{}{method}", self.base());
+        }
         if let Auth::OAuth(o) = &self.auth
             && let Some(token) = o.access_token()
         {
@@ -412,6 +422,73 @@ impl Connector for Bitrix24Connector {
                 Value::Object(o)
             }
             other => other,
+        })
+    }
+
+    /// Redirects are handled here: the HTTP client would follow a `302` of a moved portal as
+    /// a GET and lose the call's body.
+    fn follows_redirects(&self) -> bool {
+        false
+    }
+
+    /// A portal that moved answers `302` with its new address: the call is sent there again
+    /// (as a POST, with its body) and later calls go there too. Only the scheme, host and
+    /// port may change — the same method path — and never from `https` to `http`.
+    fn relocate(&self, req: &mut OutboundRequest, location: &str) -> Result<(), CallError> {
+        let moved = |why: String| Err(CallError::new(ErrorClass::Config, why));
+        let (Ok(from), Ok(to)) = (
+            reqwest::Url::parse(&req.url),
+            reqwest::Url::parse(&req.url).and_then(|u| u.join(location)),
+        ) else {
+            return moved(
+                "the portal answered a redirect to an address that does not parse".into(),
+            );
+        };
+        let new_origin = to.origin().ascii_serialization();
+        if to.path() != from.path() {
+            return moved(format!(
+                "the portal redirected the call to another path at {new_origin}; check the portal address in the config"
+            ));
+        }
+        if from.scheme() == "https" && to.scheme() != "https" {
+            return moved(format!(
+                "the portal redirected the call from https to {new_origin}; refused"
+            ));
+        }
+        let Some((_, rest)) = auth::split_origin(&req.url) else {
+            return moved("the call's address has no origin".into());
+        };
+        req.url = format!("{new_origin}{rest}");
+        if let Some(old) = self.auth.move_to(&new_origin)
+            && old != new_origin
+        {
+            tracing::warn!(from = %old, to = %new_origin, "the Bitrix24 portal moved: calls go to the new address; update the address in the config");
+            if let Auth::OAuth(o) = &self.auth {
+                // Kept with the tokens before the next call (this one does not wait).
+                o.moved.store(true, Ordering::SeqCst);
+            }
+        }
+        Ok(())
+    }
+
+    fn attach_store(&self, store: &crate::store::Store) {
+        if let Auth::OAuth(o) = &self.auth {
+            o.attach(store);
+        }
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<(), CallError>> {
+        Box::pin(async move {
+            match &self.auth {
+                Auth::OAuth(o) => {
+                    o.load().await?;
+                    if o.moved.swap(false, Ordering::SeqCst) {
+                        o.keep().await;
+                    }
+                    Ok(())
+                }
+                Auth::Webhook { .. } => Ok(()),
+            }
         })
     }
 
@@ -543,6 +620,56 @@ mod tests {
     }
 
     #[test]
+    fn a_moved_portal_keeps_the_path_and_https() {
+        let (c, _, _) = build(r#"webhook_url = "https://old.bitrix24.kz/rest/1/tok3n-abc123""#);
+        let c = c.expect("built");
+        assert!(!c.follows_redirects());
+        let req = c
+            .op_request("crm.deal.update", &json!({"id": 1}))
+            .expect("request");
+        let mut moved = req.clone();
+        c.relocate(
+            &mut moved,
+            "https://new.bitrix24.kz/rest/1/tok3n-abc123/crm.deal.update.json",
+        )
+        .expect("followed");
+        assert_eq!(
+            moved.url,
+            "https://new.bitrix24.kz/rest/1/tok3n-abc123/crm.deal.update.json"
+        );
+        assert_eq!(moved.body, req.body, "the body goes along");
+        // Later calls, and a request built before the move, go to the new address.
+        let mut later = c
+            .op_request("crm.deal.get", &json!({"id": 1}))
+            .expect("request");
+        assert!(later.url.starts_with("https://new.bitrix24.kz/rest/1/"));
+        let mut early = req.clone();
+        c.authorize(&mut early);
+        assert!(
+            early.url.starts_with("https://new.bitrix24.kz/"),
+            "{}",
+            early.url
+        );
+        let err = c
+            .relocate(
+                &mut later,
+                "http://evil.example/rest/1/tok3n-abc123/crm.deal.get.json",
+            )
+            .expect_err("no downgrade");
+        assert_eq!(err.class, ErrorClass::Config);
+        assert!(!err.message.contains("tok3n"), "{}", err.message);
+        let err = c
+            .relocate(&mut later, "/auth/?backurl=/rest/")
+            .expect_err("another path");
+        assert!(
+            err.message
+                .contains("another path at https://new.bitrix24.kz"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
     fn config_mistakes_are_reported() {
         let (_, problems, _) = build(r#"webhook_url = "https://acme.bitrix24.kz/rest/""#);
         assert_eq!(problems.len(), 1, "{problems:?}");
@@ -568,7 +695,7 @@ mod tests {
         let Auth::OAuth(o) = &c.auth else {
             panic!("not oauth")
         };
-        assert_eq!(o.server, "https://oauth.bitrix24.tech");
+        assert_eq!(o.server(), "https://oauth.bitrix24.tech");
         assert_eq!(
             c.redact_url(&req.url),
             "https://acme.bitrix24.ru/rest/crm.deal.list.json?auth=***"
