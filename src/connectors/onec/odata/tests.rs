@@ -185,6 +185,12 @@ fn urls_are_encoded_for_the_wire_and_readable_in_the_journal() {
             "{BASE}/AccumulationRegister_ТоварыНаСкладах/Balance(Period=datetime'2026-01-15T00:00:00',Condition='Склад_Key eq guid'9d5c4222-8c4c-11db-a9b0-00055d49b45e'')?$format=json&allowedOnly=true"
         )
     );
+    let published = c.op_request("resources", &Value::Null).expect("request");
+    assert_eq!(
+        published.url,
+        format!("{BASE}?$format=json"),
+        "the service document"
+    );
     let count = c
         .op_request("Catalog_Контрагенты.count", &json!({"allowed_only": false}))
         .expect("request");
