@@ -105,6 +105,20 @@ pub struct TriggerFile {
     pub webhook: Option<WebhookFile>,
     pub manual: Option<toml::Table>,
     pub schedule: Option<ScheduleFile>,
+    pub commerceml: Option<CommerceMlFile>,
+}
+
+/// 1C calls `/1c/exchange/{flow}` with HTTP Basic `user`/`password` at `mode=checkauth`.
+#[derive(Debug, Deserialize)]
+pub struct CommerceMlFile {
+    pub user: String,
+    /// A secret reference: masked everywhere.
+    pub password: String,
+    /// `catalog` (import.xml, offers.xml …) or `sale` (orders both ways).
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Largest body of one `mode=file` request told to 1C (default 8 MiB).
+    pub file_limit: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,7 +147,7 @@ pub struct RetryFile {
     pub max: Option<String>,
 }
 
-/// One step; exactly one of `filter`, `map`, `call`, `upsert` names its kind.
+/// One step; exactly one of `filter`, `map`, `call`, `upsert`, `to_1c` names its kind.
 #[derive(Debug, Default, Deserialize)]
 pub struct StepFile {
     pub name: Option<String>,
@@ -141,6 +155,8 @@ pub struct StepFile {
     pub map: Option<String>,
     pub call: Option<String>,
     pub upsert: Option<String>,
+    /// The name of a `commerceml` sale flow: the order (`args`) waits in its outbox for 1C.
+    pub to_1c: Option<String>,
     pub args: Option<String>,
     #[serde(rename = "as")]
     pub as_: Option<String>,

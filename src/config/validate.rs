@@ -66,6 +66,8 @@ struct Ctx<'a> {
     secrets: Vec<Secret>,
     base: &'a Path,
     source: &'a SecretSource,
+    /// `to_1c` steps: where, and the sale flow they name (checked once all flows exist).
+    to_onec: Vec<(Vec<PathSeg>, String)>,
 }
 
 impl Ctx<'_> {
@@ -119,6 +121,7 @@ pub fn build(
         secrets: Vec::new(),
         base,
         source,
+        to_onec: Vec::new(),
     };
     let server = server(&file, &mut ctx);
     let tokens = tokens(&file, &mut ctx);
@@ -165,6 +168,7 @@ pub fn build(
             flows.push(Arc::new(f));
         }
     }
+    check_to_onec(&flows, &mut ctx);
     let headers: Vec<String> = connectors
         .values()
         .flat_map(|c| c.sensitive_headers())
@@ -179,6 +183,23 @@ pub fn build(
         connectors,
         flows,
         masker,
+    }
+}
+
+/// A `to_1c` step must name a flow whose trigger is a CommerceML `sale` exchange.
+fn check_to_onec(flows: &[Arc<Flow>], ctx: &mut Ctx<'_>) {
+    use crate::connectors::onec::commerceml::session::ExchangeType;
+    for (at, name) in std::mem::take(&mut ctx.to_onec) {
+        let ok = flows.iter().any(|f| {
+            f.name == name
+                && matches!(&f.trigger, Trigger::CommerceMl(c) if c.exchange == ExchangeType::Sale)
+        });
+        if !ok {
+            ctx.problem(
+                at,
+                format!("no flow `{name}` with trigger commerceml type = \"sale\""),
+            );
+        }
     }
 }
 
@@ -301,6 +322,12 @@ fn build_flow(
             .get(system)
             .map(|c| c.inbound_defaults())
             .unwrap_or_default(),
+        // The item's Ид; the key adds the file's role and the version (or content hash),
+        // so a re-uploaded unchanged item is a duplicate and a changed one is new work.
+        Some(Trigger::CommerceMl(_)) => connectors::InboundDefaults {
+            external_id: Some(".id"),
+            key: Some(".exchange_key"),
+        },
         _ => Default::default(),
     };
     let external_id = ctx.jq(
@@ -434,10 +461,17 @@ fn trigger(
         t.webhook.is_some(),
         t.manual.is_some(),
         t.schedule.is_some(),
+        t.commerceml.is_some(),
     ];
     if set.iter().filter(|s| **s).count() != 1 {
-        ctx.problem(tat, "set exactly one of webhook, manual, schedule");
+        ctx.problem(
+            tat,
+            "set exactly one of webhook, manual, schedule, commerceml",
+        );
         return None;
+    }
+    if let Some(c) = &t.commerceml {
+        return commerceml(c, &with(&tat, "commerceml"), ctx);
     }
     if let Some(w) = &t.webhook {
         if !systems.contains_key(&w.system) {
@@ -470,6 +504,35 @@ fn trigger(
         });
     }
     Some(Trigger::Manual)
+}
+
+fn commerceml(
+    c: &super::file::CommerceMlFile,
+    at: &[PathSeg],
+    ctx: &mut Ctx<'_>,
+) -> Option<Trigger> {
+    use crate::connectors::onec::commerceml::session::{DEFAULT_FILE_LIMIT, ExchangeType};
+    let exchange = ExchangeType::parse(&c.type_);
+    if exchange.is_none() {
+        ctx.problem(
+            with(at, "type"),
+            format!("`{}`: the type is catalog or sale", c.type_),
+        );
+    }
+    if c.user.is_empty() || c.user.contains(':') {
+        ctx.problem(with(at, "user"), "a user name, without `:`");
+    }
+    let file_limit = c.file_limit.unwrap_or(DEFAULT_FILE_LIMIT);
+    if !(1024..=1 << 30).contains(&file_limit) {
+        ctx.problem(with(at, "file_limit"), "between 1024 bytes and 1 GiB");
+    }
+    let password = ctx.secret(with(at, "password"), &c.password);
+    Some(Trigger::CommerceMl(crate::engine::flow::CommerceMl {
+        user: c.user.clone(),
+        password: password?,
+        exchange: exchange?,
+        file_limit,
+    }))
 }
 
 fn schema(s: &SchemaFile, at: Vec<PathSeg>, ctx: &mut Ctx<'_>) -> Option<Schema> {
@@ -535,12 +598,13 @@ fn step(
         ("map", &s.map),
         ("call", &s.call),
         ("upsert", &s.upsert),
+        ("to_1c", &s.to_1c),
     ];
     let set: Vec<_> = kinds.iter().filter(|(_, v)| v.is_some()).collect();
     let [(label, Some(value))] = set.as_slice() else {
         ctx.problem(
             at.to_vec(),
-            "a step sets exactly one of filter, map, call, upsert",
+            "a step sets exactly one of filter, map, call, upsert, to_1c",
         );
         return None;
     };
@@ -552,6 +616,17 @@ fn step(
     let kind = match *label {
         "filter" => StepKind::Filter(ctx.jq(vat, value)?),
         "map" => StepKind::Map(ctx.jq(vat, value)?),
+        "to_1c" => {
+            ctx.to_onec.push((vat, value.clone()));
+            let Some(args) = &s.args else {
+                ctx.problem(with(at, "args"), "a to_1c step needs args: the order");
+                return None;
+            };
+            StepKind::ToOnec {
+                flow: value.clone(),
+                args: ctx.jq(with(at, "args"), args)?,
+            }
+        }
         "call" => {
             let (system, op) =
                 target(value, &vat, systems, ctx, |c, op| c.has_op(op), "operation")?;

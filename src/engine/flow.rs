@@ -28,6 +28,17 @@ pub enum Trigger {
         schedule: Box<cron::Schedule>,
         tz: chrono_tz::Tz,
     },
+    /// 1C calls `/1c/exchange/{flow}` (CommerceML 2 exchange); each item of an uploaded
+    /// file is one trigger.
+    CommerceMl(CommerceMl),
+}
+
+#[derive(Debug)]
+pub struct CommerceMl {
+    pub user: String,
+    pub password: crate::mask::Secret,
+    pub exchange: crate::connectors::onec::commerceml::session::ExchangeType,
+    pub file_limit: u64,
 }
 
 impl Trigger {
@@ -36,6 +47,7 @@ impl Trigger {
             Trigger::Webhook { .. } => "webhook",
             Trigger::Manual => "manual",
             Trigger::Schedule { .. } => "schedule",
+            Trigger::CommerceMl(_) => "commerceml",
         }
     }
 }
@@ -115,6 +127,12 @@ pub enum StepKind {
         link: Option<Jq>,
         id: Jq,
     },
+    /// Queues the order `args` makes in the outbox of the sale flow `flow`, for 1C's next
+    /// `mode=query` (replacing an undelivered one with the same `id`).
+    ToOnec {
+        flow: String,
+        args: Jq,
+    },
 }
 
 impl StepKind {
@@ -124,6 +142,7 @@ impl StepKind {
             StepKind::Map(_) => "map",
             StepKind::Call { .. } => "call",
             StepKind::Upsert { .. } => "upsert",
+            StepKind::ToOnec { .. } => "to_1c",
         }
     }
 }

@@ -4,9 +4,9 @@
 use serde_json::Value;
 
 use crate::model::{ErrorClass, Status, now_ms};
-use crate::store::StoreError;
 use crate::store::ops::{self, NewExchange};
 use crate::store::records::{ErrorSummary, WorkState};
+use crate::store::{StoreError, Tx};
 
 use super::Engine;
 use super::flow::{Flow, Mode};
@@ -134,6 +134,19 @@ impl Engine {
         body: &[u8],
         given_request_id: Option<&str>,
     ) -> Result<u64, StoreError> {
+        self.record_refused(flow, "webhook (refused)", reason, body, given_request_id)
+            .await
+    }
+
+    /// [`Engine::record_refusal`] for any source (`source` names it in the journal).
+    pub async fn record_refused(
+        &self,
+        flow: &Flow,
+        source: &str,
+        reason: &str,
+        body: &[u8],
+        given_request_id: Option<&str>,
+    ) -> Result<u64, StoreError> {
         let now = now_ms();
         let text = String::from_utf8_lossy(body);
         let masker = match serde_json::from_slice::<Value>(body) {
@@ -157,7 +170,7 @@ impl Engine {
             dedup_scope: String::new(),
             dedup_window_ms: 0,
             dry_run: false,
-            source: "webhook (refused)".to_owned(),
+            source: source.to_owned(),
             payload: masker.json(&Value::String(excerpt)),
             work: WorkState::default(),
             steps: flow.step_names(),
@@ -174,6 +187,100 @@ impl Engine {
     /// Journals a trigger as a new exchange and queues it (or records it as rejected or
     /// duplicate). Returns only after the durable commit.
     pub async fn accept(&self, flow: &Flow, event: Event) -> Result<Accepted, StoreError> {
+        let (new, accepted) = self.prepare(flow, &event);
+        let created = self
+            .store
+            .write(move |txn| ops::create_exchange(txn, new))
+            .await?;
+        if created.status == Status::Queued {
+            self.wake.notify_one();
+        }
+        Ok(accepted.created(&created))
+    }
+
+    /// Journals many triggers of one flow in one durable commit. `guard` runs first in the
+    /// same transaction: when it answers `false` (a compare-and-set lost), nothing is
+    /// written and `None` comes back; `after` then sees the statuses of what was created,
+    /// still in the transaction. Items of one batch dedup against each other too.
+    pub async fn accept_batch<G, A>(
+        &self,
+        flow: &Flow,
+        events: &[Event],
+        guard: G,
+        after: A,
+    ) -> Result<Option<Vec<Accepted>>, StoreError>
+    where
+        G: FnOnce(&Tx<'_>) -> Result<bool, StoreError> + Send + 'static,
+        A: FnOnce(&Tx<'_>, &[Status]) -> Result<(), StoreError> + Send + 'static,
+    {
+        let (news, pending): (Vec<_>, Vec<_>) =
+            events.iter().map(|e| self.prepare(flow, e)).unzip();
+        let created = self
+            .store
+            .write(move |txn| {
+                if !guard(txn)? {
+                    return Ok(None);
+                }
+                let created = news
+                    .into_iter()
+                    .map(|n| ops::create_exchange(txn, n))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let statuses: Vec<Status> = created.iter().map(|c| c.status).collect();
+                after(txn, &statuses)?;
+                Ok(Some(created))
+            })
+            .await?;
+        let Some(created) = created else {
+            return Ok(None);
+        };
+        if created.iter().any(|c| c.status == Status::Queued) {
+            self.wake.notify_one();
+        }
+        Ok(Some(
+            pending
+                .into_iter()
+                .zip(created)
+                .map(|(p, c)| p.created(&c))
+                .collect(),
+        ))
+    }
+
+    /// Journals input that could not be read into triggers at all (a broken upload) as a
+    /// rejected exchange with the reason and a masked description; nothing can run it.
+    pub async fn record_unreadable(
+        &self,
+        flow: &Flow,
+        source: &str,
+        description: &Value,
+        reason: &str,
+    ) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let new = NewExchange {
+            flow: flow.name.clone(),
+            request_id: request_id(None),
+            external_id: None,
+            key: None,
+            raw_key: None,
+            raw_external_id: None,
+            dedup_scope: String::new(),
+            dedup_window_ms: 0,
+            dry_run: false,
+            source: source.to_owned(),
+            payload: self.masker.json(description),
+            work: WorkState::default(),
+            steps: flow.step_names(),
+            rejected: Some(ops::input_error(self.masker.text(reason), now)),
+            now,
+        };
+        let created = self
+            .store
+            .write(move |txn| ops::create_exchange(txn, new))
+            .await?;
+        Ok(created.id)
+    }
+
+    /// The new exchange for a trigger, and what to answer once it is stored.
+    fn prepare(&self, flow: &Flow, event: &Event) -> (NewExchange, Pending) {
         let d = decide(flow, &event.payload, event.request_id.as_deref());
         let now = now_ms();
         // Secrets and this trigger's personal data; the work copy keeps the personal data.
@@ -204,23 +311,32 @@ impl Engine {
                 outputs: Vec::new(),
             },
             steps: flow.step_names(),
-            rejected: rejected.map(|r: ErrorSummary| r),
+            rejected,
             now,
         };
-        let created = self
-            .store
-            .write(move |txn| ops::create_exchange(txn, new))
-            .await?;
-        if created.status == Status::Queued {
-            self.wake.notify_one();
-        }
-        Ok(Accepted {
-            id: created.id,
-            status: created.status,
+        let pending = Pending {
             request_id: d.request_id,
-            original_id: created.original_id,
             errors: masked_errors,
-        })
+        };
+        (new, pending)
+    }
+}
+
+/// What intake answers about a trigger once its exchange is created.
+struct Pending {
+    request_id: String,
+    errors: Vec<String>,
+}
+
+impl Pending {
+    fn created(self, c: &ops::Created) -> Accepted {
+        Accepted {
+            id: c.id,
+            status: c.status,
+            request_id: self.request_id,
+            original_id: c.original_id,
+            errors: self.errors,
+        }
     }
 }
 

@@ -203,6 +203,7 @@ impl<'a> Run<'a> {
                 (self.send(step, &sys, req, "").await?, None)
             }
             StepKind::Upsert { .. } => self.upsert(step, ctx).await?,
+            StepKind::ToOnec { flow, args } => (self.to_onec(flow, args, ctx).await?, None),
         };
         if let Some(schema) = &step.schema {
             let errors = schema.errors(&output);
@@ -345,6 +346,37 @@ impl<'a> Run<'a> {
             json!({"action": action, "id": target_id, "response": response}),
             link,
         ))
+    }
+
+    /// Puts the order in the sale flow's outbox, where 1C's next `mode=query` finds it.
+    /// Keyed by the order's `id`: a re-run replaces it, so it is never queued twice.
+    async fn to_onec(&self, flow: &str, args: &Jq, ctx: &Value) -> Result<Value, RunError> {
+        let order = self.eval(args, ctx)?.unwrap_or(Value::Null);
+        crate::connectors::onec::commerceml::write::check_order(&order).map_err(RunError::input)?;
+        let id = text_of(&order["id"]);
+        if !self.live {
+            return Ok(json!({"action": "would_queue", "flow": flow, "order_id": id}));
+        }
+        let (exchange, text, f, oid) = (
+            self.record.id,
+            order.to_string(),
+            flow.to_owned(),
+            id.clone(),
+        );
+        let seq = self
+            .engine
+            .store
+            .write(move |txn| {
+                crate::store::onec::put_outbox(txn, &f, &oid, exchange, &text, now_ms())
+            })
+            .await
+            .map_err(|e| RunError {
+                class: ErrorClass::Transient,
+                message: format!("cannot queue the order for 1C: {e}"),
+                step: None,
+                retry_after: None,
+            })?;
+        Ok(json!({"action": "queued", "flow": flow, "order_id": id, "seq": seq}))
     }
 
     async fn checkpoint(&self, c: Checkpoint) -> Result<(), RunError> {

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod hooks;
 pub mod metrics;
+pub mod onec;
 pub mod throttle;
 pub mod views;
 
@@ -54,6 +55,10 @@ pub fn router(state: AppState, max_body: usize) -> Router {
     // Webhooks read their body themselves, up to the flow's own limit.
     let hooks = Router::new()
         .route("/hooks/{flow}", post(hooks::receive).get(hooks::handshake))
+        .route(
+            "/1c/exchange/{flow}",
+            post(onec::exchange).get(onec::exchange),
+        )
         .layer(DefaultBodyLimit::disable());
     // A slow or stuck client cannot hold a handler forever; dry runs call targets, so the
     // bound is above the longest connector timeout.

@@ -3,6 +3,7 @@
 pub mod cipher;
 pub mod groups;
 mod migrate;
+pub mod onec;
 pub mod ops;
 pub mod query;
 pub mod records;

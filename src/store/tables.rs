@@ -81,3 +81,17 @@ pub const GROUP_MEMBERS: TableDefinition<'_, (&str, u64), ()> =
 /// that a success closes them without reading every group the flow ever had (schema 2).
 pub const OPEN_GROUPS: TableDefinition<'_, (&str, &str), ()> =
     TableDefinition::new("open_groups");
+
+/// 1C CommerceML exchange sessions (`store/onec.rs`). key = lookup hash of the session
+/// cookie, value = the session (postcard bytes of `commerceml::session::Session`).
+pub const ONEC_SESSIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("onec_sessions");
+
+/// How far `mode=import` has read an uploaded file. key = (session id, file name), value =
+/// postcard bytes of `commerceml::session::ImportState` (the parser's resumable cursor).
+pub const ONEC_IMPORTS: TableDefinition<'_, (&str, &str), &[u8]> =
+    TableDefinition::new("onec_imports");
+
+/// Orders waiting for 1C's `mode=query`. key = (sale flow, order Ид), value = postcard
+/// `OutboxRow` (exchange id, version seq, the order JSON sealed with the master key).
+pub const ONEC_OUTBOX: TableDefinition<'_, (&str, &str), &[u8]> =
+    TableDefinition::new("onec_outbox");

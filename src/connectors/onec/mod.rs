@@ -1,5 +1,6 @@
 //! 1C:Enterprise connectors (`kind = "onec"`).
 
+pub mod commerceml;
 pub mod odata;
 
 pub use odata::OnecConnector;

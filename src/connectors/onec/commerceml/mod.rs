@@ -1,0 +1,10 @@
+//! The CommerceML 2 exchange where 1C is the client ("обмен с сайтом"): 1C calls
+//! `/1c/exchange/{flow}?type=catalog|sale&mode=…` (the endpoint is `http/onec.rs`).
+//! Uploaded files are read as a stream ([`xml`]), each item becomes the trigger payload of
+//! one exchange ([`map`]), and orders waiting for 1C are written as a CommerceML document
+//! ([`write`]). docs/connectors/1c.md describes the protocol and the payloads.
+
+pub mod map;
+pub mod session;
+pub mod write;
+pub mod xml;

@@ -1,0 +1,575 @@
+//! A streaming reader of CommerceML files that stops after a bounded amount of work and
+//! resumes later from a saved [`Cursor`] (byte offset + open elements), so that a 500 MB
+//! upload is read in many short `mode=import` requests and never sits in memory: only one
+//! item (`Товар`, `Предложение`, `Документ`) is built as a tree at a time.
+//!
+//! quick-xml reads raw bytes; names, text and attribute values are decoded here with the
+//! encoding the XML declaration names (UTF-8 or windows-1251 in practice). Both are
+//! ASCII-compatible, so the markup itself parses the same either way.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+use std::time::Instant;
+
+use encoding_rs::{Encoding, UTF_8};
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::reader::Reader;
+use serde::{Deserialize, Serialize};
+
+/// The root element of every CommerceML document.
+pub const ROOT: &str = "КоммерческаяИнформация";
+/// An item bigger than this is refused: one `Товар` is kilobytes, not megabytes.
+const MAX_ITEM_BYTES: u64 = 16 << 20;
+
+/// Where reading a file stopped, saved between `mode=import` requests.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Byte offset in the file just after the last event handled.
+    pub offset: u64,
+    /// Local names of the elements open at `offset`, outermost first.
+    pub stack: Vec<String>,
+    /// The encoding label from the XML declaration (`None`: UTF-8).
+    pub encoding: Option<String>,
+    pub header: Header,
+    /// Items read so far.
+    pub items: u64,
+    /// The whole file has been read.
+    pub done: bool,
+}
+
+/// What the document says about itself before (and around) its items.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    pub schema_version: Option<String>,
+    pub namespace: Option<String>,
+    pub formed_at: Option<String>,
+    /// `СодержитТолькоИзменения` of the catalog or offer package.
+    pub only_changes: Option<bool>,
+    /// `Каталог/Ид`, or `ПакетПредложений/ИдКаталога`.
+    pub catalog_id: Option<String>,
+    pub classifier_id: Option<String>,
+    /// `ПакетПредложений/Ид`.
+    pub package_id: Option<String>,
+    /// `ТипыЦен/ТипЦены`: (Ид, Наименование, Валюта).
+    pub price_types: Vec<(String, String, Option<String>)>,
+}
+
+/// One element as a tree: local name, attributes, trimmed text, children in order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Node {
+    pub name: String,
+    pub attrs: Vec<(String, String)>,
+    pub text: String,
+    pub children: Vec<Node>,
+}
+
+impl Node {
+    pub fn child(&self, name: &str) -> Option<&Node> {
+        self.children.iter().find(|c| c.name == name)
+    }
+
+    pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Node> {
+        self.children.iter().filter(move |c| c.name == name)
+    }
+
+    /// The trimmed text of a child, `None` when absent or empty.
+    pub fn text_of(&self, name: &str) -> Option<&str> {
+        self.child(name)
+            .map(|c| c.text.as_str())
+            .filter(|t| !t.is_empty())
+    }
+
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What kind of object an item element is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    /// `Каталог/Товары/Товар` (import.xml).
+    Product,
+    /// `ПакетПредложений/Предложения/Предложение` (offers, prices, rests).
+    Offer,
+    /// `Документ`, at the root (2.x) or in a `Контейнер` (3.1).
+    Order,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Product => "product",
+            Kind::Offer => "offer",
+            Kind::Order => "order",
+        }
+    }
+}
+
+/// Which element paths are items. `stack` holds the open ancestors, root first.
+fn item_kind(stack: &[String], name: &str) -> Option<Kind> {
+    let parents: Vec<&str> = stack.iter().map(String::as_str).collect();
+    match (parents.as_slice(), name) {
+        ([ROOT, "Каталог", "Товары"], "Товар") => Some(Kind::Product),
+        (
+            [
+                ROOT,
+                "ПакетПредложений" | "ИзмененияПакетаПредложений",
+                "Предложения",
+            ],
+            "Предложение",
+        ) => Some(Kind::Offer),
+        ([ROOT], "Документ") | ([ROOT, "Контейнер"], "Документ") => {
+            Some(Kind::Order)
+        }
+        _ => None,
+    }
+}
+
+/// One bounded piece of work: items read, where to go on, and the error that stopped it.
+#[derive(Debug)]
+pub struct Batch {
+    pub items: Vec<(Kind, Node)>,
+    pub cursor: Cursor,
+    /// Set when the file is not well-formed CommerceML; `items` were read before it.
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_items: usize,
+    pub deadline: Instant,
+}
+
+/// Reads from `cursor` until `limits` are reached, the file ends, or an error.
+pub fn read_batch(path: &Path, cursor: Cursor, limits: Limits) -> Batch {
+    let mut batch = Batch {
+        items: Vec::new(),
+        cursor,
+        error: None,
+    };
+    if let Err(e) = run(path, &mut batch, limits) {
+        batch.error = Some(e);
+    }
+    batch
+}
+
+fn run(path: &Path, batch: &mut Batch, limits: Limits) -> Result<(), String> {
+    let mut file = File::open(path).map_err(|e| format!("cannot open the file: {e}"))?;
+    let start = match batch.cursor.offset {
+        0 => bom_len(&mut file)?,
+        n => n,
+    };
+    file.seek(SeekFrom::Start(start))
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    let mut reader = Reader::from_reader(BufReader::with_capacity(64 << 10, file));
+    let config = reader.config_mut();
+    // Resuming mid-document means closing tags whose start this reader never saw; the
+    // stack of open elements is checked here instead.
+    config.check_end_names = false;
+    config.allow_unmatched_ends = true;
+    let mut enc = encoding(batch.cursor.encoding.as_deref())?;
+    let mut buf = Vec::new();
+    let cur = &mut batch.cursor;
+    while batch.items.len() < limits.max_items && Instant::now() < limits.deadline {
+        buf.clear();
+        let event = reader
+            .read_event_into(&mut buf)
+            .map_err(|e| xml_error(&e, start + reader.error_position()))?;
+        match event {
+            Event::Decl(d) => {
+                if let Some(label) = d.encoding() {
+                    let label = label.map_err(|e| format!("bad XML declaration: {e}"))?;
+                    let text = String::from_utf8_lossy(&label).into_owned();
+                    enc = encoding(Some(&text))?;
+                    cur.encoding = Some(enc.name().to_owned());
+                }
+            }
+            Event::Start(e) => {
+                let name = local_name(enc, &e);
+                check_root(cur, &name)?;
+                if cur.stack.is_empty() {
+                    root_attrs(cur, enc, &e)?;
+                }
+                package_attrs(cur, enc, &name, &e)?;
+                if let Some(kind) = item_kind(&cur.stack, &name) {
+                    let node = subtree(&mut reader, enc, &e, name, start)?;
+                    batch.items.push((kind, node));
+                    cur.items += 1;
+                } else if name == "ТипЦены" && cur.stack.last().is_some_and(|p| p == "ТипыЦен")
+                {
+                    let node = subtree(&mut reader, enc, &e, name, start)?;
+                    price_type(&mut cur.header, &node);
+                } else {
+                    cur.stack.push(name);
+                }
+            }
+            Event::Empty(e) => {
+                let name = local_name(enc, &e);
+                check_root(cur, &name)?;
+                if cur.stack.is_empty() {
+                    root_attrs(cur, enc, &e)?;
+                }
+            }
+            Event::Text(t) => header_text(cur, &decode(enc, &t)),
+            Event::End(e) => {
+                let name = decode(enc, e.local_name().as_ref()).into_owned();
+                match cur.stack.pop() {
+                    Some(open) if open == name => {}
+                    Some(open) => {
+                        return Err(format!("</{name}> closes <{open}>: the XML is broken"));
+                    }
+                    None => return Err(format!("</{name}> closes nothing")),
+                }
+            }
+            Event::Eof => {
+                if let Some(open) = cur.stack.last() {
+                    return Err(format!(
+                        "the file ends inside <{open}>: it is truncated (was every part uploaded?)"
+                    ));
+                }
+                if cur.header.schema_version.is_none() && cur.items == 0 && !seen_root(cur) {
+                    return Err(format!("no <{ROOT}> element: not a CommerceML file"));
+                }
+                cur.done = true;
+                cur.offset = start + reader.buffer_position();
+                return Ok(());
+            }
+            _ => {}
+        }
+        cur.offset = start + reader.buffer_position();
+    }
+    Ok(())
+}
+
+fn xml_error(e: &quick_xml::Error, at: u64) -> String {
+    let text = e.to_string();
+    if text.contains("end of input") {
+        format!(
+            "the file ends inside a tag at byte {at}: it is truncated (was every part uploaded?)"
+        )
+    } else {
+        format!("not well-formed XML at byte {at}: {text}")
+    }
+}
+
+/// The root was seen when its attributes were read (ВерсияСхемы is required) or items came.
+fn seen_root(cur: &Cursor) -> bool {
+    cur.header.formed_at.is_some() || cur.header.namespace.is_some()
+}
+
+fn check_root(cur: &Cursor, name: &str) -> Result<(), String> {
+    if cur.stack.is_empty() && name != ROOT {
+        return Err(format!(
+            "the root element is <{name}>, not <{ROOT}>: not a CommerceML file"
+        ));
+    }
+    Ok(())
+}
+
+/// A UTF-8 byte order mark is skipped (the 1C module writes one).
+fn bom_len(file: &mut File) -> Result<u64, String> {
+    let mut head = [0u8; 3];
+    let n = file
+        .read(&mut head)
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    Ok(if n == 3 && head == [0xEF, 0xBB, 0xBF] {
+        3
+    } else {
+        0
+    })
+}
+
+fn encoding(label: Option<&str>) -> Result<&'static Encoding, String> {
+    match label {
+        None => Ok(UTF_8),
+        Some(l) => Encoding::for_label(l.trim().as_bytes())
+            .ok_or_else(|| format!("the file's encoding `{l}` is not known")),
+    }
+}
+
+pub fn decode<'a>(enc: &'static Encoding, bytes: &'a [u8]) -> Cow<'a, str> {
+    enc.decode_without_bom_handling(bytes).0
+}
+
+fn local_name(enc: &'static Encoding, e: &BytesStart<'_>) -> String {
+    decode(enc, e.local_name().as_ref()).into_owned()
+}
+
+fn attrs(enc: &'static Encoding, e: &BytesStart<'_>) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for a in e.attributes() {
+        let a = a.map_err(|err| format!("bad attribute: {err}"))?;
+        let key = decode(enc, a.key.as_ref()).into_owned();
+        let raw = decode(enc, &a.value);
+        let value = quick_xml::escape::unescape(&raw)
+            .map_err(|err| format!("bad attribute {key}: {err}"))?
+            .into_owned();
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+fn root_attrs(cur: &mut Cursor, enc: &'static Encoding, e: &BytesStart<'_>) -> Result<(), String> {
+    let h = &mut cur.header;
+    for (k, v) in attrs(enc, e)? {
+        match k.as_str() {
+            "ВерсияСхемы" => h.schema_version = Some(v),
+            "ДатаФормирования" => h.formed_at = Some(v),
+            "xmlns" => h.namespace = Some(v),
+            _ => {}
+        }
+    }
+    // Marks the root as seen even when it has no attributes.
+    h.formed_at.get_or_insert_with(String::new);
+    Ok(())
+}
+
+fn package_attrs(
+    cur: &mut Cursor,
+    enc: &'static Encoding,
+    name: &str,
+    e: &BytesStart<'_>,
+) -> Result<(), String> {
+    let package = matches!(
+        name,
+        "Каталог" | "ПакетПредложений" | "ИзмененияПакетаПредложений"
+    );
+    if package
+        && cur.stack.len() == 1
+        && let Some((_, v)) = attrs(enc, e)?
+            .into_iter()
+            .find(|(k, _)| k == "СодержитТолькоИзменения")
+    {
+        cur.header.only_changes = Some(v.trim() == "true");
+    }
+    Ok(())
+}
+
+/// Ids of the catalog and package, read from their simple children.
+fn header_text(cur: &mut Cursor, text: &str) {
+    let text = text.trim();
+    if text.is_empty() || cur.stack.len() != 3 {
+        return;
+    }
+    let h = &mut cur.header;
+    let slot = match (cur.stack[1].as_str(), cur.stack[2].as_str()) {
+        ("Каталог", "Ид") | ("ПакетПредложений" | "ИзмененияПакетаПредложений", "ИдКаталога") => {
+            &mut h.catalog_id
+        }
+        (_, "ИдКлассификатора") => &mut h.classifier_id,
+        ("ПакетПредложений" | "ИзмененияПакетаПредложений", "Ид") => {
+            &mut h.package_id
+        }
+        _ => return,
+    };
+    *slot = Some(text.to_owned());
+}
+
+fn price_type(h: &mut Header, node: &Node) {
+    if let (Some(id), Some(name)) = (node.text_of("Ид"), node.text_of("Наименование"))
+    {
+        let currency = node.text_of("Валюта").map(str::to_owned);
+        h.price_types
+            .push((id.to_owned(), name.to_owned(), currency));
+    }
+}
+
+/// Reads the element that `first` opened, to its end, as a tree.
+fn subtree<R: std::io::BufRead>(
+    reader: &mut Reader<R>,
+    enc: &'static Encoding,
+    first: &BytesStart<'_>,
+    name: String,
+    base: u64,
+) -> Result<Node, String> {
+    let began = reader.buffer_position();
+    let mut open = vec![Node {
+        name,
+        attrs: attrs(enc, first)?,
+        ..Node::default()
+    }];
+    let mut buf = Vec::new();
+    loop {
+        if reader.buffer_position() - began > MAX_ITEM_BYTES {
+            return Err(format!(
+                "<{}> at byte {} is larger than {} MiB",
+                open[0].name,
+                base + began,
+                MAX_ITEM_BYTES >> 20
+            ));
+        }
+        buf.clear();
+        let event = reader
+            .read_event_into(&mut buf)
+            .map_err(|e| xml_error(&e, base + reader.error_position()))?;
+        let top = open.len() - 1;
+        match event {
+            Event::Start(e) => open.push(Node {
+                name: local_name(enc, &e),
+                attrs: attrs(enc, &e)?,
+                ..Node::default()
+            }),
+            Event::Empty(e) => {
+                let node = Node {
+                    name: local_name(enc, &e),
+                    attrs: attrs(enc, &e)?,
+                    ..Node::default()
+                };
+                open[top].children.push(node);
+            }
+            Event::Text(t) => open[top].text.push_str(&decode(enc, &t)),
+            Event::CData(t) => open[top].text.push_str(&decode(enc, &t)),
+            Event::GeneralRef(r) => {
+                let text = reference(enc, &r)?;
+                open[top].text.push_str(&text);
+            }
+            Event::End(e) => {
+                let name = decode(enc, e.local_name().as_ref()).into_owned();
+                let Some(mut done) = open.pop() else {
+                    return Err(format!("</{name}> closes nothing"));
+                };
+                if done.name != name {
+                    return Err(format!(
+                        "</{name}> closes <{}>: the XML is broken",
+                        done.name
+                    ));
+                }
+                done.text = done.text.trim().to_owned();
+                match open.last_mut() {
+                    Some(parent) => parent.children.push(done),
+                    None => return Ok(done),
+                }
+            }
+            Event::Eof => {
+                return Err(format!(
+                    "the file ends inside <{}>: it is truncated (was every part uploaded?)",
+                    open[top].name
+                ));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `&amp;`, `&#1040;`, `&#x410;` and the other predefined references.
+fn reference(
+    enc: &'static Encoding,
+    r: &quick_xml::events::BytesRef<'_>,
+) -> Result<String, String> {
+    if r.is_char_ref() {
+        let c = r
+            .resolve_char_ref()
+            .map_err(|e| format!("bad character reference: {e}"))?;
+        return c
+            .map(String::from)
+            .ok_or_else(|| "bad character reference".to_owned());
+    }
+    let name = decode(enc, r);
+    quick_xml::escape::resolve_predefined_entity(&name)
+        .map(str::to_owned)
+        .ok_or_else(|| format!("unknown entity &{name};"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn limits(n: usize) -> Limits {
+        Limits {
+            max_items: n,
+            deadline: Instant::now() + Duration::from_secs(30),
+        }
+    }
+
+    fn write(text: &[u8]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        std::io::Write::write_all(&mut f, text).expect("write");
+        f
+    }
+
+    const DOC: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<КоммерческаяИнформация ВерсияСхемы="2.07" ДатаФормирования="2026-01-15T10:00:00">
+ <Каталог СодержитТолькоИзменения="true"><Ид>cat-1</Ид><Наименование>Основной</Наименование>
+  <Товары><Товар><Ид>a</Ид><Наименование>Чайник &amp; чашка &#1040;</Наименование></Товар>
+   <Товар><Ид>b</Ид><Наименование>Второй</Наименование></Товар>
+   <Товар Статус="Удален"><Ид>c</Ид><Наименование>Третий</Наименование></Товар></Товары>
+ </Каталог></КоммерческаяИнформация>"#;
+
+    #[test]
+    fn resumes_from_the_cursor_item_by_item() {
+        let f = write(DOC.as_bytes());
+        let mut cursor = Cursor::default();
+        let mut names = Vec::new();
+        for _ in 0..10 {
+            let b = read_batch(f.path(), cursor, limits(1));
+            assert_eq!(b.error, None);
+            names.extend(
+                b.items
+                    .iter()
+                    .map(|(_, n)| n.text_of("Наименование").map(str::to_owned)),
+            );
+            cursor = b.cursor;
+            if cursor.done {
+                break;
+            }
+        }
+        assert!(cursor.done);
+        assert_eq!(cursor.items, 3);
+        assert_eq!(cursor.header.only_changes, Some(true));
+        assert_eq!(cursor.header.catalog_id.as_deref(), Some("cat-1"));
+        assert_eq!(cursor.header.schema_version.as_deref(), Some("2.07"));
+        assert_eq!(names[0].as_deref(), Some("Чайник & чашка А"));
+        assert_eq!(names.len(), 3);
+    }
+
+    #[test]
+    fn windows_1251_is_decoded_by_the_declaration() {
+        let text = DOC.replace("UTF-8", "windows-1251");
+        let (bytes, _, _) = encoding_rs::WINDOWS_1251.encode(&text);
+        let f = write(&bytes);
+        let b = read_batch(f.path(), Cursor::default(), limits(10));
+        assert_eq!(b.error, None);
+        assert_eq!(b.items.len(), 3);
+        assert_eq!(b.items[1].1.text_of("Наименование"), Some("Второй"));
+        assert_eq!(b.items[2].1.attr("Статус"), Some("Удален"));
+    }
+
+    #[test]
+    fn a_truncated_file_is_an_error_after_the_items_before_it() {
+        let cut = &DOC.as_bytes()[..DOC.find("<Товар Статус").expect("third item") + 20];
+        let f = write(cut);
+        let b = read_batch(f.path(), Cursor::default(), limits(10));
+        assert_eq!(b.items.len(), 2);
+        assert!(
+            b.error.as_deref().is_some_and(|e| e.contains("truncated")),
+            "{:?}",
+            b.error
+        );
+    }
+
+    #[test]
+    fn broken_nesting_and_foreign_roots_are_errors() {
+        let f = write(
+            DOC.replace(
+                "</Наименование></Товар>\n   <Товар><Ид>b",
+                "</Товар>\n   <Товар><Ид>b",
+            )
+            .as_bytes(),
+        );
+        let b = read_batch(f.path(), Cursor::default(), limits(10));
+        assert!(b.error.is_some());
+        let f = write(b"<?xml version=\"1.0\"?><html><body/></html>");
+        let b = read_batch(f.path(), Cursor::default(), limits(10));
+        assert!(
+            b.error
+                .as_deref()
+                .is_some_and(|e| e.contains("not a CommerceML"))
+        );
+    }
+}

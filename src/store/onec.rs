@@ -1,0 +1,251 @@
+//! The 1C CommerceML exchange's own rows: sessions (cookie -> session), how far each
+//! uploaded file has been imported, and the outbox of orders waiting for 1C's
+//! `mode=query`. Sessions and import states are opaque postcard bytes made by
+//! `connectors::onec::commerceml::session`; outbox orders rest sealed (they hold customers'
+//! personal data) like work copies.
+
+use redb::{ReadTransaction, ReadableTable, TableDefinition, TableError};
+use serde::{Deserialize, Serialize};
+
+use crate::model::Millis;
+
+use super::records::{EventKind, decode, encode};
+use super::tables::{ONEC_IMPORTS, ONEC_OUTBOX, ONEC_SESSIONS};
+use super::{StoreError, Tx, ops};
+
+/// A table that was never written reads as empty.
+fn missing_is_empty<T>(r: Result<T, TableError>) -> Result<Option<T>, StoreError> {
+    match r {
+        Ok(t) => Ok(Some(t)),
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn read_bytes<K: redb::Key + 'static>(
+    read: &ReadTransaction,
+    table: TableDefinition<'_, K, &'static [u8]>,
+    key: K::SelfType<'_>,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let Some(t) = missing_is_empty(read.open_table(table))? else {
+        return Ok(None);
+    };
+    Ok(t.get(key)?.map(|v| v.value().to_vec()))
+}
+
+/// The session a cookie (by its lookup hash) opened.
+pub fn session(read: &ReadTransaction, cookie_hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    read_bytes(read, ONEC_SESSIONS, cookie_hash)
+}
+
+pub fn put_session(txn: &Tx<'_>, cookie_hash: &str, session: &[u8]) -> Result<(), StoreError> {
+    txn.open_table(ONEC_SESSIONS)?
+        .insert(cookie_hash, session)?;
+    Ok(())
+}
+
+/// Removes the sessions `expired` says are over (with their import states); returns them.
+pub fn sweep_sessions(
+    txn: &Tx<'_>,
+    expired: impl Fn(&[u8]) -> Option<String>,
+) -> Result<Vec<String>, StoreError> {
+    let mut gone = Vec::new();
+    {
+        let mut table = txn.open_table(ONEC_SESSIONS)?;
+        let mut keys = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            if let Some(id) = expired(v.value()) {
+                keys.push(k.value().to_owned());
+                gone.push(id);
+            }
+        }
+        for k in keys {
+            table.remove(k.as_str())?;
+        }
+    }
+    for id in &gone {
+        clear_imports(txn, id)?;
+    }
+    Ok(gone)
+}
+
+pub fn import_state(
+    read: &ReadTransaction,
+    session: &str,
+    file: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    read_bytes(read, ONEC_IMPORTS, (session, file))
+}
+
+/// The import state inside a write: the compare half of compare-and-set.
+pub fn import_state_in(
+    txn: &Tx<'_>,
+    session: &str,
+    file: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let table = txn.open_table(ONEC_IMPORTS)?;
+    let found = table.get((session, file))?;
+    Ok(found.map(|v| v.value().to_vec()))
+}
+
+pub fn put_import_state(
+    txn: &Tx<'_>,
+    session: &str,
+    file: &str,
+    state: &[u8],
+) -> Result<(), StoreError> {
+    txn.open_table(ONEC_IMPORTS)?
+        .insert((session, file), state)?;
+    Ok(())
+}
+
+/// Forgets every file of a session (`mode=init` starts over).
+pub fn clear_imports(txn: &Tx<'_>, session: &str) -> Result<(), StoreError> {
+    let mut table = txn.open_table(ONEC_IMPORTS)?;
+    let mut keys = Vec::new();
+    for row in table.range((session, "")..)? {
+        let (k, _) = row?;
+        let (s, f) = k.value();
+        if s != session {
+            break;
+        }
+        keys.push(f.to_owned());
+    }
+    for f in keys {
+        table.remove((session, f.as_str()))?;
+    }
+    Ok(())
+}
+
+/// One order waiting for 1C. `seq` tells a replaced order from the one 1C was given.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct OutboxRow {
+    exchange_id: u64,
+    seq: u64,
+    queued_at: Millis,
+    sealed: Vec<u8>,
+}
+
+/// An order as `mode=query` hands it out.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub order_id: String,
+    pub seq: u64,
+    pub exchange_id: u64,
+    pub order: String,
+}
+
+fn outbox_context(flow: &str, order_id: &str) -> Vec<u8> {
+    format!("onec-outbox:{flow}:{order_id}").into_bytes()
+}
+
+/// Queues (or replaces) an order for the sale flow `flow`. `seq` grows with every write so
+/// that a `mode=success` never removes a newer version than the one 1C received.
+pub fn put_outbox(
+    txn: &Tx<'_>,
+    flow: &str,
+    order_id: &str,
+    exchange_id: u64,
+    order_json: &str,
+    now: Millis,
+) -> Result<u64, StoreError> {
+    let mut table = txn.open_table(ONEC_OUTBOX)?;
+    let last = match table.get((flow, order_id))? {
+        Some(v) => decode::<OutboxRow>(v.value())?.seq,
+        None => 0,
+    };
+    let seq = last.max(now.saturating_sub(1)) + 1;
+    let row = OutboxRow {
+        exchange_id,
+        seq,
+        queued_at: now,
+        sealed: txn
+            .key
+            .seal(&outbox_context(flow, order_id), order_json.as_bytes()),
+    };
+    table.insert((flow, order_id), encode(&row)?.as_slice())?;
+    Ok(seq)
+}
+
+/// Every order waiting for `flow`, oldest first (opened inside the write that records
+/// what this session was given).
+pub fn outbox(txn: &Tx<'_>, flow: &str) -> Result<Vec<Outgoing>, StoreError> {
+    let table = txn.open_table(ONEC_OUTBOX)?;
+    let mut out = Vec::new();
+    for row in table.range((flow, "")..)? {
+        let (k, v) = row?;
+        let (f, order_id) = k.value();
+        if f != flow {
+            break;
+        }
+        let rec: OutboxRow = decode(v.value())?;
+        let plain = txn
+            .key
+            .open(&outbox_context(flow, order_id), &rec.sealed)
+            .ok_or(StoreError::Unseal)?;
+        out.push(Outgoing {
+            order_id: order_id.to_owned(),
+            seq: rec.seq,
+            exchange_id: rec.exchange_id,
+            order: String::from_utf8_lossy(&plain).into_owned(),
+        });
+    }
+    out.sort_by_key(|o| o.seq);
+    Ok(out)
+}
+
+/// Orders waiting for `flow`, read-only (for the status of a flow, tests).
+pub fn outbox_len(read: &ReadTransaction, flow: &str) -> Result<usize, StoreError> {
+    let Some(table) = missing_is_empty(read.open_table(ONEC_OUTBOX))? else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    for row in table.range((flow, "")..)? {
+        if row?.0.value().0 != flow {
+            break;
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// `mode=success`: the orders 1C received (`given`: order id and seq) leave the outbox,
+/// unless replaced since, and each one's exchange gets a journal event saying so.
+pub fn delivered(
+    txn: &Tx<'_>,
+    flow: &str,
+    given: &[(String, u64)],
+    by: &str,
+    now: Millis,
+) -> Result<usize, StoreError> {
+    let mut done = Vec::new();
+    {
+        let mut table = txn.open_table(ONEC_OUTBOX)?;
+        for (order_id, seq) in given {
+            let row = match table.get((flow, order_id.as_str()))? {
+                Some(v) => decode::<OutboxRow>(v.value())?,
+                None => continue,
+            };
+            if row.seq == *seq {
+                table.remove((flow, order_id.as_str()))?;
+                done.push((row.exchange_id, order_id.clone()));
+            }
+        }
+    }
+    for (exchange_id, order_id) in &done {
+        let Some(mut rec) = ops::get(txn, *exchange_id)? else {
+            continue;
+        };
+        let action = format!(
+            "delivered to 1C: order {order_id} was fetched by mode=query of flow `{flow}` and confirmed by mode=success"
+        );
+        let event = EventKind::Manual {
+            action,
+            by: by.to_owned(),
+        };
+        ops::append(txn, &mut rec, now, event)?;
+        ops::put(txn, &rec)?;
+    }
+    Ok(done.len())
+}
