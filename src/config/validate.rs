@@ -532,6 +532,7 @@ fn commerceml(
         password: password?,
         exchange: exchange?,
         file_limit,
+        import_batch: c.import_batch.unwrap_or(1000).max(1),
     }))
 }
 

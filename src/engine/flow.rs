@@ -39,6 +39,8 @@ pub struct CommerceMl {
     pub password: crate::mask::Secret,
     pub exchange: crate::connectors::onec::commerceml::session::ExchangeType,
     pub file_limit: u64,
+    /// Items one `mode=import` request accepts at most (it also stops after 2 s).
+    pub import_batch: usize,
 }
 
 impl Trigger {

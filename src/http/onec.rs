@@ -29,8 +29,8 @@ use crate::store::onec as store;
 
 use super::AppState;
 
-/// Bounded work per `mode=import` request: 1C calls again on `progress`.
-const BATCH_ITEMS: usize = 1000;
+/// Bounded work per `mode=import` request (with the flow's `import_batch`): 1C calls
+/// again on `progress`.
 const BATCH_TIME: Duration = Duration::from_secs(2);
 const TEXT: &str = "text/plain; charset=windows-1251";
 
@@ -70,6 +70,7 @@ pub async fn exchange(
         password: t.password.clone(),
         exchange: t.exchange,
         file_limit: t.file_limit,
+        import_batch: t.import_batch,
     };
     handle(state, peer, flow, t, query, headers, body).await
 }
@@ -364,7 +365,7 @@ impl Ctx {
     async fn import_batch(&self, file: String, path: PathBuf, before: ImportState) -> Response {
         let cursor = before.cursor.clone();
         let limits = xml::Limits {
-            max_items: BATCH_ITEMS,
+            max_items: self.trigger.import_batch,
             deadline: Instant::now() + BATCH_TIME,
         };
         let name = file.clone();

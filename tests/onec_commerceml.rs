@@ -1,0 +1,546 @@
+//! The CommerceML exchange endpoint against a test that plays 1C over real HTTP: the
+//! official sample files (2.0x and the 3.1 module's) uploaded in parts, imported until
+//! `success`, one exchange per item delivered to a fake target; re-uploads are duplicates;
+//! refused logins, broken files and unsafe names; orders for 1C through `mode=query`.
+
+#[path = "onec_commerceml/client.rs"]
+mod client;
+#[path = "onec_commerceml/sink.rs"]
+mod sink;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use client::OneC;
+use sink::Sink;
+
+const ADMIN: &str = "admin-token-1c-0001";
+const USER: &str = "site";
+/// Also a canary: it must never show in the journal.
+const PASSWORD: &str = "canary-1c-password-7731";
+const WAIT: Duration = Duration::from_secs(30);
+
+struct App {
+    dir: TempDir,
+    base: String,
+    client: reqwest::Client,
+    shutdown: CancellationToken,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/specs/1c/commerceml")
+}
+
+fn sample(rel: &str) -> Vec<u8> {
+    std::fs::read(samples().join(rel)).unwrap_or_else(|e| panic!("sample {rel}: {e}"))
+}
+
+/// How many `<tag>` items a sample holds, counted in its text.
+fn count(bytes: &[u8], tag: &str) -> usize {
+    String::from_utf8_lossy(bytes)
+        .matches(&format!("<{tag}>"))
+        .count()
+}
+
+fn config(sink: &Sink, data: &Path) -> String {
+    format!(
+        r#"[server]
+data_dir = "{data}"
+shutdown_grace = "2s"
+
+[auth]
+tokens = [ {{ name = "integrator", role = "admin", token = "{ADMIN}" }} ]
+
+[systems.sink]
+kind = "http"
+base_url = "{base}"
+auth = {{ bearer = "{token}" }}
+rate_limit = "1000/s"
+ops = {{ put = {{ method = "POST", path = "/items" }} }}
+
+[[flows]]
+name = "catalog"
+trigger = {{ commerceml = {{ user = "{USER}", password = "{PASSWORD}", type = "catalog", file_limit = 16384, import_batch = 25 }} }}
+steps = [ {{ call = "sink.put", args = '.trigger | {{id, kind, deleted, file, key: .exchange_key}}' }} ]
+
+[[flows]]
+name = "orders"
+trigger = {{ commerceml = {{ user = "{USER}", password = "{PASSWORD}", type = "sale" }} }}
+steps = [ {{ call = "sink.put", args = '.trigger | {{id, kind, deleted, number_1c}}' }} ]
+
+[[flows]]
+name = "deal-to-1c"
+trigger = {{ manual = {{}} }}
+steps = [ {{ to_1c = "orders", args = '.trigger' }} ]
+"#,
+        data = data.display(),
+        base = sink.base,
+        token = sink::TOKEN,
+    )
+}
+
+impl App {
+    async fn start(sink: &Sink) -> App {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = config(sink, &dir.path().join("data"));
+        let path = dir.path().join("obmen.toml");
+        std::fs::write(&path, &text).expect("write");
+        let loaded = obmen::config::load_str(&path, &text)
+            .unwrap_or_else(|e| panic!("the test config is invalid:\n{e}"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(obmen::app::serve(loaded, listener, shutdown.clone()));
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        App {
+            dir,
+            base,
+            client,
+            shutdown,
+        }
+    }
+
+    fn onec(&self, flow: &str, kind: &'static str) -> OneC {
+        OneC::new(&self.base, flow, kind)
+    }
+
+    async fn api(&self, path: &str) -> Value {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("api answers");
+        assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+        r.json().await.expect("json")
+    }
+
+    async fn exchanges(&self, flow: &str) -> Vec<Value> {
+        let page = self
+            .api(&format!("/api/exchanges?flow={flow}&limit=1000"))
+            .await;
+        page["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until no exchange of `flow` is waiting or running.
+    async fn settle(&self, flow: &str) -> Vec<Value> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let all = self.exchanges(flow).await;
+            let busy = all.iter().any(|e| {
+                matches!(
+                    e["status"].as_str(),
+                    Some("received" | "queued" | "running" | "retrying")
+                )
+            });
+            if !busy {
+                return all;
+            }
+            assert!(Instant::now() < deadline, "{flow} does not settle");
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+}
+
+fn by_status(all: &[Value], status: &str) -> usize {
+    all.iter().filter(|e| e["status"] == status).count()
+}
+
+/// checkauth, init, every file in parts, import each until `success`.
+async fn catalog_run(app: &App, files: &[(&str, &[u8])]) -> usize {
+    let mut onec = app.onec("catalog", "catalog");
+    let a = onec.checkauth(USER, Some(PASSWORD)).await;
+    assert_eq!(a.status, "success", "{a:?}");
+    assert!(a.content_type.contains("windows-1251"), "{a:?}");
+    assert!(a.lines.iter().any(|l| l.starts_with("sessid=")));
+    let limit = onec.init().await;
+    assert_eq!(limit, 16384);
+    let mut progress = 0;
+    for (name, bytes) in files {
+        let parts = onec.upload(name, bytes, limit).await;
+        assert_eq!(parts, bytes.len().div_ceil(limit));
+    }
+    for (name, _) in files {
+        let (a, p) = onec.import(name).await;
+        assert_eq!(a.status, "success", "import {name}: {a:?}");
+        progress += p;
+    }
+    progress
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_catalog_exchange_makes_one_exchange_per_item_and_a_rerun_only_duplicates() {
+    let sink = Sink::start().await;
+    let app = App::start(&sink).await;
+    let names = [
+        "official-samples-2.0x/import.xml",
+        "official-samples-2.0x/offers.xml",
+        "bitrix-module-3.1/import.xml",
+        "bitrix-module-3.1/offers.xml",
+        "bitrix-module-3.1/prices.xml",
+        "bitrix-module-3.1/rests.xml",
+    ];
+    let data: Vec<Vec<u8>> = names.iter().map(|n| sample(n)).collect();
+    // 1C names its files without folders; the two schema versions go in two runs.
+    let as_sent = |range: std::ops::Range<usize>| -> Vec<(&str, &[u8])> {
+        range
+            .map(|i| {
+                (
+                    names[i].rsplit('/').next().unwrap_or(names[i]),
+                    data[i].as_slice(),
+                )
+            })
+            .collect()
+    };
+    let expected: usize = data
+        .iter()
+        .map(|d| count(d, "Товар") + count(d, "Предложение"))
+        .sum();
+    assert_eq!(expected, 4 + 2 + 21 + 86 * 3);
+
+    let mut progress = catalog_run(&app, &as_sent(0..2)).await;
+    progress += catalog_run(&app, &as_sent(2..6)).await;
+    assert!(
+        progress >= 8,
+        "import answered progress while work remained ({progress})"
+    );
+    let all = app.settle("catalog").await;
+    assert_eq!(all.len(), expected, "one exchange per item");
+    assert_eq!(by_status(&all, "succeeded"), expected);
+    let delivered = sink.bodies();
+    assert_eq!(
+        delivered.len(),
+        expected,
+        "each item reached the target once"
+    );
+
+    // Keys: the item's Ид, the file's role and the version (or a content hash).
+    let table = delivered
+        .iter()
+        .find(|b| b["file"] == "import.xml" && b["id"] == "afc7eb78-8172-11e7-948c-00155d020201")
+        .expect("the first 3.1 product");
+    assert_eq!(table["kind"], "product");
+    assert_eq!(
+        table["key"],
+        "import:afc7eb78-8172-11e7-948c-00155d020201:AAABVwAAAAA=49842"
+    );
+    let ext: Vec<&str> = all
+        .iter()
+        .filter_map(|e| e["external_id"].as_str())
+        .collect();
+    assert!(
+        ext.contains(&"05e26d70-01e4-11dc-a411-00055d80a2d1#05e26d76-01e4-11dc-a411-00055d80a2d1")
+    );
+    // ПометкаУдаления=true in the 3.1 offers is `deleted`, not dropped.
+    let deleted = delivered.iter().filter(|b| b["deleted"] == true).count();
+    let marked = String::from_utf8_lossy(&data[3])
+        .matches("<ПометкаУдаления>true</ПометкаУдаления>")
+        .count();
+    assert_eq!(deleted, marked);
+    assert_eq!(deleted, 6);
+    let same_offer: Vec<&Value> = delivered
+        .iter()
+        .filter(|b| {
+            b["id"] == "235ccc6d-ab81-11e4-944a-00155d020201#a5abd77f-93f6-11e5-9468-00155d020201"
+        })
+        .collect();
+    assert_eq!(
+        same_offer.len(),
+        3,
+        "offers, prices and rests of one offer are three exchanges"
+    );
+
+    // The same upload again: new exchanges, every one a duplicate; nothing new is sent.
+    catalog_run(&app, &as_sent(0..2)).await;
+    catalog_run(&app, &as_sent(2..6)).await;
+    let all = app.settle("catalog").await;
+    assert_eq!(all.len(), expected * 2);
+    assert_eq!(by_status(&all, "duplicate"), expected);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sink.bodies().len(),
+        expected,
+        "the target received nothing new"
+    );
+
+    // Work files are gone once imported.
+    let left = walk(&app.dir.path().join("data/1c/catalog"));
+    assert!(left.is_empty(), "work files left: {left:?}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let p = e.path();
+            if p.is_dir() { walk(&p) } else { vec![p] }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_are_checked_refusals_journaled_and_the_cookie_required() {
+    let sink = Sink::start().await;
+    let app = App::start(&sink).await;
+    let mut onec = app.onec("catalog", "catalog");
+    let a = onec.checkauth(USER, None).await;
+    assert_eq!(a.status, "failure", "{a:?}");
+    let a = onec.checkauth(USER, Some("wrong-password-0001")).await;
+    assert_eq!(a.status, "failure");
+    assert_eq!(a.lines[0], "wrong user or password");
+    let a = onec.get("mode=init").await;
+    assert_eq!(a.status, "failure", "no cookie: {a:?}");
+    onec.cookie = Some("forged-cookie".into());
+    let a = onec.get("mode=init").await;
+    assert_eq!(a.status, "failure", "unknown cookie: {a:?}");
+    let a = onec
+        .file_part("import.xml", sample("official-samples-2.0x/import.xml"))
+        .await;
+    assert_eq!(a.status, "failure");
+
+    let all = app.exchanges("catalog").await;
+    assert_eq!(
+        all.len(),
+        2,
+        "the two refused logins, nothing else: {all:#?}"
+    );
+    assert_eq!(by_status(&all, "rejected"), 2);
+    for e in &all {
+        let d = app.api(&format!("/api/exchanges/{}", e["id"])).await;
+        let text = d.to_string();
+        assert!(text.contains("1c exchange (refused)"), "{text}");
+        assert!(!text.contains(PASSWORD), "the password leaked: {text}");
+        assert!(
+            !text.contains("wrong-password-0001"),
+            "a tried password was kept: {text}"
+        );
+    }
+    // The right login works, and the other flow's type is refused.
+    let mut ok = app.onec("catalog", "catalog");
+    assert_eq!(ok.checkauth(USER, Some(PASSWORD)).await.status, "success");
+    let mut wrong_type = app.onec("catalog", "sale");
+    assert_eq!(
+        wrong_type.checkauth(USER, Some(PASSWORD)).await.status,
+        "failure"
+    );
+    assert!(sink.bodies().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_files_fail_loudly_and_unsafe_names_and_big_parts_are_refused() {
+    let sink = Sink::start().await;
+    let app = App::start(&sink).await;
+    let mut onec = app.onec("catalog", "catalog");
+    assert_eq!(onec.checkauth(USER, Some(PASSWORD)).await.status, "success");
+    let limit = onec.init().await;
+
+    // A file cut short after its second product: those two are accepted, then failure.
+    let full = sample("official-samples-2.0x/import.xml");
+    let text = String::from_utf8_lossy(&full);
+    let third = text
+        .match_indices("<Товар>")
+        .nth(2)
+        .expect("a third product")
+        .0;
+    onec.upload("import.xml", &full[..third + 40], limit).await;
+    let (a, _) = onec.import("import.xml").await;
+    assert_eq!(a.status, "failure", "{a:?}");
+    assert!(a.message().contains("truncated"), "{a:?}");
+    // Asked again, the same failure: nothing half-accepted silently.
+    let (again, _) = onec.import("import.xml").await;
+    assert_eq!(again.status, "failure");
+
+    onec.upload(
+        "offers.xml",
+        b"<html><body>not CommerceML</body></html>",
+        limit,
+    )
+    .await;
+    let (a, _) = onec.import("offers.xml").await;
+    assert_eq!(a.status, "failure");
+    assert!(a.message().contains("not a CommerceML"), "{a:?}");
+
+    let all = app.settle("catalog").await;
+    let sources: Vec<String> = futures_details(&app, &all).await;
+    assert_eq!(
+        by_status(&all, "succeeded"),
+        2,
+        "the two items before the cut"
+    );
+    assert_eq!(
+        by_status(&all, "rejected"),
+        2,
+        "one journaled error per broken file"
+    );
+    assert_eq!(
+        sources
+            .iter()
+            .filter(|s| *s == "1c exchange (unreadable file)")
+            .count(),
+        2
+    );
+
+    // Unsafe names never reach the disk; a part over file_limit is refused whole.
+    for bad in [
+        "../../evil.xml",
+        "/etc/obmen.xml",
+        "import_files/../../x.jpg",
+        "a\\b.xml",
+    ] {
+        let a = onec.file_part(bad, b"<x/>".to_vec()).await;
+        assert_eq!(a.status, "failure", "{bad}: {a:?}");
+        assert!(a.message().contains("refused"), "{a:?}");
+    }
+    assert!(!app.dir.path().join("evil.xml").exists());
+    assert!(!app.dir.path().join("data/evil.xml").exists());
+    let a = onec
+        .file_part("import_files/ab/pic.jpg", vec![7u8; 100])
+        .await;
+    assert_eq!(a.status, "success", "a nested relative name is fine: {a:?}");
+    let a = onec.file_part("big.xml", vec![b' '; limit + 1]).await;
+    assert_eq!(a.status, "failure");
+    assert!(a.message().contains("file_limit"), "{a:?}");
+    let a = onec.import("big.xml").await.0;
+    assert_eq!(a.status, "failure", "the refused part left no file: {a:?}");
+}
+
+/// The journal source of each exchange.
+async fn futures_details(app: &App, all: &[Value]) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in all {
+        let d = app.api(&format!("/api/exchanges/{}", e["id"])).await;
+        let source = d["events"][0]["source"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        out.push(source);
+    }
+    out
+}
+
+fn order() -> Value {
+    json!({
+        "id": "B24-1287",
+        "number": "1287",
+        "date": "2026-01-15",
+        "time": "10:30:00",
+        "currency": "KZT",
+        "sum": "15000.00",
+        "comment": "Сделка Bitrix24 №1287 «Чайники»",
+        "counterparties": [{"id": "b24-contact-77", "name": "Иванов Иван", "first_name": "Иван",
+            "last_name": "Иванов", "contacts": [{"type": "Почта", "value": "ivan@example.kz"}]}],
+        "lines": [{"id": "afc7eb78-8172-11e7-948c-00155d020201", "name": "Чайник электрический",
+            "unit_price": "7500.00", "quantity": "2", "sum": "15000.00"}],
+        "status": "Принят",
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_wait_for_1c_until_it_confirms_and_its_own_orders_flow_in() {
+    let sink = Sink::start().await;
+    let app = App::start(&sink).await;
+    let r = app
+        .client
+        .post(format!("{}/api/flows/deal-to-1c/run", app.base))
+        .bearer_auth(ADMIN)
+        .json(&order())
+        .send()
+        .await
+        .expect("run");
+    assert_eq!(r.status(), StatusCode::OK);
+    let deal_exchange = r.json::<Value>().await.expect("json")["exchange_id"].clone();
+    let settled = app.settle("deal-to-1c").await;
+    assert_eq!(settled[0]["status"], "succeeded", "{settled:#?}");
+
+    let mut onec = app.onec("orders", "sale");
+    assert_eq!(onec.checkauth(USER, Some(PASSWORD)).await.status, "success");
+    onec.init().await;
+    let first = onec.get("mode=query").await;
+    assert_eq!(first.http, StatusCode::OK);
+    assert_eq!(first.content_type, "application/xml; charset=windows-1251");
+    let (doc, _, bad) = encoding_rs::WINDOWS_1251.decode(&first.raw);
+    assert!(!bad);
+    assert!(doc.starts_with("<?xml version=\"1.0\" encoding=\"windows-1251\"?>"));
+    assert!(doc.contains("<Ид>B24-1287</Ид>"), "{doc}");
+    assert!(doc.contains("Сделка Bitrix24 №1287 «Чайники»"), "{doc}");
+    xmllint_valid(&app, &first.raw);
+
+    // No success yet: the same order again (at-least-once to 1C).
+    let again = onec.get("mode=query").await;
+    let again_text = encoding_rs::WINDOWS_1251.decode(&again.raw).0.into_owned();
+    assert!(again_text.contains("<Ид>B24-1287</Ид>"), "{again_text}");
+    let ok = onec.get("mode=success").await;
+    assert_eq!(ok.status, "success", "{ok:?}");
+    assert_eq!(ok.lines[0], "1 orders confirmed");
+    let after = onec.get("mode=query").await;
+    let after_text = encoding_rs::WINDOWS_1251.decode(&after.raw).0.into_owned();
+    assert!(!after_text.contains("<Документ>"), "{after_text}");
+    xmllint_valid(&app, &after.raw);
+    let detail = app.api(&format!("/api/exchanges/{deal_exchange}")).await;
+    let delivered = detail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .any(|e| {
+            e["action"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("delivered to 1C: order B24-1287"))
+        });
+    assert!(delivered, "{detail:#}");
+
+    // 1C uploads its orders (2.0x and the 3.1 module's documents): one exchange each.
+    let limit = onec.init().await;
+    let official = sample("official-samples-2.0x/orders.xml");
+    let module = sample("bitrix-module-3.1/documents-1.xml");
+    onec.upload("orders.xml", &official, limit).await;
+    onec.upload("documents-1.xml", &module, limit).await;
+    assert_eq!(onec.import("orders.xml").await.0.status, "success");
+    assert_eq!(onec.import("documents-1.xml").await.0.status, "success");
+    let all = app.settle("orders").await;
+    let expected = count(&official, "Документ") + count(&module, "Документ");
+    assert_eq!(all.len(), expected);
+    assert_eq!(by_status(&all, "succeeded"), expected);
+    let bodies = sink.bodies();
+    let mm92 = bodies.iter().find(|b| b["id"] == "92").expect("order 92");
+    assert_eq!(mm92["number_1c"], "MM92");
+    assert_eq!(mm92["kind"], "order");
+    assert!(bodies.iter().all(|b| b["deleted"] == false));
+}
+
+/// The generated document against the CommerceML 2.09 schema, with xmllint.
+fn xmllint_valid(app: &App, doc: &[u8]) {
+    let file = app.dir.path().join("query.xml");
+    std::fs::write(&file, doc).expect("write");
+    let xsd = samples().join("xsd/commerceml-2.09.xsd");
+    let out = std::process::Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(&xsd)
+        .arg(&file)
+        .output()
+        .expect("xmllint (Debian libxml2-utils; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "the query answer breaks commerceml-2.09.xsd:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
