@@ -561,3 +561,271 @@ fn the_example_config_passes_obmen_check() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn manual(fake: &FakeMs, name: &str, step: &str, extra: &str) -> String {
+    format!(
+        r#"{}
+[[flows]]
+name = "{name}"
+trigger = {{ manual = {{}} }}
+{FAST_RETRY}
+steps = [ {step} ]
+"#,
+        sklad(fake, &format!("{}\n{extra}", bearer()))
+    )
+}
+
+/// `max_pages` follows `meta.nextHref` within one run (the output: all rows, the last
+/// page's meta); `all_pages` reads to the end; across runs the stored cursor still works.
+#[tokio::test]
+async fn a_list_reads_several_pages_in_one_run() {
+    let fake = FakeMs::start().await;
+    for i in 0..7 {
+        fake.seed(
+            "product",
+            json!({"name": format!("p{i}"), "updated": format!("2026-01-15 10:00:0{i}.000")}),
+        );
+    }
+    let mut flows = manual(
+        &fake,
+        "three-pages",
+        r#"{ call = "sklad.product.list", args = '{order: "updated,asc", limit: 2, max_pages: 3}' }"#,
+        "",
+    );
+    flows.push_str(
+        r#"
+[[flows]]
+name = "everything"
+trigger = { manual = {} }
+steps = [ { call = "sklad.product.list", args = '{limit: 3, all_pages: true}' } ]
+
+[[flows]]
+name = "poll"
+trigger = { schedule = { cron = "0 3 1 1 *" } }
+steps = [
+  { call = "sklad.product.list", as = "page", args = '''if (.trigger.cursor // "" | startswith("http")) then {href: .trigger.cursor, max_pages: 2} else {filter: {"updated>=": (.trigger.cursor // "2000-01-01 00:00:00")}, order: "updated,asc", limit: 2, max_pages: 2} end''' },
+  { name = "cursor", as = "cursor", map = '.page.meta.nextHref // ([.page.rows[].updated] | max) // .trigger.cursor' },
+]
+"#,
+    );
+    let app = App::start(&flows).await;
+    let names = |d: &Value| -> Vec<String> {
+        d["steps"][0]["output"]["rows"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| r["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let d = app
+        .wait_for(app.run("three-pages", &json!({})).await, "succeeded")
+        .await;
+    assert_eq!(names(&d), ["p0", "p1", "p2", "p3", "p4", "p5"]);
+    let meta = &d["steps"][0]["output"]["meta"];
+    assert_eq!(meta["offset"], 4, "the last page's meta");
+    assert!(
+        meta["nextHref"]
+            .as_str()
+            .is_some_and(|h| h.contains("offset=6")),
+        "{meta}"
+    );
+    assert_eq!(
+        d["attempt_log"][0]["calls"].as_array().map(Vec::len),
+        Some(3)
+    );
+    let offsets: Vec<Option<String>> = fake
+        .ledger()
+        .iter()
+        .map(|r| r.query_value("offset").map(str::to_owned))
+        .collect();
+    assert_eq!(offsets, [None, Some("2".into()), Some("4".into())]);
+    assert!(
+        fake.ledger()
+            .iter()
+            .all(|r| r.query_value("max_pages").is_none())
+    );
+
+    let d = app
+        .wait_for(app.run("everything", &json!({})).await, "succeeded")
+        .await;
+    assert_eq!(names(&d).len(), 7);
+    assert!(d["steps"][0]["output"]["meta"].get("nextHref").is_none());
+
+    // Two pages a run; the cursor is the nextHref left, then the last `updated`.
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let id = app.run("poll", &json!({})).await;
+        let d = app.wait_for(id, "succeeded").await;
+        runs.push((names(&d), d["steps"][1]["output"].clone()));
+    }
+    assert_eq!(runs[0].0, ["p0", "p1", "p2", "p3"]);
+    assert!(
+        runs[0].1.as_str().is_some_and(|c| c.contains("offset=4")),
+        "{:?}",
+        runs[0]
+    );
+    assert_eq!(runs[1].0, ["p4", "p5", "p6"]);
+    assert_eq!(runs[1].1, "2026-01-15 10:00:06.000");
+}
+
+/// The budget MoySklad reports (`X-RateLimit-Remaining` of `X-RateLimit-Limit` per
+/// `X-Lognex-Retry-TimeInterval`) slows obmen down before it runs out: a burst against a
+/// budget of 10 per 500 ms gets no 429, though obmen's own limit would allow far more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_budget_sees_no_429_under_a_burst() {
+    let fake = FakeMs::start().await;
+    fake.lock().budget = fake::Budget::new(10, 500);
+    let flows = manual(
+        &fake,
+        "look",
+        r#"{ call = "sklad.counterparty.list", args = '{filter: {name: .trigger.n}, limit: 1}' }"#,
+        "",
+    )
+    .replace("rate_limit = \"100/s\"", "rate_limit = \"1000/s\"");
+    let app = App::start(&flows).await;
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(app.run("look", &json!({"n": format!("n{i}")})).await);
+    }
+    for id in ids {
+        let d = app.wait_for(id, "succeeded").await;
+        assert_eq!(d["attempts"], 1, "{d:#}");
+    }
+    let took = started.elapsed();
+    let inner = fake.lock();
+    assert_eq!(
+        inner.refused_by_budget, 0,
+        "no request found the budget spent"
+    );
+    assert!(inner.ledger.iter().all(|r| r.status == 200));
+    // 40 requests, 10 at once and 20 a second after: at least 1.5 s, paced.
+    assert!(took >= Duration::from_millis(1400), "took {took:?}");
+    drop(inner);
+
+    // The fake does refuse what comes faster than its budget.
+    let strict = FakeMs::start().await;
+    strict.lock().budget = fake::Budget::new(3, 5000);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let r = http
+            .get(format!("{}/entity/counterparty", strict.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("answer");
+        statuses.push((
+            r.status().as_u16(),
+            r.headers()
+                .get("x-ratelimit-remaining")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        ));
+    }
+    assert_eq!(
+        statuses,
+        [
+            (200, Some("2".into())),
+            (200, Some("1".into())),
+            (200, Some("0".into())),
+            (429, Some("0".into())),
+            (429, Some("0".into())),
+        ]
+    );
+}
+
+/// A bulk create (`counterparty.create` with an array) goes in parts of 1000; a part MoySklad
+/// finds too large (413) is halved and sent again; an item MoySklad refuses fails the step,
+/// named by its place, and a retry creates nothing twice (each item has its own syncId).
+#[tokio::test]
+async fn a_bulk_create_goes_in_parts_and_names_the_items_that_failed() {
+    let fake = FakeMs::start().await;
+    let flows = manual(
+        &fake,
+        "bulk",
+        r#"{ name = "write", call = "sklad.counterparty.create", args = '.trigger.items' }"#,
+        "",
+    );
+    let app = App::start(&flows).await;
+    let items = |n: usize, from: usize| -> Value {
+        Value::Array(
+            (from..from + n)
+                .map(|i| json!({"name": format!("Контрагент {i}"), "externalCode": format!("C-{i}")}))
+                .collect(),
+        )
+    };
+    let posts = |fake: &FakeMs| -> Vec<(u16, usize)> {
+        fake.ledger()
+            .iter()
+            .filter(|r| r.method == "POST")
+            .map(|r| (r.status, r.body.as_array().map_or(0, Vec::len)))
+            .collect()
+    };
+
+    let id = app.run("bulk", &json!({"items": items(2500, 0)})).await;
+    let d = app.wait_for(id, "succeeded").await;
+    assert_eq!(d["steps"][0]["output"].as_array().map(Vec::len), Some(2500));
+    assert_eq!(posts(&fake), [(200, 1000), (200, 1000), (200, 500)]);
+    {
+        let inner = fake.lock();
+        let rows = &inner.rows["counterparty"];
+        assert_eq!(rows.len(), 2500);
+        let mut sync: Vec<&str> = rows.iter().filter_map(|r| r["syncId"].as_str()).collect();
+        sync.sort_unstable();
+        sync.dedup();
+        assert_eq!(sync.len(), 2500, "one syncId per item");
+        assert_eq!(rows[1700]["externalCode"], "C-1700");
+        assert!(inner.schema_errors.is_empty(), "{:?}", inner.schema_errors);
+    }
+
+    // A MoySklad that takes fewer items at once (a body too large in bytes): halves.
+    fake.lock().max_items = 300;
+    let id = app.run("bulk", &json!({"items": items(700, 5000)})).await;
+    app.wait_for(id, "succeeded").await;
+    assert_eq!(
+        posts(&fake)[3..],
+        [
+            (413, 700),
+            (413, 350),
+            (200, 175),
+            (200, 175),
+            (413, 350),
+            (200, 175),
+            (200, 175)
+        ]
+    );
+    assert_eq!(fake.lock().rows["counterparty"].len(), 3200);
+
+    // An item without a name: the answer is 200 with an error in its place.
+    let mut three = items(3, 9000);
+    three[1]["name"] = json!("");
+    let id = app.run("bulk", &json!({"items": three})).await;
+    let failed = app.wait_for(id, "failed").await;
+    assert_eq!(failed["last_error"]["class"], "permanent", "{failed:#}");
+    assert_eq!(
+        failed["last_error"]["message"],
+        "MoySklad refused 1 of 3 items: item 1 (C-9001): 3000: Поле 'name' не может быть пустым"
+    );
+    assert_eq!(fake.lock().rows["counterparty"].len(), 3202);
+    // Sent again as it was: the two written items come back by their syncId, not twice.
+    let (s, _) = app
+        .send(
+            app.client
+                .post(format!("{}/api/exchanges/{id}/retry", app.base))
+                .bearer_auth(ADMIN),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let deadline = Instant::now() + WAIT;
+    while posts(&fake).len() < 12 {
+        assert!(Instant::now() < deadline, "not sent again");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    app.wait_for(id, "failed").await;
+    assert_eq!(fake.lock().rows["counterparty"].len(), 3202);
+}

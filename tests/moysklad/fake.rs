@@ -2,10 +2,11 @@
 //! (3.10): `/api/remap/1.2/entity/<type>` paths, Bearer and Basic auth, 415 without
 //! `Accept-Encoding: gzip`, the list envelope with `meta.size/limit/offset/nextHref`, limit
 //! above 1000 refused, the `filter` grammar (`=`, `>=`, `;`, `\;`), `errors[]` bodies with
-//! codes, 429 + `X-Lognex-Retry-After`/`X-RateLimit-Remaining`, 1073 above 5 parallel
-//! requests, `syncId` replay. Every create/update body is checked against the official
-//! OpenAPI schema of its entity (bundled from ../shared/specs/moysklad/openapi).
-
+//! codes, a request budget reported in `X-RateLimit-*`/`X-Lognex-*` headers and enforced with
+//! 429 + `X-Lognex-Retry-After` (code 1049), 1073 above 5 parallel requests, `syncId` replay,
+//! bulk arrays (an entity or an error per item; 413 above 1000 items). Every create/update
+//! body is checked against the official OpenAPI schema of its entity (bundled from
+//! ../shared/specs/moysklad/openapi).
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -56,13 +57,72 @@ pub enum Fault {
     FailAfterWork,
 }
 
-#[derive(Default)]
 pub struct Inner {
     pub ledger: Vec<Received>,
     pub rows: std::collections::BTreeMap<String, Vec<Value>>,
     faults: Vec<(String, String, VecDeque<Fault>)>,
     pub schema_errors: Vec<String>,
     next_id: u64,
+    pub budget: Budget,
+    /// Requests refused because the budget was spent (429, code 1049).
+    pub refused_by_budget: usize,
+    /// Items a bulk array may hold before MoySklad answers 413 (1000; lower to play a body
+    /// that is too large in bytes).
+    pub max_items: usize,
+}
+
+impl Default for Inner {
+    fn default() -> Inner {
+        Inner {
+            ledger: Vec::new(),
+            rows: std::collections::BTreeMap::new(),
+            faults: Vec::new(),
+            schema_errors: Vec::new(),
+            next_id: 0,
+            budget: Budget::new(45, 3000),
+            refused_by_budget: 0,
+            max_items: 1000,
+        }
+    }
+}
+
+/// The request budget: `limit` requests per `interval_ms`, replenished evenly (45 per 3 s
+/// by default), reported in `X-RateLimit-Limit`, `X-RateLimit-Remaining`,
+/// `X-Lognex-Retry-TimeInterval`; spent, the answer is 429 with `X-Lognex-Retry-After`.
+pub struct Budget {
+    pub limit: u32,
+    pub interval_ms: u64,
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+impl Budget {
+    pub fn new(limit: u32, interval_ms: u64) -> Budget {
+        Budget {
+            limit,
+            interval_ms,
+            tokens: f64::from(limit),
+            at: None,
+        }
+    }
+
+    fn per_ms(&self) -> f64 {
+        f64::from(self.limit) / self.interval_ms as f64
+    }
+
+    /// Takes one request's worth: the requests left, or the ms until one is.
+    fn take(&mut self, now: Instant) -> Result<u64, u64> {
+        let refill = self.at.map_or(0.0, |at| {
+            now.duration_since(at).as_secs_f64() * 1000.0 * self.per_ms()
+        });
+        self.tokens = (self.tokens + refill).min(f64::from(self.limit));
+        self.at = Some(now);
+        if self.tokens < 1.0 {
+            return Err(((1.0 - self.tokens) / self.per_ms()).ceil() as u64);
+        }
+        self.tokens -= 1.0;
+        Ok(self.tokens.floor() as u64)
+    }
 }
 
 pub struct FakeMs {
@@ -160,7 +220,18 @@ impl FakeMs {
 }
 
 fn errors(status: u16, code: u32, text: &str) -> Response {
-    let body = json!({"errors": [{"error": text, "code": code, "moreInfo": "https://dev.moysklad.ru/doc/api/remap/1.2/#error_".to_owned() + &code.to_string()}]});
+    error_response(status, &error_body(code, text))
+}
+
+/// `{"errors": [{error, code, moreInfo}]}`; code 0: a body without a code.
+fn error_body(code: u32, text: &str) -> Value {
+    if code == 0 {
+        return json!({"errors": [{"error": text}]});
+    }
+    json!({"errors": [{"error": text, "code": code, "moreInfo": "https://dev.moysklad.ru/doc/api/remap/1.2/#error_".to_owned() + &code.to_string()}]})
+}
+
+fn error_response(status: u16, body: &Value) -> Response {
     (
         StatusCode::from_u16(status).expect("status"),
         [("content-type", "application/json;charset=utf-8")],
@@ -176,8 +247,6 @@ fn json_answer(v: &Value) -> Response {
         [
             ("content-type", "application/json;charset=utf-8"),
             ("content-encoding", "gzip"),
-            ("x-ratelimit-limit", "45"),
-            ("x-ratelimit-remaining", "44"),
         ],
         gzip_stored(v.to_string().as_bytes()),
     )
@@ -339,6 +408,58 @@ fn answer(
             "Превышено ограничение на количество параллельных запросов",
         );
     }
+    let (remaining, limit, interval) = {
+        let mut inner = st.inner.lock().expect("lock");
+        let taken = inner.budget.take(Instant::now());
+        let (limit, interval) = (inner.budget.limit, inner.budget.interval_ms);
+        match taken {
+            Ok(left) => (left, limit, interval),
+            Err(wait) => {
+                inner.refused_by_budget += 1;
+                let mut r = errors(
+                    429,
+                    1049,
+                    "Превышено ограничение на количество запросов в единицу времени",
+                );
+                let hs = r.headers_mut();
+                for (k, v) in [
+                    ("x-ratelimit-limit", limit.to_string()),
+                    ("x-ratelimit-remaining", "0".into()),
+                    ("x-lognex-retry-timeinterval", interval.to_string()),
+                    ("x-lognex-retry-after", wait.to_string()),
+                    ("x-lognex-reset", wait.to_string()),
+                ] {
+                    hs.insert(k, v.parse().expect("header"));
+                }
+                return r;
+            }
+        }
+    };
+    let mut response = work(st, method, path, query, body);
+    let hs = response.headers_mut();
+    for (k, v) in [
+        ("x-ratelimit-limit", limit.to_string()),
+        ("x-ratelimit-remaining", remaining.to_string()),
+        ("x-lognex-retry-timeinterval", interval.to_string()),
+        ("x-lognex-reset", "0".into()),
+        ("x-lognex-retry-after", "0".into()),
+    ] {
+        // A fault's own limit headers stay.
+        if !hs.contains_key(k) {
+            hs.insert(k, v.parse().expect("header"));
+        }
+    }
+    response
+}
+
+/// The answer of an authenticated request within the limits.
+fn work(
+    st: &St,
+    method: &Method,
+    path: &str,
+    query: &[(String, String)],
+    body: &Value,
+) -> Response {
     let Some(rest) = path.strip_prefix(PREFIX) else {
         return errors(404, 1005, "Неизвестный адрес");
     };
@@ -373,30 +494,12 @@ fn answer(
             Some(row) => json_answer(row),
             None => errors(404, 1021, "Объект не найден"),
         },
+        ("POST", ["entity", entity]) if body.is_array() => bulk(st, &mut inner, entity, body),
         ("POST", ["entity", entity]) => create(st, &mut inner, entity, body),
-        ("PUT", ["entity", entity, id]) => {
-            if let Some(e) = validate(st, &mut inner, entity, body, false) {
-                return e;
-            }
-            match inner
-                .rows
-                .get_mut(*entity)
-                .and_then(|rows| rows.iter_mut().find(|r| r["id"] == json!(id)))
-            {
-                Some(row) => {
-                    if body.get("syncId").is_some() && body.get("syncId") != row.get("syncId") {
-                        return errors(412, 1047, "Нельзя изменить syncId");
-                    }
-                    if let (Value::Object(r), Value::Object(b)) = (&mut *row, body) {
-                        for (k, v) in b {
-                            r.insert(k.clone(), v.clone());
-                        }
-                    }
-                    json_answer(row)
-                }
-                None => errors(404, 1021, "Объект не найден"),
-            }
-        }
+        ("PUT", ["entity", entity, id]) => match update(st, &mut inner, entity, id, body) {
+            Ok(row) => json_answer(&row),
+            Err((status, e)) => error_response(status, &e),
+        },
         _ => errors(405, 1005, "Метод не поддерживается"),
     };
     if matches!(fault, Some(Fault::FailAfterWork)) {
@@ -405,13 +508,15 @@ fn answer(
     response
 }
 
+/// The status and error body of a body MoySklad refuses: the official schema of its entity
+/// (400, 2016), a counterparty without `name` (412, 3000).
 fn validate(
     st: &St,
     inner: &mut Inner,
     entity: &str,
     body: &Value,
     create: bool,
-) -> Option<Response> {
+) -> Option<(u16, Value)> {
     if let Some((_, v)) = st.schemas.iter().find(|(e, _)| e == entity) {
         let errs: Vec<String> = v
             .iter_errors(body)
@@ -419,7 +524,7 @@ fn validate(
             .collect();
         if !errs.is_empty() {
             inner.schema_errors.extend(errs.iter().cloned());
-            return Some(errors(400, 2016, &errs.join("; ")));
+            return Some((400, error_body(2016, &errs.join("; "))));
         }
     }
     if create
@@ -429,16 +534,91 @@ fn validate(
             .and_then(Value::as_str)
             .is_none_or(str::is_empty)
     {
-        let mut r = errors(412, 3000, "Поле 'name' не может быть пустым");
-        let _ = &mut r;
-        return Some(r);
+        return Some((412, error_body(3000, "Поле 'name' не может быть пустым")));
     }
     None
 }
 
+/// A bulk write: an array of at most `max_items` (1000), answered 200 with an entity or an
+/// `{"errors": […]}` object per item, in order; items with `meta` update.
+fn bulk(st: &St, inner: &mut Inner, entity: &str, body: &Value) -> Response {
+    let items = body.as_array().cloned().unwrap_or_default();
+    if items.len() > inner.max_items {
+        // Constructed text: the docs give the status (413) and the limit, not the body.
+        return errors(
+            413,
+            0,
+            "Превышено максимальное количество элементов в массиве (1000)",
+        );
+    }
+    if items.is_empty() {
+        return errors(400, 1027, "Запрос не содержит объектов");
+    }
+    let mut out = Vec::new();
+    for item in &items {
+        let one = if let Some(href) = item.pointer("/meta/href").and_then(Value::as_str) {
+            let id = href.rsplit('/').next().unwrap_or_default().to_owned();
+            let mut fields = item.clone();
+            if let Value::Object(f) = &mut fields {
+                f.remove("meta");
+            }
+            update(st, inner, entity, &id, &fields)
+        } else {
+            create_one(st, inner, entity, item)
+        };
+        out.push(one);
+    }
+    let rows: Vec<Value> = out
+        .into_iter()
+        .map(|r| match r {
+            Ok(v) | Err((_, v)) => v,
+        })
+        .collect();
+    json_answer(&Value::Array(rows))
+}
+
+fn update(
+    st: &St,
+    inner: &mut Inner,
+    entity: &str,
+    id: &str,
+    body: &Value,
+) -> Result<Value, (u16, Value)> {
+    if let Some(e) = validate(st, inner, entity, body, false) {
+        return Err(e);
+    }
+    let row = inner
+        .rows
+        .get_mut(entity)
+        .and_then(|rows| rows.iter_mut().find(|r| r["id"] == json!(id)))
+        .ok_or_else(|| (404, error_body(1021, "Объект не найден")))?;
+    if body.get("syncId").is_some() && body.get("syncId") != row.get("syncId") {
+        return Err((412, error_body(1047, "Нельзя изменить syncId")));
+    }
+    if let (Value::Object(r), Value::Object(b)) = (&mut *row, body) {
+        for (k, v) in b {
+            r.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(row.clone())
+}
+
 fn create(st: &St, inner: &mut Inner, entity: &str, body: &Value) -> Response {
+    match create_one(st, inner, entity, body) {
+        Ok(row) => json_answer(&row),
+        Err((status, e)) => error_response(status, &e),
+    }
+}
+
+/// Creates a row, or returns the one created before with the same `syncId`.
+fn create_one(
+    st: &St,
+    inner: &mut Inner,
+    entity: &str,
+    body: &Value,
+) -> Result<Value, (u16, Value)> {
     if let Some(e) = validate(st, inner, entity, body, true) {
-        return e;
+        return Err(e);
     }
     if let Some(sync) = body.get("syncId")
         && let Some(row) = inner
@@ -446,7 +626,7 @@ fn create(st: &St, inner: &mut Inner, entity: &str, body: &Value) -> Response {
             .get(entity)
             .and_then(|rows| rows.iter().find(|r| r.get("syncId") == Some(sync)))
     {
-        return json_answer(row);
+        return Ok(row.clone());
     }
     inner.next_id += 1;
     let id = format!("00000000-0000-4000-8000-{:012}", inner.next_id);
@@ -463,7 +643,7 @@ fn create(st: &St, inner: &mut Inner, entity: &str, body: &Value) -> Response {
         .entry(entity.to_owned())
         .or_default()
         .push(row.clone());
-    json_answer(&row)
+    Ok(row)
 }
 
 fn list(st: &St, inner: &Inner, entity: &str, rest: &str, query: &[(String, String)]) -> Response {

@@ -14,7 +14,7 @@ use super::super::{Answer, CallError};
 const DEFAULT_WAIT: Duration = Duration::from_secs(1);
 
 /// Codes from the error table (`md/_errors.md`) that decide the class whatever the status.
-fn class_of_code(code: i64) -> Option<ErrorClass> {
+pub fn class_of_code(code: i64) -> Option<ErrorClass> {
     Some(match code {
         // 1049 rate limit, 1073 too many parallel requests
         1049 | 1073 => ErrorClass::RateLimited,
@@ -29,10 +29,15 @@ fn class_of_code(code: i64) -> Option<ErrorClass> {
 
 /// `(code, text)` of each error in the body.
 pub fn errors_of(body: &[u8]) -> Vec<(Option<i64>, String)> {
-    let Ok(v) = serde_json::from_slice::<Value>(body) else {
-        return Vec::new();
-    };
-    let lists: Vec<&Value> = match &v {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => errors_in(&v),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// `(code, text)` of each error in an error object, or in an array of them (bulk).
+pub fn errors_in(v: &Value) -> Vec<(Option<i64>, String)> {
+    let lists: Vec<&Value> = match v {
         Value::Array(items) => items.iter().filter_map(|i| i.get("errors")).collect(),
         other => other.get("errors").into_iter().collect(),
     };
@@ -56,8 +61,41 @@ pub fn errors_of(body: &[u8]) -> Vec<(Option<i64>, String)> {
 }
 
 fn header_ms(headers: &reqwest::header::HeaderMap, name: &str) -> Option<Duration> {
-    let ms: u64 = headers.get(name)?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_millis(ms))
+    header_u64(headers, name).map(Duration::from_millis)
+}
+
+fn header_u64(headers: &reqwest::header::HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// How long to hold back the next request when an answer says the budget is nearly spent.
+/// MoySklad reports `X-RateLimit-Limit` requests per `X-Lognex-Retry-TimeInterval` ms,
+/// replenished evenly, and `X-RateLimit-Remaining` after this request; up to `reserve`
+/// requests may already be on their way (the parallel ones). At `reserve` or fewer left, the
+/// next request waits until one more than that has come back (`X-Lognex-Reset` ms when the
+/// limit is already in force, or `X-Lognex-Retry-After` on a 429).
+pub fn pace(answer: &Answer, reserve: u64) -> Option<Duration> {
+    let h = &answer.headers;
+    let remaining = header_u64(h, "x-ratelimit-remaining")?;
+    if remaining > reserve {
+        return None;
+    }
+    let blocked = header_ms(h, "x-lognex-reset")
+        .filter(|d| !d.is_zero())
+        .max(header_ms(h, "x-lognex-retry-after").filter(|d| !d.is_zero()));
+    let refill = match (
+        header_u64(h, "x-ratelimit-limit").filter(|l| *l > 0),
+        header_u64(h, "x-lognex-retry-timeinterval"),
+    ) {
+        (Some(limit), Some(interval)) => Some(Duration::from_millis(
+            interval * (reserve + 1 - remaining) / limit,
+        )),
+        _ => None,
+    };
+    match (blocked, refill) {
+        (Some(b), Some(r)) => Some(b.max(r)),
+        (b, r) => b.or(r).or(Some(DEFAULT_WAIT)),
+    }
 }
 
 /// 2xx is success. Otherwise: a rate-limit code or 429 → rate_limited, waiting

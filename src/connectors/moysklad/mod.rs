@@ -5,6 +5,7 @@
 //! classification with `X-Lognex-Retry-After`, and webhooks (`events[]`, `requestId` in
 //! the query) verified by a shared token in the webhook URL. See `docs/connectors/moysklad.md`.
 
+mod bulk;
 mod errors;
 
 use std::time::Duration;
@@ -19,8 +20,10 @@ use crate::mask::{Secret, url_encode};
 use crate::model::ErrorClass;
 
 use super::inbound::{InboundRequest, Refusal, Verifier};
+use super::transport;
 use super::{
-    Answer, BuildCtx, CallError, Connector, InboundDefaults, OutboundRequest, Settings, at,
+    Answer, BoxFuture, BuildCtx, CallError, Connector, InboundDefaults, OutboundRequest, Sender,
+    Settings, at,
 };
 
 pub const DEFAULT_BASE_URL: &str = "https://api.moysklad.ru/api/remap/1.2";
@@ -221,11 +224,23 @@ impl MoySkladConnector {
 
     /// `GET /entity/<e>` with the list parameters, or the exact `href` (a `nextHref`).
     fn list(&self, entity_path: &str, args: &Value) -> Result<OutboundRequest, CallError> {
-        if let Some(href) = args.get("href").and_then(Value::as_str) {
+        let mut obj = args.as_object().cloned().unwrap_or_default();
+        // `all_pages` / `max_pages` stay with obmen: `perform` follows `nextHref`.
+        let pages = transport::take_pages(&mut obj)?;
+        let mut req = self.list_page(entity_path, &obj)?;
+        transport::mark_pages(&mut req, pages);
+        Ok(req)
+    }
+
+    fn list_page(
+        &self,
+        entity_path: &str,
+        obj: &Map<String, Value>,
+    ) -> Result<OutboundRequest, CallError> {
+        if let Some(href) = obj.get("href").and_then(Value::as_str) {
             return self.fetch(href);
         }
         let mut req = self.request(reqwest::Method::GET, entity_path);
-        let obj = args.as_object().cloned().unwrap_or_default();
         if let Some(limit) = obj.get("limit").and_then(Value::as_u64)
             && limit > 1000
         {
@@ -235,7 +250,7 @@ impl MoySkladConnector {
             ));
         }
         let mut query = Vec::new();
-        for (k, v) in &obj {
+        for (k, v) in obj {
             let text = match (k.as_str(), v) {
                 ("filter", Value::Object(fields)) => filter_text(fields),
                 (_, Value::Null) => continue,
@@ -311,6 +326,84 @@ impl MoySkladConnector {
             )),
             _ => Err(no_op(&format!("{entity}.{action}"))),
         }
+    }
+}
+
+impl MoySkladConnector {
+    /// Reads up to `pages` pages, following `meta.nextHref`: the rows of all pages with the
+    /// last page's `meta` (which still has a `nextHref` when rows are left).
+    async fn pages(
+        &self,
+        req: OutboundRequest,
+        pages: u32,
+        send: &Sender<'_>,
+    ) -> Result<Value, CallError> {
+        let mut page = send(req).await?;
+        let mut joined = page.clone();
+        for _ in 1..pages {
+            let Some(next) = page.pointer("/meta/nextHref").and_then(Value::as_str) else {
+                break;
+            };
+            let next = self.fetch(next)?;
+            page = send(next).await?;
+            if let (Some(Value::Array(rows)), Some(Value::Array(more))) =
+                (joined.get_mut("rows"), page.get("rows"))
+            {
+                rows.extend(more.iter().cloned());
+            }
+            if let (Value::Object(j), Some(meta)) = (&mut joined, page.get("meta")) {
+                j.insert("meta".into(), meta.clone());
+            }
+        }
+        Ok(joined)
+    }
+
+    /// A bulk create/update: parts of 1000, a part refused as too large (413) halved and
+    /// sent again; the items' answers in order, or the error of the items that failed.
+    async fn bulk(
+        &self,
+        req: OutboundRequest,
+        items: Vec<Value>,
+        send: &Sender<'_>,
+    ) -> Result<Value, CallError> {
+        let mut queue: std::collections::VecDeque<(usize, Vec<Value>)> = bulk::parts(items).into();
+        let mut answers = Vec::new();
+        while let Some((offset, part)) = queue.pop_front() {
+            let mut one = req.clone();
+            one.body = Some(Value::Array(part.clone()));
+            match send(one).await {
+                Ok(answer) => {
+                    if let Some(err) = bulk::failures(offset, &part, &answer) {
+                        return Err(err);
+                    }
+                    answers.push(answer);
+                }
+                Err(e) if e.status == Some(413) && part.len() > 1 => {
+                    let mut first = part;
+                    let half = first.len() / 2;
+                    let second = first.split_off(half);
+                    queue.push_front((offset + half, second));
+                    queue.push_front((offset, first));
+                }
+                Err(mut e) if e.status == Some(413) => {
+                    e.message = format!("item {offset} alone is too large: {}", e.message);
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // Shadow mode: nothing was sent, each part answered "would send".
+        if answers.iter().all(Value::is_null) {
+            return Ok(Value::Null);
+        }
+        let rows: Vec<Value> = answers
+            .into_iter()
+            .flat_map(|a| match a {
+                Value::Array(rows) => rows,
+                other => vec![other],
+            })
+            .collect();
+        Ok(Value::Array(rows))
     }
 }
 
@@ -512,6 +605,35 @@ impl Connector for MoySkladConnector {
 
     fn classify(&self, answer: &Answer) -> Option<CallError> {
         errors::classify(answer)
+    }
+
+    /// Holds the next requests back when the answer's budget is nearly spent, keeping the
+    /// parallel ones (`concurrency`) in reserve: no 429 needed to slow down.
+    fn pace(&self, answer: &Answer) -> Option<Duration> {
+        errors::pace(
+            answer,
+            u64::try_from(self.settings.concurrency).unwrap_or(5),
+        )
+    }
+
+    /// Pages of a list (`all_pages`, `max_pages`) and bulk writes in parts.
+    fn perform<'a>(
+        &'a self,
+        mut req: OutboundRequest,
+        send: &'a Sender<'a>,
+    ) -> BoxFuture<'a, Result<Value, CallError>> {
+        Box::pin(async move {
+            let pages = transport::unmark_pages(&mut req);
+            if pages > 1 {
+                return self.pages(req, pages, send).await;
+            }
+            if is_create(&self.base_url, &req)
+                && let Some(Value::Array(items)) = req.body.clone()
+            {
+                return self.bulk(req, items, send).await;
+            }
+            send(req).await
+        })
     }
 
     fn verify_inbound(&self, req: &InboundRequest<'_>) -> Result<(), Refusal> {

@@ -186,3 +186,57 @@ fn webhooks_take_the_request_id_from_the_url() {
     };
     assert!(c.verify_inbound(&req).is_err());
 }
+
+#[test]
+fn a_nearly_spent_budget_holds_the_next_requests() {
+    let with = |remaining: &str, reset: &str| {
+        answer(
+            200,
+            &[
+                ("x-ratelimit-limit", "45"),
+                ("x-ratelimit-remaining", remaining),
+                ("x-lognex-retry-timeinterval", "3000"),
+                ("x-lognex-reset", reset),
+            ],
+            "{}",
+        )
+    };
+    let pace = |a: &Answer| errors::pace(a, 5);
+    assert_eq!(pace(&with("44", "0")), None);
+    assert_eq!(pace(&with("6", "0")), None);
+    // 5 left: one request's worth of refill (3000 ms / 45) before the next.
+    assert_eq!(pace(&with("5", "0")), Some(Duration::from_millis(66)));
+    assert_eq!(pace(&with("0", "0")), Some(Duration::from_millis(400)));
+    // The limit already in force: wait for its reset.
+    assert_eq!(pace(&with("0", "2500")), Some(Duration::from_millis(2500)));
+    let refused = answer(
+        429,
+        &[
+            ("x-ratelimit-remaining", "0"),
+            ("x-lognex-retry-after", "1200"),
+        ],
+        "{}",
+    );
+    assert_eq!(pace(&refused), Some(Duration::from_millis(1200)));
+    assert_eq!(pace(&answer(200, &[], "{}")), None, "no headers, no guess");
+}
+
+#[test]
+fn paging_args_stay_out_of_the_query() {
+    let (c, _) = build(r#"token = "ms-token-123456""#);
+    let c = c.expect("built");
+    let mut req = c
+        .op_request("product.list", &json!({"limit": 100, "max_pages": 3}))
+        .expect("request");
+    assert!(!req.url.contains("max_pages"), "{}", req.url);
+    assert_eq!(crate::connectors::transport::unmark_pages(&mut req), 3);
+    assert!(req.headers.iter().all(|(k, _)| !k.starts_with("x-obmen")));
+    let bad = c.op_request("product.list", &json!({"max_pages": 0}));
+    assert_eq!(bad.map_err(|e| e.class).err(), Some(ErrorClass::Input));
+    let both = c.op_request("product.list", &json!({"max_pages": 2, "all_pages": true}));
+    assert!(both.is_err());
+    let mut all = c
+        .op_request("assortment.list", &json!({"all_pages": true}))
+        .expect("request");
+    assert_eq!(crate::connectors::transport::unmark_pages(&mut all), 100);
+}
