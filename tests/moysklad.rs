@@ -829,3 +829,84 @@ async fn a_bulk_create_goes_in_parts_and_names_the_items_that_failed() {
     app.wait_for(id, "failed").await;
     assert_eq!(fake.lock().rows["counterparty"].len(), 3202);
 }
+
+/// One delivery with three events: three exchanges, each with its own external id (the
+/// entity) and key (`<requestId>:<index>`); the sender's repeat of the delivery (same
+/// requestId) is three duplicates. The sender gives up after 1 + 3 refused attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_with_several_events_is_one_exchange_per_event() {
+    let fake = FakeMs::start().await;
+    let orders: Vec<String> = (1..=3)
+        .map(|i| fake.seed("customerorder", json!({"name": format!("0004{i}")})))
+        .collect();
+    let app = App::start(&format!(
+        r#"{}
+[[flows]]
+name = "ms-orders"
+trigger = {{ webhook = {{ system = "sklad" }} }}
+steps = [ {{ call = "sklad.fetch", args = '{{href: .trigger.events[0].meta.href}}', as = "order" }} ]
+"#,
+        sklad(&fake, &bearer())
+    ))
+    .await;
+    let events: Vec<Value> = orders
+        .iter()
+        .map(|id| json!({"meta": {"type": "customerorder", "href": fake.href("customerorder", id)}, "action": "UPDATE", "accountId": "9171a53c-0000-0000-0000-000000000000"}))
+        .collect();
+    let body = json!({"auditContext": {"meta": {"type": "audit", "href": format!("{}/audit/2", fake.base)}, "uid": "admin@acme", "moment": "2026-01-15 12:31:00"}, "events": events});
+    let url = format!("{}/hooks/ms-orders?token={HOOK}", app.base);
+    let request_id = "7a1e0000-1111-2222-3333-444444444444";
+    assert_eq!(fake::deliver(&url, request_id, &body).await, [Some(200)]);
+    let list = |status: &'static str| {
+        let app = &app;
+        async move {
+            app.get(&format!("/api/exchanges?flow=ms-orders&status={status}"))
+                .await["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        }
+    };
+    let deadline = Instant::now() + WAIT;
+    while list("succeeded").await.len() < 3 {
+        assert!(Instant::now() < deadline, "{:#?}", list("failed").await);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let done = list("succeeded").await;
+    let mut ids: Vec<String> = done
+        .iter()
+        .filter_map(|d| d["external_id"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort();
+    let mut want = orders.clone();
+    want.sort();
+    assert_eq!(ids, want, "one exchange per event, keyed by its entity");
+    let mut keys: Vec<String> = done
+        .iter()
+        .filter_map(|d| d["key"].as_str().map(str::to_owned))
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        (0..3)
+            .map(|i| format!("{request_id}:{i}"))
+            .collect::<Vec<_>>()
+    );
+    // MoySklad repeats the delivery (it did not see our answer): no new work.
+    assert_eq!(fake::deliver(&url, request_id, &body).await, [Some(200)]);
+    assert_eq!(list("duplicate").await.len(), 3);
+    assert_eq!(list("succeeded").await.len(), 3);
+    let fetched = fake
+        .ledger()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/entity/customerorder/"))
+        .count();
+    assert_eq!(fetched, 3, "each order fetched once");
+
+    // A refused delivery: the sender tries 4 times with the same requestId, then gives up.
+    let forged = format!("{}/hooks/ms-orders?token=wrong-token", app.base);
+    assert_eq!(
+        fake::deliver(&forged, request_id, &body).await,
+        [Some(403), Some(403), Some(403), Some(403)]
+    );
+}

@@ -116,6 +116,11 @@ pub trait Connector: Send + Sync {
     fn parse_inbound(&self, req: &inbound::InboundRequest<'_>) -> Result<Value, String> {
         serde_json::from_slice(req.body).map_err(|e| format!("the body is not valid JSON: {e}"))
     }
+    /// The triggers one verified delivery carries, each an exchange of its own (a MoySklad
+    /// webhook may hold several events). The default: the delivery is one trigger.
+    fn split_inbound(&self, payload: Value) -> Vec<Value> {
+        vec![payload]
+    }
     /// jq for the external id and idempotency key of this system's webhooks, used when a
     /// flow sets none.
     fn inbound_defaults(&self) -> InboundDefaults {

@@ -101,17 +101,24 @@ pub async fn receive(
     let payload = connector
         .parse_inbound(&inbound)
         .map_err(ApiError::bad_request)?;
-    let accepted = engine
-        .accept(
-            &flow,
-            Event {
-                source: "webhook",
-                payload,
-                request_id,
-            },
-        )
-        .await?;
-    Ok(HookAnswer::reply(accepted))
+    // One exchange per trigger the delivery carries; the answer names the first one kept.
+    let mut accepted = Vec::new();
+    for payload in connector.split_inbound(payload) {
+        let event = Event {
+            source: "webhook",
+            payload,
+            request_id: request_id.clone(),
+        };
+        accepted.push(engine.accept(&flow, event).await?);
+    }
+    let shown = accepted
+        .iter()
+        .position(|a| a.status != Status::Rejected)
+        .unwrap_or(0);
+    if accepted.is_empty() {
+        return Err(ApiError::bad_request("the delivery holds no event"));
+    }
+    Ok(HookAnswer::reply(accepted.swap_remove(shown)))
 }
 
 impl HookAnswer {

@@ -7,6 +7,7 @@
 //! bulk arrays (an entity or an error per item; 413 above 1000 items). Every create/update
 //! body is checked against the official OpenAPI schema of its entity (bundled from
 //! ../shared/specs/moysklad/openapi).
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -217,6 +218,40 @@ impl FakeMs {
         inner.rows.entry(entity.to_owned()).or_default().push(row);
         id
     }
+}
+
+/// MoySklad's webhook sender: `POST <url>?requestId=<id>` (or `&requestId=`) with its
+/// User-Agent and the JSON body; it waits 1500 ms for a 200 or 204, else sends 3 more times
+/// at once with the same `requestId`, then drops the notification. Each attempt's status
+/// (`None`: no answer within the deadline).
+pub async fn deliver(url: &str, request_id: &str, body: &Value) -> Vec<Option<u16>> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(1500))
+        .build()
+        .expect("client");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let target = format!("{url}{sep}requestId={request_id}");
+    let mut attempts = Vec::new();
+    for _ in 0..4 {
+        let status = http
+            .post(&target)
+            .header(
+                "User-Agent",
+                "MoySklad webhook touch agent 2.0 (/https://www.moysklad.ru)",
+            )
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status().as_u16());
+        attempts.push(status);
+        if matches!(status, Some(200 | 204)) {
+            break;
+        }
+    }
+    attempts
 }
 
 fn errors(status: u16, code: u32, text: &str) -> Response {

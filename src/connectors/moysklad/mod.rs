@@ -663,10 +663,32 @@ impl Connector for MoySkladConnector {
         Ok(body)
     }
 
+    /// A delivery with several events becomes one trigger per event: the same body with
+    /// `events` holding that one event, and `eventIndex` (its place) so that each has a key
+    /// of its own (`<requestId>:<index>`) and repeats of the delivery stay duplicates.
+    fn split_inbound(&self, payload: Value) -> Vec<Value> {
+        let events = match payload.get("events") {
+            Some(Value::Array(events)) if events.len() > 1 => events.clone(),
+            _ => return vec![payload],
+        };
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| {
+                let mut one = payload.clone();
+                one["events"] = Value::Array(vec![event]);
+                one["eventIndex"] = Value::from(i);
+                one
+            })
+            .collect()
+    }
+
     fn inbound_defaults(&self) -> InboundDefaults {
         InboundDefaults {
             external_id: Some(r#".events[0].meta.href // empty | split("/") | .[-1]"#),
-            key: Some(".requestId"),
+            key: Some(
+                r#"if .eventIndex == null then .requestId else .requestId + ":" + (.eventIndex | tostring) end"#,
+            ),
         }
     }
 }
