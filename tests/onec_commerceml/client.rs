@@ -98,12 +98,11 @@ impl OneC {
     pub async fn init(&self) -> usize {
         let a = self.get("mode=init").await;
         assert_eq!(a.status, "zip=no", "{a:?}");
-        let limit = a.lines[0]
+        a.lines[0]
             .strip_prefix("file_limit=")
             .expect("file_limit line")
             .parse()
-            .expect("a number");
-        limit
+            .expect("a number")
     }
 
     pub async fn file_part(&self, name: &str, part: Vec<u8>) -> Answer {
