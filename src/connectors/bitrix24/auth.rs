@@ -26,7 +26,7 @@ pub enum Auth {
     Webhook {
         base: RwLock<String>,
     },
-    OAuth(OAuth),
+    OAuth(Box<OAuth>),
 }
 
 impl Auth {

@@ -221,7 +221,7 @@ fn oauth(file: &OAuthFile, base: &[PathSeg], ctx: &mut BuildCtx<'_>) -> Option<A
         Some(PathSeg::Key(name)) => name.as_str(),
         _ => "bitrix24",
     };
-    Some(Auth::OAuth(OAuth::new(
+    Some(Auth::OAuth(Box::new(OAuth::new(
         system,
         format!("{portal}/rest/"),
         server,
@@ -229,7 +229,7 @@ fn oauth(file: &OAuthFile, base: &[PathSeg], ctx: &mut BuildCtx<'_>) -> Option<A
         client_secret?,
         access,
         refresh?,
-    )))
+    ))))
 }
 
 /// The method a request URL calls: `.../rest/1/x/crm.deal.add.json?auth=…` → `crm.deal.add`.
@@ -643,7 +643,7 @@ mod tests {
             .op_request("crm.deal.get", &json!({"id": 1}))
             .expect("request");
         assert!(later.url.starts_with("https://new.bitrix24.kz/rest/1/"));
-        let mut early = req.clone();
+        let mut early = req;
         c.authorize(&mut early);
         assert!(
             early.url.starts_with("https://new.bitrix24.kz/"),

@@ -17,6 +17,9 @@ pub const MAX_ITEMS: usize = 1000;
 /// Items named in a step's error, beyond which only a count is given.
 const NAMED: usize = 5;
 
+/// An item's place in its part and its errors as `(code, text)`.
+type Failed = (usize, Vec<(Option<i64>, String)>);
+
 /// The parts a bulk array is first sent in: `(offset, items)`.
 pub fn parts(items: Vec<Value>) -> Vec<(usize, Vec<Value>)> {
     let mut out = Vec::new();
@@ -36,7 +39,7 @@ pub fn parts(items: Vec<Value>) -> Vec<(usize, Vec<Value>)> {
 /// whole array), or `None` when every item was written.
 pub fn failures(offset: usize, items: &[Value], answer: &Value) -> Option<CallError> {
     let rows = answer.as_array()?;
-    let failed: Vec<(usize, Vec<(Option<i64>, String)>)> = rows
+    let failed: Vec<Failed> = rows
         .iter()
         .enumerate()
         .filter(|(_, r)| r.get("errors").is_some() && r.get("meta").is_none())
@@ -60,7 +63,7 @@ pub fn failures(offset: usize, items: &[Value], answer: &Value) -> Option<CallEr
         .copied()
         .find(|c| !c.is_retryable())
         .unwrap_or(classes[0]);
-    let describe = |(i, errs): &(usize, Vec<(Option<i64>, String)>)| {
+    let describe = |(i, errs): &Failed| {
         let key = items
             .get(*i)
             .and_then(|item| item.get("externalCode").or_else(|| item.get("name")))

@@ -229,7 +229,7 @@ fn paging_args_stay_out_of_the_query() {
         .op_request("product.list", &json!({"limit": 100, "max_pages": 3}))
         .expect("request");
     assert!(!req.url.contains("max_pages"), "{}", req.url);
-    assert_eq!(crate::connectors::transport::unmark_pages(&mut req), 3);
+    assert_eq!(transport::unmark_pages(&mut req), 3);
     assert!(req.headers.iter().all(|(k, _)| !k.starts_with("x-obmen")));
     let bad = c.op_request("product.list", &json!({"max_pages": 0}));
     assert_eq!(bad.map_err(|e| e.class).err(), Some(ErrorClass::Input));
@@ -238,5 +238,5 @@ fn paging_args_stay_out_of_the_query() {
     let mut all = c
         .op_request("assortment.list", &json!({"all_pages": true}))
         .expect("request");
-    assert_eq!(crate::connectors::transport::unmark_pages(&mut all), 100);
+    assert_eq!(transport::unmark_pages(&mut all), 100);
 }
