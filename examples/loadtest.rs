@@ -110,7 +110,7 @@ async fn start_sink() -> String {
     format!("http://{addr}")
 }
 
-async fn succeeded(http: &reqwest::Client, base: &str) -> Option<u64> {
+async fn metric(http: &reqwest::Client, base: &str, name: &str) -> Option<u64> {
     let text = http
         .get(format!("{base}/metrics"))
         .bearer_auth(ADMIN_TOKEN)
@@ -120,9 +120,20 @@ async fn succeeded(http: &reqwest::Client, base: &str) -> Option<u64> {
         .text()
         .await
         .ok()?;
-    let prefix = format!("obmen_exchanges{{flow=\"{FLOW}\",status=\"succeeded\"}}");
     text.lines()
-        .find_map(|l| l.strip_prefix(&prefix).and_then(|n| n.trim().parse().ok()))
+        .find_map(|l| l.strip_prefix(name).and_then(|n| n.trim().parse().ok()))
+}
+
+async fn succeeded(http: &reqwest::Client, base: &str) -> Option<u64> {
+    let name = format!("obmen_exchanges{{flow=\"{FLOW}\",status=\"succeeded\"}}");
+    metric(http, base, &name).await
+}
+
+/// (durable commits, writes) of the store so far.
+async fn commits(http: &reqwest::Client, base: &str) -> (u64, u64) {
+    let commits = metric(http, base, "obmen_store_commits_total ").await;
+    let writes = metric(http, base, "obmen_store_writes_total ").await;
+    (commits.unwrap_or(0), writes.unwrap_or(0))
 }
 
 async fn sender(
@@ -231,6 +242,7 @@ fn main() -> anyhow::Result<()> {
         let run: u64 = rand::random::<u32>().into();
         let next = Arc::new(AtomicUsize::new(0));
         let url = format!("{base}/hooks/{FLOW}");
+        let commits_before = commits(&http, &base).await;
         let cpu_before = cpu_split("loadgen");
         let started = Instant::now();
         let tasks: Vec<_> = (0..args.concurrency)
@@ -266,6 +278,11 @@ fn main() -> anyhow::Result<()> {
         }
         let end_to_end = started.elapsed();
         let cpu_after = cpu_split("loadgen");
+        let commits_after = commits(&http, &base).await;
+        let batches = (
+            commits_after.0 - commits_before.0,
+            commits_after.1 - commits_before.1,
+        );
         let cpu = [
             cpu_after.writer - cpu_before.writer,
             cpu_after.rest - cpu_before.rest,
@@ -276,14 +293,14 @@ fn main() -> anyhow::Result<()> {
             .map(|m| m.len())
             .unwrap_or(0);
         Ok::<_, anyhow::Error>((
-            idle_rss, intake, end_to_end, acked, failures, latencies, file, cpu,
+            idle_rss, intake, end_to_end, acked, failures, latencies, file, cpu, batches,
         ))
     });
     shutdown.cancel();
     let served = server
         .join()
         .map_err(|_| anyhow::anyhow!("the obmen thread panicked"))?;
-    let (idle_rss, intake, end_to_end, acked, failures, latencies, file, cpu) = report?;
+    let (idle_rss, intake, end_to_end, acked, failures, latencies, file, cpu, batches) = report?;
     served?;
     let peak_rss = proc_status_kb("VmHWM");
 
@@ -322,6 +339,11 @@ fn main() -> anyhow::Result<()> {
         per(cpu[0]),
         per(cpu[1]),
         per(cpu[2])
+    );
+    println!(
+        "  group commit          {} commits, {:.1} writes per commit",
+        batches.0,
+        batches.1 as f64 / batches.0.max(1) as f64
     );
     println!("  idle RSS after start  {:.1} MB (VmRSS)", mb(idle_rss));
     println!(

@@ -186,13 +186,16 @@ impl Engine {
         let result = self
             .store
             .write(move |txn| {
-                if let Some(c) = checkpoint {
-                    ops::checkpoint(txn, id, c.index, c.output, c.masked, c.link, now)?;
-                }
                 if let Some(c) = &cursor {
                     ops::set_cursor(txn, &flow_name, c)?;
                 }
-                let rec = ops::finish_attempt(txn, id, attempt, outcome, now)?;
+                let last = checkpoint.map(|c| ops::LastStep {
+                    index: c.index,
+                    output: c.output,
+                    masked: c.masked,
+                    link: c.link,
+                });
+                let rec = ops::finish_run(txn, id, last, attempt, outcome, now)?;
                 let digest = match &rec {
                     Some(r) => crate::store::groups::digest(txn, r)?,
                     None => None,

@@ -145,9 +145,7 @@ fn close_open(txn: &Tx<'_>, flow: &str) -> Result<Option<Digest>, StoreError> {
     let mut stopped = Vec::new();
     for id in ids {
         open.remove((flow, id.as_str()))?;
-        let found = groups
-            .get((flow, id.as_str()))?
-            .map(|v| v.value().to_vec());
+        let found = groups.get((flow, id.as_str()))?.map(|v| v.value().to_vec());
         let Some(bytes) = found else { continue };
         let mut g: ErrorGroup = decode(&bytes)?;
         let was_announced = g.announced;

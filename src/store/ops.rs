@@ -180,8 +180,7 @@ fn claim_key(
 }
 
 fn index_new(txn: &Tx<'_>, rec: &ExchangeRecord, new: &NewExchange) -> Result<(), StoreError> {
-    txn.by_flow()?
-        .insert((rec.flow.as_str(), rec.id), ())?;
+    txn.by_flow()?.insert((rec.flow.as_str(), rec.id), ())?;
     txn.by_request()?
         .insert((rec.request_id.as_str(), rec.id), ())?;
     if let Some(ext) = &new.raw_external_id {
@@ -202,8 +201,7 @@ pub fn get(txn: &Tx<'_>, id: u64) -> Result<Option<ExchangeRecord>, StoreError> 
 }
 
 pub fn put(txn: &Tx<'_>, rec: &ExchangeRecord) -> Result<(), StoreError> {
-    txn.exchanges()?
-        .insert(rec.id, encode(rec)?.as_slice())?;
+    txn.exchanges()?.insert(rec.id, encode(rec)?.as_slice())?;
     Ok(())
 }
 
@@ -265,12 +263,10 @@ pub fn change_status(
     txn.count(flow, hour, to.code(), 1);
     match to {
         Status::Succeeded | Status::DryRun => {
-            txn.flow_last()?
-                .insert((flow, 0), (now, rec.id))?;
+            txn.flow_last()?.insert((flow, 0), (now, rec.id))?;
         }
         Status::Failed | Status::Rejected => {
-            txn.flow_last()?
-                .insert((flow, 1), (now, rec.id))?;
+            txn.flow_last()?.insert((flow, 1), (now, rec.id))?;
             if let Some(err) = &rec.last_error {
                 super::groups::record(txn, rec, err)?;
             }
@@ -386,12 +382,38 @@ pub fn checkpoint(
     let Some(mut rec) = get(txn, id)? else {
         return Ok(());
     };
+    keep_output(txn, id, index, output)?;
+    mark_done(txn, &mut rec, index, masked, link, now)?;
+    put(txn, &rec)
+}
+
+/// The last step of a run, recorded in the commit that records the attempt.
+#[derive(Debug)]
+pub struct LastStep {
+    pub index: usize,
+    pub output: String,
+    pub masked: Masked,
+    pub link: Option<Link>,
+}
+
+/// Keeps a step's output in the sealed work copy, where a later run resumes from it.
+fn keep_output(txn: &Tx<'_>, id: u64, index: usize, output: String) -> Result<(), StoreError> {
     let mut work = get_work(txn, id)?;
     if work.outputs.len() <= index {
         work.outputs.resize(index + 1, None);
     }
     work.outputs[index] = Some(output);
-    put_work(txn, id, &work)?;
+    put_work(txn, id, &work)
+}
+
+fn mark_done(
+    txn: &Tx<'_>,
+    rec: &mut ExchangeRecord,
+    index: usize,
+    masked: Masked,
+    link: Option<Link>,
+    now: Millis,
+) -> Result<(), StoreError> {
     let name = rec
         .steps
         .get(index)
@@ -403,7 +425,7 @@ pub fn checkpoint(
     let index32 = u32::try_from(index).unwrap_or(u32::MAX);
     append(
         txn,
-        &mut rec,
+        rec,
         now,
         EventKind::StepDone {
             index: index32,
@@ -412,9 +434,9 @@ pub fn checkpoint(
         },
     )?;
     if let Some(link) = link {
-        write_link(txn, &mut rec, link, now)?;
+        write_link(txn, rec, link, now)?;
     }
-    put(txn, &rec)
+    Ok(())
 }
 
 fn write_link(
@@ -425,8 +447,7 @@ fn write_link(
 ) -> Result<(), StoreError> {
     let hashed = txn.lookup.hash(&link.external_key);
     let key = (link.system.as_str(), link.entity.as_str(), hashed.as_str());
-    txn.idmap()?
-        .insert(key, link.target_id.as_str())?;
+    txn.idmap()?.insert(key, link.target_id.as_str())?;
     let n = rec.journal_next;
     let row = (
         link.system.as_str(),
@@ -460,9 +481,29 @@ pub fn finish_attempt(
     outcome: Outcome,
     now: Millis,
 ) -> Result<Option<ExchangeRecord>, StoreError> {
+    finish_run(txn, id, None, attempt, outcome, now)
+}
+
+/// Records an attempt with its last step's checkpoint, and moves the exchange to its next
+/// status. The step's output is kept for a later run only when there will be one: an
+/// exchange that ended needs no resume point (a forced re-run starts from the first step).
+pub fn finish_run(
+    txn: &Tx<'_>,
+    id: u64,
+    last: Option<LastStep>,
+    attempt: AttemptRecord,
+    outcome: Outcome,
+    now: Millis,
+) -> Result<Option<ExchangeRecord>, StoreError> {
     let Some(mut rec) = get(txn, id)? else {
         return Ok(None);
     };
+    if let Some(step) = last {
+        if !matches!(outcome, Outcome::Done(_)) {
+            keep_output(txn, id, step.index, step.output)?;
+        }
+        mark_done(txn, &mut rec, step.index, step.masked, step.link, now)?;
+    }
     txn.leases()?.remove(id)?;
     if let Some(err) = &attempt.error {
         let flow = rec.flow.as_str();

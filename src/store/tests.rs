@@ -413,7 +413,10 @@ async fn batched_counters_match_the_status_index() {
     for flow in ["a", "b"] {
         let counts = query::counts(&read, flow).expect("counts");
         let hourly = query::counts_since(&read, flow, 0).expect("hourly");
-        assert_eq!(counts, hourly, "flow {flow}: hourly buckets sum to the counters");
+        assert_eq!(
+            counts, hourly,
+            "flow {flow}: hourly buckets sum to the counters"
+        );
         for status in [
             Status::Queued,
             Status::Running,
@@ -479,7 +482,10 @@ async fn a_success_closes_the_open_error_groups() {
         .write(move |t| fail(t, 11_000, "HTTP 422: order 18 refused"))
         .await
         .expect("same group again");
-    assert!(second.is_none(), "an open, announced group is not announced twice");
+    assert!(
+        second.is_none(),
+        "an open, announced group is not announced twice"
+    );
     store
         .write(move |t| fail(t, 12_000, "HTTP 500: the target is down"))
         .await

@@ -172,7 +172,8 @@ impl<'a> Tx<'a> {
     /// can commit.
     pub fn finish(self) -> Result<(), StoreError> {
         if let Some((id, true)) = self.last_id.get() {
-            self.meta()?.insert("last_id", id.to_le_bytes().as_slice())?;
+            self.meta()?
+                .insert("last_id", id.to_le_bytes().as_slice())?;
         }
         let counts = self.counts.take();
         if !counts.is_empty() {
