@@ -501,9 +501,11 @@ async fn orders_wait_for_1c_until_it_confirms_and_its_own_orders_flow_in() {
         .expect("events")
         .iter()
         .any(|e| {
-            e["action"]
-                .as_str()
-                .is_some_and(|a| a.starts_with("delivered to 1C: order B24-1287"))
+            e["type"] == "delivered"
+                && e["to"] == "1C"
+                && e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("order B24-1287"))
         });
     assert!(delivered, "{detail:#}");
 

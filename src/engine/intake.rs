@@ -42,7 +42,7 @@ pub struct Decided {
 pub fn request_id(given: Option<&str>) -> String {
     match given {
         Some(id) if valid_request_id(id) => id.to_owned(),
-        _ => uuid_v7(crate::model::now_ms()),
+        _ => uuid_v7(now_ms()),
     }
 }
 

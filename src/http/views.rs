@@ -181,5 +181,8 @@ fn event(e: &JournalEvent) -> Value {
         EventKind::Manual { action, by } => {
             json!({"type": "manual", "at": at, "action": action, "by": by})
         }
+        EventKind::Delivered { to, detail } => {
+            json!({"type": "delivered", "at": at, "to": to, "detail": detail})
+        }
     }
 }

@@ -237,12 +237,12 @@ pub fn delivered(
         let Some(mut rec) = ops::get(txn, *exchange_id)? else {
             continue;
         };
-        let action = format!(
-            "delivered to 1C: order {order_id} was fetched by mode=query of flow `{flow}` and confirmed by mode=success"
+        let detail = format!(
+            "order {order_id} was fetched by mode=query of flow `{flow}` and confirmed by mode=success ({by})"
         );
-        let event = EventKind::Manual {
-            action,
-            by: by.to_owned(),
+        let event = EventKind::Delivered {
+            to: "1C".to_owned(),
+            detail,
         };
         ops::append(txn, &mut rec, now, event)?;
         ops::put(txn, &rec)?;

@@ -123,6 +123,12 @@ pub enum EventKind {
         action: String,
         by: String,
     },
+    /// The exchange's result was handed over to a system that collects it (1C fetching its
+    /// orders with `mode=query` and confirming with `mode=success`), after the run ended.
+    Delivered {
+        to: String,
+        detail: String,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

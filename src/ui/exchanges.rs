@@ -198,6 +198,7 @@ fn event(e: &JournalEvent, lang: Lang) -> Markup {
                 b { (i18n::LINKED.get(lang)) } " " (system) "." (entity) " " (external_key.as_str()) " → " (target_id.as_str())
             }
             EventKind::Manual { action, by } => { b { (i18n::MANUAL.get(lang)) } " " (action) " · " (by) }
+            EventKind::Delivered { to, detail } => { b { (i18n::DELIVERED.get(lang)) } " " (to) " · " (detail) }
         }
     } }
 }

@@ -117,6 +117,7 @@ pub const RECEIVED: T = T("received", "получено");
 pub const ATTEMPT: T = T("attempt", "попытка");
 pub const STATUS_CHANGE: T = T("status", "статус");
 pub const MANUAL: T = T("manual action", "действие человека");
+pub const DELIVERED: T = T("delivered", "доставлено");
 pub const LINKED: T = T("linked", "связь");
 pub const STEP_DONE: T = T("step done", "шаг выполнен");
 pub const WOULD_SEND: T = T(
