@@ -31,6 +31,7 @@ pub fn ms(d: Duration) -> f64 {
 /// CPU time (ns) used so far by this process's threads, split into the group commit writer
 /// (`obmen-writer`), threads whose name starts with `others` (the load generator), and the
 /// rest. Read from /proc/self/task/*/schedstat; zeros where there is no /proc.
+#[allow(dead_code, reason = "only the load test splits CPU by thread")]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuSplit {
     pub writer: u64,
@@ -38,6 +39,7 @@ pub struct CpuSplit {
     pub rest: u64,
 }
 
+#[allow(dead_code, reason = "only the load test splits CPU by thread")]
 pub fn cpu_split(generator_prefix: &str) -> CpuSplit {
     let mut split = CpuSplit::default();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {

@@ -16,6 +16,11 @@ use super::StoreError;
 use super::cipher::{LookupKey, MasterKey};
 use super::tables::*;
 
+/// (flow, status code) of `COUNTS`.
+type CountKey = (String, u8);
+/// (flow, creation hour, status code) of `HOURLY`.
+type HourKey = (String, u64, u8);
+
 /// A write transaction of the group commit, with the keys that seal work copies and hash
 /// lookups.
 pub struct Tx<'a> {
@@ -23,8 +28,8 @@ pub struct Tx<'a> {
     pub key: &'a MasterKey,
     pub lookup: &'a LookupKey,
     open: OpenTables<'a>,
-    counts: RefCell<Vec<((String, u8), i64)>>,
-    hourly: RefCell<Vec<((String, u64, u8), i64)>>,
+    counts: RefCell<Vec<(CountKey, i64)>>,
+    hourly: RefCell<Vec<(HourKey, i64)>>,
     /// `(last id handed out, whether it changed)`, read from `META` on first use.
     last_id: Cell<Option<(u64, bool)>>,
 }
