@@ -1,0 +1,686 @@
+//! The shipped example `examples/1c-catalog-and-orders-with-bitrix24.toml`, run as written
+//! (only addresses, secrets, the data dir, the retry pace and shadow → live substituted)
+//! against a test that plays 1C over real HTTP (tests/onec_example/client.rs) and a fake
+//! Bitrix24 portal that answers like the documented REST API (tests/onec_example/portal.rs):
+//! 1C's goods become Bitrix24 products (created once, updated by XML_ID, deactivated when
+//! 1C marks them deleted, nothing sent again for a re-upload), and a won Bitrix24 deal
+//! becomes an order that 1C fetches with `mode=query` until it says `mode=success`.
+
+#[path = "onec_example/client.rs"]
+mod client;
+#[path = "onec_example/portal.rs"]
+mod portal;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use client::OneC;
+use portal::FakePortal;
+
+const ADMIN: &str = "admin-token-1c-b24-0001";
+/// Also a canary: it must never show in the journal.
+const PASSWORD: &str = "canary-1c-exchange-pass-5521";
+const APP_TOKEN: &str = "b24-app-token-canary-7710";
+const WAIT: Duration = Duration::from_secs(30);
+const EXAMPLE: &str = "examples/1c-catalog-and-orders-with-bitrix24.toml";
+
+fn samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/specs/1c/commerceml")
+}
+
+fn sample(rel: &str) -> String {
+    std::fs::read_to_string(samples().join(rel)).unwrap_or_else(|e| panic!("sample {rel}: {e}"))
+}
+
+struct App {
+    dir: TempDir,
+    base: String,
+    client: reqwest::Client,
+    shutdown: CancellationToken,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl App {
+    /// The example with the test's addresses and secrets; nothing else changed but the
+    /// retry pace and the deal flow's shadow mode.
+    async fn start(portal: &FakePortal) -> App {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let mut text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(EXAMPLE))
+            .expect("the example");
+        for (from, to) in [
+            (
+                "\"/var/lib/obmen\"",
+                format!("{:?}", data.display().to_string()),
+            ),
+            ("\"secret:admin_token\"", format!("\"{ADMIN}\"")),
+            (
+                "\"secret:b24_webhook_url\"",
+                format!("\"{}\"", portal.webhook_url),
+            ),
+            ("\"secret:b24_app_token\"", format!("\"{APP_TOKEN}\"")),
+            (
+                "\"secret:onec_exchange_password\"",
+                format!("\"{PASSWORD}\""),
+            ),
+            ("mode = \"shadow\"", "mode = \"live\"".into()),
+            (
+                r#"retry = { max_attempts = 8, initial = "30s", max = "1h" }"#,
+                r#"retry = { max_attempts = 3, initial = "50ms", max = "200ms" }"#.into(),
+            ),
+        ] {
+            assert!(text.contains(from), "the example no longer has {from}");
+            text = text.replace(from, &to);
+        }
+        let path = dir.path().join("obmen.toml");
+        std::fs::write(&path, &text).expect("write");
+        let loaded = obmen::config::load_str(&path, &text)
+            .unwrap_or_else(|e| panic!("the example is invalid:\n{e}"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(obmen::app::serve(loaded, listener, shutdown.clone()));
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        App {
+            dir,
+            base,
+            client,
+            shutdown,
+        }
+    }
+
+    async fn api(&self, path: &str) -> Value {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("api answers");
+        assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+        r.json().await.expect("json")
+    }
+
+    async fn exchange(&self, id: &Value) -> Value {
+        self.api(&format!("/api/exchanges/{id}")).await
+    }
+
+    /// Exchanges of `flow`, oldest first.
+    async fn exchanges(&self, flow: &str) -> Vec<Value> {
+        let page = self
+            .api(&format!("/api/exchanges?flow={flow}&limit=1000"))
+            .await;
+        let mut all = page["items"].as_array().cloned().unwrap_or_default();
+        all.sort_by_key(|e| e["id"].as_u64());
+        all
+    }
+
+    /// Waits until `flow` has at least `n` exchanges and none is waiting or running.
+    async fn settle(&self, flow: &str, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let all = self.exchanges(flow).await;
+            let busy = all.iter().any(|e| {
+                matches!(
+                    e["status"].as_str(),
+                    Some("received" | "queued" | "running" | "retrying")
+                )
+            });
+            if !busy && all.len() >= n {
+                return all;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{flow} does not settle: {all:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Bitrix24 posting an outgoing event to the deal flow's hook.
+    async fn deal_event(&self, deal: u64, ts: u64, token: &str) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .post(format!("{}/hooks/b24-won-deal-to-1c", self.base))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(portal::event_body("ONCRMDEALUPDATE", deal, ts, token))
+            .send()
+            .await
+            .expect("hook answers");
+        let status = r.status();
+        let text = r.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
+
+fn statuses(all: &[Value]) -> Vec<String> {
+    all.iter()
+        .map(|e| e["status"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn count(all: &[Value], status: &str) -> usize {
+    all.iter().filter(|e| e["status"] == status).count()
+}
+
+/// One catalog run as 1C makes it: checkauth, init, every file in parts, import each until
+/// `success`, then `complete`.
+async fn catalog_run(app: &App, files: &[(&str, &str)]) -> Vec<String> {
+    let mut onec = OneC::new(&app.base, "1c-catalog", "catalog");
+    let a = onec.checkauth("site", PASSWORD).await;
+    assert_eq!(a.status, "success", "{a:?}");
+    let (limit, _) = onec.init(None).await;
+    // Small parts, as if file_limit were 1C's: several parts per file.
+    let part = limit.min(4096);
+    for (name, text) in files {
+        onec.upload(name, text.as_bytes(), part).await;
+    }
+    let mut summaries = Vec::new();
+    for (name, _) in files {
+        let a = onec.import(name).await;
+        assert_eq!(a.status, "success", "import {name}: {a:?}");
+        summaries.push(a.message());
+    }
+    assert_eq!(onec.get("mode=complete").await.status, "success");
+    summaries
+}
+
+/// The product element of `id` in a catalog file, cut out whole.
+fn product_block<'a>(import: &'a str, id: &str) -> &'a str {
+    let at = import
+        .find(&format!("<Ид>{id}</Ид>"))
+        .expect("the product is in the file");
+    let start = import[..at].rfind("<Товар>").expect("its start");
+    let end = at + import[at..].find("</Товар>").expect("its end") + "</Товар>".len();
+    &import[start..end]
+}
+
+const TABLE_WHITE: &str =
+    "05e26d70-01e4-11dc-a411-00055d80a2d1#05e26d76-01e4-11dc-a411-00055d80a2d1";
+const TABLE_OTHER: &str =
+    "05e26d70-01e4-11dc-a411-00055d80a2d1#218a1598-044b-11dc-a414-00055d80a2d1";
+const CHAIRS_WHITE: &str =
+    "05e26d77-01e4-11dc-a411-00055d80a2d1#05e26d79-01e4-11dc-a411-00055d80a2d1";
+const CHAIRS_OTHER: &str =
+    "05e26d77-01e4-11dc-a411-00055d80a2d1#218a1599-044b-11dc-a414-00055d80a2d1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_becomes_bitrix24_products_created_once_updated_and_deactivated_by_xml_id() {
+    let portal = FakePortal::start().await;
+    // One of the goods was already linked by hand: it is found by XML_ID, not made twice.
+    let known = portal.with(|p| {
+        p.seed_product(
+            &json!({"NAME": "Стулья (старое имя)", "XML_ID": CHAIRS_WHITE, "PRICE": "1200.00"}),
+        )
+    });
+    let app = App::start(&portal).await;
+    let import = sample("official-samples-2.0x/import.xml");
+    let offers = sample("official-samples-2.0x/offers.xml");
+
+    let summaries = catalog_run(&app, &[("import.xml", &import), ("offers.xml", &offers)]).await;
+    assert!(summaries[0].contains("4 items (4 new"), "{summaries:?}");
+    let all = app.settle("1c-catalog", 6).await;
+    assert_eq!(all.len(), 6, "4 products and 2 offers: {all:#?}");
+    assert_eq!(count(&all, "succeeded"), 4, "{:?}", statuses(&all));
+    assert_eq!(count(&all, "skipped"), 2, "offers stop at the first filter");
+
+    let products = portal.with(|p| p.products.clone());
+    assert_eq!(products.len(), 4, "{products:#?}");
+    for id in [TABLE_WHITE, TABLE_OTHER, CHAIRS_WHITE, CHAIRS_OTHER] {
+        let found = portal.with(|p| p.by_xml_id(id).into_iter().cloned().collect::<Vec<_>>());
+        assert_eq!(
+            found.len(),
+            1,
+            "one product with XML_ID {id}: {products:#?}"
+        );
+        assert_eq!(found[0]["ACTIVE"], "Y");
+    }
+    let white_table = portal.with(|p| p.by_xml_id(TABLE_WHITE)[0].clone());
+    assert_eq!(
+        white_table["NAME"], "Стол обеденный (Белый)",
+        "the characteristic names the variant"
+    );
+    let chairs = &products[&known];
+    assert_eq!(chairs["XML_ID"], CHAIRS_WHITE);
+    assert_eq!(
+        chairs["NAME"], "Стулья (Белый)",
+        "the known product was updated"
+    );
+    assert_eq!(
+        chairs["PRICE"], "1200.00",
+        "fields the flow does not send stay"
+    );
+    let methods = portal.with(|p| p.methods());
+    let adds = methods.iter().filter(|m| *m == "crm.product.add").count();
+    let updates = methods
+        .iter()
+        .filter(|m| *m == "crm.product.update")
+        .count();
+    assert_eq!((adds, updates), (3, 1), "{methods:?}");
+    let finds: Vec<Value> = portal.with(|p| {
+        p.calls
+            .iter()
+            .filter(|(m, _)| m == "crm.product.list")
+            .map(|(_, a)| a.clone())
+            .collect()
+    });
+    assert_eq!(finds.len(), 4);
+    assert!(
+        finds.iter().all(|a| a["filter"]["XML_ID"].is_string()),
+        "{finds:?}"
+    );
+
+    // The exchange of a product: keyed by its Ид, its steps in the journal, no secret.
+    let white = all
+        .iter()
+        .find(|e| e["external_id"] == TABLE_WHITE)
+        .expect("the white table's exchange");
+    let detail = app.exchange(&white["id"]).await;
+    let text = detail.to_string();
+    assert!(
+        !text.contains(PASSWORD) && !text.contains(portal::SECRET),
+        "{text}"
+    );
+    assert!(text.contains("crm.product.add"), "{detail:#}");
+
+    // 1C sends the same files again: all duplicates, Bitrix24 hears nothing.
+    let calls_before = portal.with(|p| p.calls.len());
+    catalog_run(&app, &[("import.xml", &import), ("offers.xml", &offers)]).await;
+    let all = app.settle("1c-catalog", 12).await;
+    assert_eq!(count(&all, "duplicate"), 6, "{:?}", statuses(&all));
+    assert_eq!(portal.with(|p| p.calls.len()), calls_before);
+
+    // Then a change: the white table renamed, the other table marked for deletion, and a
+    // new product that is already deleted in 1C.
+    let renamed = product_block(&import, TABLE_WHITE).replace(
+        "<Наименование>Стол обеденный</Наименование>",
+        "<Наименование>Стол обеденный раздвижной</Наименование>",
+    );
+    let gone = product_block(&import, TABLE_OTHER).replace(
+        &format!("<Ид>{TABLE_OTHER}</Ид>"),
+        &format!("<Ид>{TABLE_OTHER}</Ид>\n<ПометкаУдаления>true</ПометкаУдаления>"),
+    );
+    let never = product_block(&import, CHAIRS_OTHER).replace(
+        &format!("<Ид>{CHAIRS_OTHER}</Ид>"),
+        "<Ид>0b1f0000-0000-11ee-8c90-0242ac120002</Ид>\n<ПометкаУдаления>true</ПометкаУдаления>",
+    );
+    let changed = import
+        .replace(product_block(&import, TABLE_WHITE), &renamed)
+        .replace(
+            product_block(&import, TABLE_OTHER),
+            &format!("{gone}\n{never}"),
+        );
+    let summaries = catalog_run(&app, &[("import.xml", &changed)]).await;
+    assert!(
+        summaries[0].contains("5 items (3 new, 2 duplicates"),
+        "{summaries:?}"
+    );
+    let all = app.settle("1c-catalog", 17).await;
+    let last: Vec<&Value> = all[12..].iter().collect();
+    let status_of = |id: &str| {
+        last.iter()
+            .find(|e| e["external_id"] == id)
+            .map(|e| e["status"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(status_of(TABLE_WHITE).as_deref(), Some("succeeded"));
+    assert_eq!(status_of(TABLE_OTHER).as_deref(), Some("succeeded"));
+    assert_eq!(
+        status_of("0b1f0000-0000-11ee-8c90-0242ac120002").as_deref(),
+        Some("skipped"),
+        "a deleted item Bitrix24 never had is not created"
+    );
+    let products = portal.with(|p| p.products.clone());
+    assert_eq!(products.len(), 4, "nothing new: {products:#?}");
+    let white_table_now = portal.with(|p| p.by_xml_id(TABLE_WHITE)[0].clone());
+    assert_eq!(white_table_now["ID"], white_table["ID"], "the same product");
+    assert_eq!(white_table_now["NAME"], "Стол обеденный раздвижной (Белый)");
+    let other = portal.with(|p| p.by_xml_id(TABLE_OTHER)[0].clone());
+    assert_eq!(other["ACTIVE"], "N", "deactivated, not deleted");
+    assert_eq!(
+        portal.with(|p| p.refused_by_bucket),
+        0,
+        "the 2/s pace holds"
+    );
+}
+
+/// A deal row as `crm.deal.productrows.get` answers it (numbers are numbers here). Product 0
+/// is a row typed in by hand: not from the catalog, no unit code.
+fn row(deal: u64, n: u64, product: u64, name: &str, price: f64, quantity: u64) -> Value {
+    let from_catalog = product != 0;
+    let (code, unit, kind) = if from_catalog {
+        (json!(796), "шт", 1)
+    } else {
+        (Value::Null, "шт", 7)
+    };
+    json!({"ID": (deal * 100 + n).to_string(), "OWNER_ID": deal.to_string(), "OWNER_TYPE": "D",
+        "PRODUCT_ID": product, "PRODUCT_NAME": name, "ORIGINAL_PRODUCT_NAME": name,
+        "PRODUCT_DESCRIPTION": null, "PRICE": price, "PRICE_EXCLUSIVE": price, "PRICE_NETTO": price,
+        "PRICE_BRUTTO": price, "PRICE_ACCOUNT": format!("{price:.2}"), "QUANTITY": quantity,
+        "DISCOUNT_TYPE_ID": 2, "DISCOUNT_RATE": 0, "DISCOUNT_SUM": 0, "TAX_RATE": null,
+        "TAX_INCLUDED": "Y", "CUSTOMIZED": "Y", "MEASURE_CODE": code, "MEASURE_NAME": unit,
+        "SORT": n * 10, "XML_ID": format!("sale_basket_{n}"), "TYPE": kind, "STORE_ID": 0})
+}
+
+fn deal(id: u64, stage: &str, contact: Option<u64>, sum: &str, title: &str) -> Value {
+    json!({"ID": id.to_string(), "TITLE": title, "TYPE_ID": "SALE", "CATEGORY_ID": "0",
+        "STAGE_ID": stage, "STAGE_SEMANTIC_ID": if stage.ends_with("WON") { "S" } else { "P" },
+        "CURRENCY_ID": "KZT", "OPPORTUNITY": sum, "IS_MANUAL_OPPORTUNITY": "N",
+        "CONTACT_ID": contact.map(|c| c.to_string()), "COMPANY_ID": "0",
+        "BEGINDATE": "2026-01-10T03:00:00+05:00", "CLOSEDATE": "2026-01-15T03:00:00+05:00",
+        "DATE_CREATE": "2026-01-10T09:12:00+05:00", "DATE_MODIFY": "2026-01-15T10:30:00+05:00",
+        "CLOSED": if stage.ends_with("WON") { "Y" } else { "N" }, "ASSIGNED_BY_ID": "1"})
+}
+
+/// The orders of a CommerceML document, read back by obmen's own streaming reader into the
+/// payload shape docs/connectors/1c.md describes.
+fn orders_in(dir: &Path, doc: &[u8]) -> Vec<Value> {
+    use obmen::connectors::onec::commerceml::{map, xml};
+    let file = dir.join("query-read.xml");
+    std::fs::write(&file, doc).expect("write");
+    let limits = xml::Limits {
+        max_items: 10_000,
+        deadline: Instant::now() + Duration::from_secs(10),
+    };
+    let batch = xml::read_batch(&file, xml::Cursor::default(), limits);
+    assert_eq!(batch.error, None, "the query document reads back");
+    assert!(batch.cursor.done);
+    let src = map::Source {
+        file: "query.xml",
+        header: &batch.cursor.header,
+    };
+    batch
+        .items
+        .iter()
+        .map(|(kind, node)| map::payload(*kind, node, &src))
+        .collect()
+}
+
+/// The document against the CommerceML 2.09 schema, with xmllint.
+fn xmllint_valid(dir: &Path, doc: &[u8]) {
+    let file = dir.join("query-xsd.xml");
+    std::fs::write(&file, doc).expect("write");
+    let out = std::process::Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(samples().join("xsd/commerceml-2.09.xsd"))
+        .arg(&file)
+        .output()
+        .expect("xmllint (Debian libxml2-utils; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "the query answer breaks commerceml-2.09.xsd:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn number(v: &Value) -> f64 {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a decimal, not {v}"))
+}
+
+/// Deals of every kind: 1287 won with a contact and three rows (two goods from 1C, a
+/// delivery typed in by hand), 1400 won in pipeline 2 with more goods than a page of
+/// `crm.product.list` (50) holds, 1300 still open, 1301 won without a contact. Returns the
+/// ids of 1400's goods.
+fn seed_deals(p: &mut portal::Portal) -> Vec<u64> {
+    let table = p.seed_product(&json!({"NAME": "Стол обеденный (Белый)", "XML_ID": TABLE_WHITE}));
+    let chairs = p.seed_product(&json!({"NAME": "Стулья (Белый)", "XML_ID": CHAIRS_WHITE}));
+    let title = "Сделка №1287 «Столы & стулья»";
+    p.deals
+        .insert(1287, deal(1287, "WON", Some(77), "150500.00", title));
+    p.rows.insert(
+        1287,
+        vec![
+            row(1287, 1, table, "Стол обеденный (Белый)", 45000.5, 2),
+            row(1287, 2, chairs, "Стулья (Белый)", 14999.75, 4),
+            row(1287, 3, 0, "Доставка", 500.0, 1),
+        ],
+    );
+    let email =
+        json!([{"ID": "5", "VALUE_TYPE": "WORK", "VALUE": "ivan@example.kz", "TYPE_ID": "EMAIL"}]);
+    let phone =
+        json!([{"ID": "6", "VALUE_TYPE": "WORK", "VALUE": "+7 701 000 00 05", "TYPE_ID": "PHONE"}]);
+    p.contacts.insert(
+        77,
+        json!({"ID": "77", "NAME": "Иван", "LAST_NAME": "Иванов", "SECOND_NAME": null,
+            "EMAIL": email, "PHONE": phone}),
+    );
+    let many: Vec<u64> = (0..60)
+        .map(|i| {
+            let xml_id = format!("1c-good-{i:02}");
+            p.seed_product(&json!({"NAME": format!("Товар {i}"), "XML_ID": xml_id}))
+        })
+        .collect();
+    p.deals
+        .insert(1400, deal(1400, "C2:WON", Some(77), "60.00", "Опт"));
+    let rows = (0..)
+        .zip(&many)
+        .map(|(i, id)| row(1400, i, *id, &format!("Товар {i}"), 1.0, 1));
+    p.rows.insert(1400, rows.collect());
+    p.deals.insert(
+        1300,
+        deal(1300, "C2:PREPARATION", Some(77), "10.00", "Ещё думает"),
+    );
+    p.deals
+        .insert(1301, deal(1301, "WON", None, "10.00", "Без покупателя"));
+    p.rows
+        .insert(1301, vec![row(1301, 1, table, "Стол", 10.0, 1)]);
+    many
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_won_deal_reaches_1c_by_query_until_success_and_1c_answers_on_the_deal() {
+    let portal = FakePortal::start().await;
+    let many = portal.with(seed_deals);
+    let app = App::start(&portal).await;
+
+    // Bitrix24 posts its events as forms; the application token is checked.
+    let (s, v) = app
+        .deal_event(1287, 1_767_000_001, "not-the-app-token-0001")
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let mut ids = Vec::new();
+    for (deal, ts) in [
+        (1287, 1_767_000_002),
+        (1300, 1_767_000_003),
+        (1301, 1_767_000_004),
+        (1400, 1_767_000_005),
+    ] {
+        let (s, v) = app.deal_event(deal, ts, APP_TOKEN).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        ids.push(v["exchange_id"].clone());
+    }
+    let all = app.settle("b24-won-deal-to-1c", 5).await;
+    let status = |id: &Value| {
+        all.iter()
+            .find(|e| &e["id"] == id)
+            .map(|e| e["status"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        [
+            status(&ids[0]),
+            status(&ids[1]),
+            status(&ids[2]),
+            status(&ids[3])
+        ],
+        ["succeeded", "skipped", "rejected", "succeeded"].map(str::to_owned),
+        "{all:#?}"
+    );
+    assert_eq!(
+        count(&all, "rejected"),
+        2,
+        "the wrong token and the deal without a buyer"
+    );
+    let no_buyer = app.exchange(&ids[2]).await;
+    assert!(
+        no_buyer.to_string().contains("deal 1301 has no contact"),
+        "{no_buyer:#}"
+    );
+    let won = app.exchange(&ids[0]).await;
+    let queued = won["steps"]
+        .as_array()
+        .and_then(|s| s.last())
+        .map(|s| s["output"].clone())
+        .unwrap_or_default();
+    assert_eq!(queued["action"], "queued", "{won:#}");
+    assert_eq!(queued["order_id"], "B24-1287");
+    let lists = portal.with(|p| {
+        p.calls
+            .iter()
+            .filter(|(m, _)| m == "crm.product.list")
+            .map(|(_, a)| a["start"].clone())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(
+        lists,
+        [Value::Null, Value::Null, json!(50)],
+        "the 60 goods take two pages"
+    );
+
+    // 1C's order exchange: checkauth, init (a module that sends its version), query.
+    let mut onec = OneC::new(&app.base, "1c-orders", "sale");
+    assert_eq!(onec.checkauth("site", PASSWORD).await.status, "success");
+    let (_, init) = onec.init(Some("3.1")).await;
+    assert!(init.lines.iter().any(|l| l == "version=2.09"), "{init:?}");
+    let first = onec.get("mode=query").await;
+    assert_eq!(first.http, StatusCode::OK);
+    assert_eq!(first.content_type, "application/xml; charset=windows-1251");
+    xmllint_valid(app.dir.path(), &first.raw);
+    let orders = orders_in(app.dir.path(), &first.raw);
+    assert_eq!(orders.len(), 2, "{orders:#?}");
+    let o = orders
+        .iter()
+        .find(|o| o["id"] == "B24-1287")
+        .expect("deal 1287");
+    assert_eq!(o["number"], "1287");
+    assert_eq!(o["date"], "2026-01-15");
+    assert_eq!(o["time"], "10:30:00");
+    assert_eq!(o["currency"], "KZT");
+    assert_eq!(o["sum"], "150500.00");
+    assert_eq!(o["operation"], "Заказ товара");
+    assert_eq!(o["comment"], "Сделка №1287 «Столы & стулья»");
+    let buyer = &o["counterparties"][0];
+    assert_eq!(buyer["id"], "b24-contact-77");
+    assert_eq!(buyer["name"], "Иван Иванов");
+    assert_eq!(buyer["role"], "Покупатель");
+    assert_eq!(buyer["contacts"][0]["value"], "ivan@example.kz");
+    let lines = o["lines"].as_array().expect("lines");
+    assert_eq!(lines.len(), 3, "{o:#}");
+    assert_eq!(
+        lines[0]["id"], TABLE_WHITE,
+        "1C's own Ид, from the product's XML_ID"
+    );
+    assert_eq!(lines[1]["id"], CHAIRS_WHITE);
+    assert_eq!(
+        lines[2]["id"],
+        Value::Null,
+        "a row not from the catalog has no Ид"
+    );
+    assert_eq!(lines[2]["name"], "Доставка");
+    assert_eq!(number(&lines[0]["unit_price"]), 45000.5);
+    assert_eq!(number(&lines[0]["quantity"]), 2.0);
+    assert_eq!(number(&lines[0]["sum"]), 90001.0);
+    assert_eq!(number(&lines[1]["sum"]), 59999.0);
+    let total: f64 = lines.iter().map(|l| number(&l["sum"])).sum();
+    assert_eq!(total, number(&o["sum"]), "the lines add up to the deal");
+    let status = o["requisites"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "Статус заказа"))
+        .map(|r| r["value"].clone());
+    assert_eq!(status, Some(json!("Принят")));
+    let wholesale = orders
+        .iter()
+        .find(|o| o["id"] == "B24-1400")
+        .expect("deal 1400");
+    let ids_1c: Vec<&str> = wholesale["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .filter_map(|l| l["id"].as_str())
+        .collect();
+    assert_eq!(
+        ids_1c.len(),
+        many.len(),
+        "every good of both pages has its Ид"
+    );
+    assert_eq!(ids_1c[55], "1c-good-55");
+
+    // No mode=success yet: the same orders again (at least once to 1C).
+    let again = onec.get("mode=query").await;
+    let again = orders_in(app.dir.path(), &again.raw);
+    let mut ids_again: Vec<&str> = again.iter().filter_map(|o| o["id"].as_str()).collect();
+    ids_again.sort_unstable();
+    assert_eq!(ids_again, ["B24-1287", "B24-1400"]);
+    let ok = onec.get("mode=success").await;
+    assert_eq!(ok.status, "success", "{ok:?}");
+    assert_eq!(ok.lines[0], "2 orders confirmed");
+    let after = onec.get("mode=query").await;
+    xmllint_valid(app.dir.path(), &after.raw);
+    assert!(
+        orders_in(app.dir.path(), &after.raw).is_empty(),
+        "gone after success"
+    );
+    let won = app.exchange(&ids[0]).await;
+    let delivered: Vec<&Value> = won["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["type"] == "delivered")
+        .collect();
+    assert_eq!(delivered.len(), 1, "{won:#}");
+    assert_eq!(delivered[0]["to"], "1C");
+    let detail = delivered[0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with("order B24-1287"), "{detail}");
+    assert!(detail.contains("mode=success"), "{detail}");
+
+    // 1C then uploads its orders file (the official sample, its order 92 being ours): the
+    // deal hears 1C's number and status; 1C's other orders are not Bitrix24's and are skipped.
+    let reply = sample("official-samples-2.0x/orders.xml").replace(
+        "<Ид>92</Ид>\n<Номер>92</Номер>",
+        "<Ид>B24-1287</Ид>\n<Номер>1287</Номер>",
+    );
+    assert!(reply.contains("B24-1287"), "the sample still has order 92");
+    let (limit, _) = onec.init(Some("3.1")).await;
+    onec.upload("orders.xml", reply.as_bytes(), limit).await;
+    let imported = onec.import("orders.xml").await;
+    assert_eq!(imported.status, "success", "{imported:?}");
+    let replies = app.settle("1c-orders", 3).await;
+    assert_eq!(
+        statuses(&replies),
+        ["skipped", "succeeded", "skipped"],
+        "{replies:#?}"
+    );
+    let comments = portal.with(|p| p.comments.clone());
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    assert_eq!(comments[0]["ENTITY_TYPE"], "deal");
+    assert_eq!(comments[0]["ENTITY_ID"], "1287");
+    assert_eq!(comments[0]["COMMENT"], "1C: order MM92, status Открыт");
+
+    // Nothing secret in the journal of either side.
+    for e in all.iter().chain(&replies) {
+        let text = app.exchange(&e["id"]).await.to_string();
+        for secret in [PASSWORD, APP_TOKEN, portal::SECRET] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+    }
+    assert_eq!(portal.with(|p| p.refused_by_bucket), 0);
+}

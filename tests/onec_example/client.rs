@@ -1,0 +1,152 @@
+//! 1C's side of the CommerceML exchange, as its standard site-exchange module talks:
+//! Basic at `checkauth`, the cookie afterwards, `init` (with `version=` for orders, as
+//! newer modules send it), `file_limit`-sized parts, `import` repeated while the answer
+//! is `progress`, and for orders `query` / `success`. Answers are read as windows-1251
+//! text lines.
+
+use reqwest::StatusCode;
+
+pub struct OneC {
+    pub base: String,
+    pub flow: String,
+    pub kind: &'static str,
+    pub client: reqwest::Client,
+    pub cookie: Option<String>,
+}
+
+/// A text answer: status code, first line, the other lines.
+#[derive(Debug)]
+pub struct Answer {
+    pub http: StatusCode,
+    pub content_type: String,
+    pub status: String,
+    pub lines: Vec<String>,
+    pub raw: Vec<u8>,
+}
+
+impl Answer {
+    pub fn message(&self) -> String {
+        self.lines.join(" | ")
+    }
+}
+
+impl OneC {
+    pub fn new(base: &str, flow: &str, kind: &'static str) -> OneC {
+        OneC {
+            base: base.to_owned(),
+            flow: flow.to_owned(),
+            kind,
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("client"),
+            cookie: None,
+        }
+    }
+
+    fn url(&self, query: &str) -> String {
+        format!(
+            "{}/1c/exchange/{}?type={}&{query}",
+            self.base, self.flow, self.kind
+        )
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Answer {
+        let req = match &self.cookie {
+            Some(c) => req.header("cookie", format!("obmen_1c={c}")),
+            None => req,
+        };
+        let r = req.send().await.expect("obmen answers");
+        let http = r.status();
+        let content_type = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let raw = r.bytes().await.expect("body").to_vec();
+        let (text, _, _) = encoding_rs::WINDOWS_1251.decode(&raw);
+        let mut lines = text.lines().map(str::to_owned);
+        let status = lines.next().unwrap_or_default();
+        Answer {
+            http,
+            content_type,
+            status,
+            lines: lines.collect(),
+            raw,
+        }
+    }
+
+    pub async fn get(&self, query: &str) -> Answer {
+        self.send(self.client.get(self.url(query))).await
+    }
+
+    /// `checkauth` with Basic; keeps the cookie on success.
+    pub async fn checkauth(&mut self, user: &str, password: &str) -> Answer {
+        let req = self
+            .client
+            .get(self.url("mode=checkauth"))
+            .basic_auth(user, Some(password));
+        let a = self.send(req).await;
+        if a.status == "success" {
+            assert_eq!(a.lines[0], "obmen_1c", "line 2 names the cookie: {a:?}");
+            self.cookie = Some(a.lines[1].clone());
+        }
+        a
+    }
+
+    /// `init` (`version=` when given): `zip=no`, and the part size 1C must keep under.
+    pub async fn init(&self, version: Option<&str>) -> (usize, Answer) {
+        let a = match version {
+            Some(v) => self.get(&format!("mode=init&version={v}")).await,
+            None => self.get("mode=init").await,
+        };
+        assert_eq!(a.status, "zip=no", "{a:?}");
+        let limit = a.lines[0]
+            .strip_prefix("file_limit=")
+            .expect("file_limit line")
+            .parse()
+            .expect("a number");
+        (limit, a)
+    }
+
+    pub async fn file_part(&self, name: &str, part: Vec<u8>) -> Answer {
+        let q = format!("mode=file&filename={}", urlencode(name));
+        self.send(self.client.post(self.url(&q)).body(part)).await
+    }
+
+    /// Uploads a file in parts of `limit` bytes; every part must be taken. Returns the
+    /// answer to the last part.
+    pub async fn upload(&self, name: &str, bytes: &[u8], limit: usize) -> Answer {
+        let mut last = None;
+        for (i, chunk) in bytes.chunks(limit).enumerate() {
+            let a = self.file_part(name, chunk.to_vec()).await;
+            assert_eq!(a.status, "success", "part {i} of {name}: {a:?}");
+            last = Some(a);
+        }
+        last.expect("a file of at least one byte")
+    }
+
+    /// `import` until it is no longer `progress`.
+    pub async fn import(&self, name: &str) -> Answer {
+        let q = format!("mode=import&filename={}", urlencode(name));
+        for _ in 0..10_000 {
+            let a = self.get(&q).await;
+            if a.status != "progress" {
+                return a;
+            }
+        }
+        panic!("import of {name} never finished");
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
