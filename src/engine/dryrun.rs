@@ -142,9 +142,7 @@ impl Engine {
 
     fn dedup_lookup(&self, flow: &str, key: &str) -> Result<Option<u64>, StoreError> {
         let txn = self.store.read()?;
-        let table = txn.open_table(crate::store::tables::DEDUP)?;
-        let found = table.get((flow, key))?.map(|v| v.value().0);
-        Ok(found)
+        crate::store::query::dedup_owner(&txn, flow, key)
     }
 
     /// Journals the dry run as an exchange that ended in `status` after `attempt`.

@@ -1,18 +1,19 @@
 //! Schema versions. Version 1 is the first layout; each later version adds one
 //! `migrate_to_vN` step applied in the same transaction as its version bump.
 
-use redb::{Database, ReadableTable, WriteTransaction};
+use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::StoreError;
 use super::records::{ErrorGroup, decode};
 use super::tables::*;
 
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 /// `MIGRATIONS[i]` brings a file from version `i` to `i + 1`.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [migrate_to_v1, migrate_to_v2];
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] =
+    [migrate_to_v1, migrate_to_v2, migrate_to_v3];
 
 pub fn run(db: &Database) -> Result<(), StoreError> {
     loop {
@@ -43,6 +44,11 @@ fn read_version(txn: &WriteTransaction) -> Result<u32, StoreError> {
     Ok(u32::from_le_bytes(raw))
 }
 
+/// Tables of schemas 1 and 2 that schema 3 folded into `LOOKUPS`.
+const DEDUP: TableDefinition<'_, (&str, &str), (u64, u64)> = TableDefinition::new("dedup");
+const BY_EXTERNAL: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("by_external");
+const BY_KEY: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("by_key");
+
 /// Creates every table so that readers never meet a missing one.
 fn migrate_to_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(EXCHANGES)?;
@@ -67,6 +73,33 @@ fn migrate_to_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(SECRETS)?;
     txn.open_table(ERROR_GROUPS)?;
     txn.open_table(GROUP_MEMBERS)?;
+    Ok(())
+}
+
+/// Folds dedup owners and the key and external-id indexes into `LOOKUPS`.
+fn migrate_to_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut lookups = txn.open_table(LOOKUPS)?;
+    {
+        let dedup = txn.open_table(DEDUP)?;
+        for e in dedup.iter()? {
+            let (k, v) = e?;
+            let (scope, hash) = k.value();
+            let (original, first_seen) = v.value();
+            lookups.insert((hash, LOOKUP_OWNER, original), (scope, first_seen))?;
+        }
+    }
+    for (def, tag) in [(BY_KEY, LOOKUP_KEY), (BY_EXTERNAL, LOOKUP_EXTERNAL)] {
+        let table = txn.open_table(def)?;
+        for e in table.iter()? {
+            let (k, _) = e?;
+            let (hash, id) = k.value();
+            lookups.insert((hash, tag, id), ("", 0))?;
+        }
+    }
+    drop(lookups);
+    txn.delete_table(DEDUP)?;
+    txn.delete_table(BY_KEY)?;
+    txn.delete_table(BY_EXTERNAL)?;
     Ok(())
 }
 
@@ -149,5 +182,66 @@ mod tests {
             .map(|e| e.expect("row").0.value().1.to_owned())
             .collect();
         assert_eq!(ids, vec!["g-open".to_owned()]);
+    }
+
+    /// Schema 3 folds a schema-2 file's dedup owners and key/external-id indexes into
+    /// `LOOKUPS` and drops the old tables.
+    #[test]
+    fn v3_folds_dedup_and_the_hash_indexes_into_lookups() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Database::create(dir.path().join("x.redb")).expect("create");
+        run(&db).expect("fresh file migrates");
+        let txn = db.begin_write().expect("write");
+        {
+            txn.open_table(DEDUP)
+                .expect("dedup")
+                .insert(("orders", "h1"), (7, 1_000))
+                .expect("owner");
+            txn.open_table(BY_KEY)
+                .expect("by key")
+                .insert(("h1", 7), ())
+                .expect("key");
+            let mut ext = txn.open_table(BY_EXTERNAL).expect("by external");
+            ext.insert(("h1", 7), ()).expect("external");
+            ext.insert(("h2", 9), ()).expect("external");
+            txn.open_table(META)
+                .expect("meta")
+                .insert("schema_version", 2u32.to_le_bytes().as_slice())
+                .expect("version");
+        }
+        txn.commit().expect("commit");
+        run(&db).expect("2 -> 3");
+        let read = redb::ReadableDatabase::begin_read(&db).expect("read");
+        let lookups = read.open_table(LOOKUPS).expect("lookups");
+        let rows: Vec<((String, u8, u64), (String, u64))> = lookups
+            .iter()
+            .expect("iter")
+            .map(|e| {
+                let (k, v) = e.expect("row");
+                let (h, t, id) = k.value();
+                let (scope, at) = v.value();
+                ((h.to_owned(), t, id), (scope.to_owned(), at))
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                (("h1".into(), LOOKUP_OWNER, 7), ("orders".into(), 1_000)),
+                (("h1".into(), LOOKUP_KEY, 7), (String::new(), 0)),
+                (("h1".into(), LOOKUP_EXTERNAL, 7), (String::new(), 0)),
+                (("h2".into(), LOOKUP_EXTERNAL, 9), (String::new(), 0)),
+            ]
+        );
+        let names: Vec<String> = read
+            .list_tables()
+            .expect("tables")
+            .map(|t| redb::TableHandle::name(&t).to_owned())
+            .collect();
+        for gone in ["dedup", "by_key", "by_external"] {
+            assert!(
+                !names.iter().any(|n| n == gone),
+                "{gone} dropped: {names:?}"
+            );
+        }
     }
 }

@@ -7,6 +7,7 @@ use crate::mask::Masked;
 use crate::model::{ErrorClass, Millis, Status, id_floor_for};
 
 use super::records::*;
+use super::tables::{LOOKUP_EXTERNAL, LOOKUP_KEY, LOOKUP_OWNER};
 
 use super::{StoreError, Tx};
 
@@ -168,14 +169,25 @@ fn claim_key(
     now: Millis,
     window_ms: u64,
 ) -> Result<Option<u64>, StoreError> {
-    let mut dedup = txn.dedup()?;
-    if let Some(seen) = dedup.get((flow, key))? {
-        let (original, first_seen) = seen.value();
+    let mut lookups = txn.lookups()?;
+    let owner = {
+        let mut owners = lookups.range((key, LOOKUP_OWNER, 0)..=(key, LOOKUP_OWNER, u64::MAX))?;
+        owners.find_map(|e| match e {
+            Ok((k, v)) => {
+                let (scope, first_seen) = v.value();
+                (scope == flow).then(|| Ok((k.value().2, first_seen)))
+            }
+            Err(e) => Some(Err(e)),
+        })
+    };
+    if let Some(owner) = owner {
+        let (original, first_seen) = owner?;
         if now.saturating_sub(first_seen) < window_ms {
             return Ok(Some(original));
         }
+        lookups.remove((key, LOOKUP_OWNER, original))?;
     }
-    dedup.insert((flow, key), (id, now))?;
+    lookups.insert((key, LOOKUP_OWNER, id), (flow, now))?;
     Ok(None)
 }
 
@@ -183,13 +195,14 @@ fn index_new(txn: &Tx<'_>, rec: &ExchangeRecord, new: &NewExchange) -> Result<()
     txn.by_flow()?.insert((rec.flow.as_str(), rec.id), ())?;
     txn.by_request()?
         .insert((rec.request_id.as_str(), rec.id), ())?;
+    let mut lookups = txn.lookups()?;
     if let Some(ext) = &new.raw_external_id {
-        txn.by_external()?
-            .insert((txn.lookup.hash(ext).as_str(), rec.id), ())?;
+        let hash = txn.lookup.hash(ext);
+        lookups.insert((hash.as_str(), LOOKUP_EXTERNAL, rec.id), ("", 0))?;
     }
     if let Some(key) = &new.raw_key {
-        txn.by_key()?
-            .insert((txn.lookup.hash(key).as_str(), rec.id), ())?;
+        let hash = txn.lookup.hash(key);
+        lookups.insert((hash.as_str(), LOOKUP_KEY, rec.id), ("", 0))?;
     }
     Ok(())
 }

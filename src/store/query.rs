@@ -71,11 +71,11 @@ fn candidate_ids(txn: &ReadTransaction, f: &Filter, lo: u64, hi: u64) -> Result<
         return Ok(Box::new(std::iter::empty()));
     }
     if let Some(key) = &f.key_hash {
-        return by_text(txn, BY_KEY, key, lo, hi);
+        return by_lookup(txn, key, LOOKUP_KEY, lo, hi);
     }
     if let Some((q, q_hash)) = &f.q {
         let mut ids: Vec<u64> =
-            by_text(txn, BY_EXTERNAL, q_hash, lo, hi)?.collect::<Result<_, _>>()?;
+            by_lookup(txn, q_hash, LOOKUP_EXTERNAL, lo, hi)?.collect::<Result<_, _>>()?;
         ids.extend(by_text(txn, BY_REQUEST, q, lo, hi)?.collect::<Result<Vec<_>, _>>()?);
         ids.sort_unstable_by(|a, b| b.cmp(a));
         ids.dedup();
@@ -100,6 +100,34 @@ fn candidate_ids(txn: &ReadTransaction, f: &Filter, lo: u64, hi: u64) -> Result<
             Ok(Box::new(range.rev().map(|e| Ok(e?.0.value()))))
         }
     }
+}
+
+fn by_lookup(
+    txn: &ReadTransaction,
+    hash: &str,
+    tag: u8,
+    lo: u64,
+    hi: u64,
+) -> Result<Ids, StoreError> {
+    let table = txn.open_table(LOOKUPS)?;
+    let range = table.range((hash, tag, lo)..(hash, tag, hi))?;
+    Ok(Box::new(range.rev().map(|e| Ok(e?.0.value().2))))
+}
+
+/// The exchange that owns idempotency key `hash` (a lookup hash) in `scope`, however old.
+pub fn dedup_owner(
+    txn: &ReadTransaction,
+    scope: &str,
+    hash: &str,
+) -> Result<Option<u64>, StoreError> {
+    let table = txn.open_table(LOOKUPS)?;
+    for e in table.range((hash, LOOKUP_OWNER, 0)..=(hash, LOOKUP_OWNER, u64::MAX))? {
+        let (k, v) = e?;
+        if v.value().0 == scope {
+            return Ok(Some(k.value().2));
+        }
+    }
+    Ok(None)
 }
 
 fn by_text(

@@ -22,9 +22,18 @@ pub const DUE: TableDefinition<'_, (u64, u64), ()> = TableDefinition::new("due")
 /// key = exchange id, value = lease expiry ms. Present while a worker runs it.
 pub const LEASES: TableDefinition<'_, u64, u64> = TableDefinition::new("leases");
 
-/// key = (flow or `flow#shadow`, lookup hash of the idempotency key), value = (original
-/// exchange id, first seen ms).
-pub const DEDUP: TableDefinition<'_, (&str, &str), (u64, u64)> = TableDefinition::new("dedup");
+/// Dedup and the key and external-id indexes in one table (schema 3), so that the rows of
+/// one exchange sit side by side: these keys are hashes, and a commit writes one page per
+/// place they land, not three. key = (lookup hash, tag, exchange id), value = (scope, ms):
+/// - `LOOKUP_OWNER`: the exchange that owns this idempotency key in `scope` (the flow, or
+///   `flow#shadow`) since `ms` — a later trigger inside the window is its duplicate;
+/// - `LOOKUP_KEY` / `LOOKUP_EXTERNAL`: an exchange with this idempotency key / external id
+///   (value `("", 0)`).
+pub const LOOKUPS: TableDefinition<'_, (&str, u8, u64), (&str, u64)> =
+    TableDefinition::new("lookups");
+pub const LOOKUP_OWNER: u8 = 0;
+pub const LOOKUP_KEY: u8 = 1;
+pub const LOOKUP_EXTERNAL: u8 = 2;
 
 /// The ID map. key = (system, entity, lookup hash of the external key), value = id in that
 /// system. Keys, external ids and dedup keys are stored only as lookup hashes (see
@@ -37,14 +46,12 @@ pub const LINKS: TableDefinition<'_, (u64, u32), (&str, &str, &str, &str)> =
     TableDefinition::new("links");
 
 /// Listing indexes, value = (). key = (flow, id) / (status code, id) / (flow, status, id) /
-/// (lookup hash of external id, id) / (request id, id) / (lookup hash of idempotency key, id).
+/// (request id, id). Keys and external ids are indexed in `LOOKUPS`.
 pub const BY_FLOW: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("by_flow");
 pub const BY_STATUS: TableDefinition<'_, (u8, u64), ()> = TableDefinition::new("by_status");
 pub const BY_FLOW_STATUS: TableDefinition<'_, (&str, u8, u64), ()> =
     TableDefinition::new("by_flow_status");
-pub const BY_EXTERNAL: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("by_external");
 pub const BY_REQUEST: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("by_request");
-pub const BY_KEY: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("by_key");
 
 /// key = (flow, status code), value = number of exchanges in that status now.
 pub const COUNTS: TableDefinition<'_, (&str, u8), u64> = TableDefinition::new("counts");
@@ -79,8 +86,7 @@ pub const GROUP_MEMBERS: TableDefinition<'_, (&str, u64), ()> =
 
 /// key = (flow, group id), value = (): the groups failing now (`ErrorGroup::open`), so
 /// that a success closes them without reading every group the flow ever had (schema 2).
-pub const OPEN_GROUPS: TableDefinition<'_, (&str, &str), ()> =
-    TableDefinition::new("open_groups");
+pub const OPEN_GROUPS: TableDefinition<'_, (&str, &str), ()> = TableDefinition::new("open_groups");
 
 /// 1C CommerceML exchange sessions (`store/onec.rs`). key = lookup hash of the session
 /// cookie, value = the session (postcard bytes of `commerceml::session::Session`).

@@ -82,15 +82,13 @@ cached_tables! {
     journal: JOURNAL => (u64, u32), &'static [u8];
     due: DUE => (u64, u64), ();
     leases: LEASES => u64, u64;
-    dedup: DEDUP => (&'static str, &'static str), (u64, u64);
+    lookups: LOOKUPS => (&'static str, u8, u64), (&'static str, u64);
     idmap: IDMAP => (&'static str, &'static str, &'static str), &'static str;
     links: LINKS => (u64, u32), (&'static str, &'static str, &'static str, &'static str);
     by_flow: BY_FLOW => (&'static str, u64), ();
     by_status: BY_STATUS => (u8, u64), ();
     by_flow_status: BY_FLOW_STATUS => (&'static str, u8, u64), ();
-    by_external: BY_EXTERNAL => (&'static str, u64), ();
     by_request: BY_REQUEST => (&'static str, u64), ();
-    by_key: BY_KEY => (&'static str, u64), ();
     attempt_errors: ATTEMPT_ERRORS => (&'static str, u8), u64;
     flow_last: FLOW_LAST => (&'static str, u8), (u64, u64);
     cursors: CURSORS => &'static str, &'static str;
