@@ -543,18 +543,16 @@ async fn a_won_deal_reaches_1c_by_query_until_success_and_1c_answers_on_the_deal
         .unwrap_or_default();
     assert_eq!(queued["action"], "queued", "{won:#}");
     assert_eq!(queued["order_id"], "B24-1287");
-    let lists = portal.with(|p| {
+    // Deal 1400's goods take two pages (the two deals run side by side).
+    let mut starts = portal.with(|p| {
         p.calls
             .iter()
             .filter(|(m, _)| m == "crm.product.list")
-            .map(|(_, a)| a["start"].clone())
+            .map(|(_, a)| a["start"].as_u64())
             .collect::<Vec<_>>()
     });
-    assert_eq!(
-        lists,
-        [Value::Null, Value::Null, json!(50)],
-        "the 60 goods take two pages"
-    );
+    starts.sort_unstable();
+    assert_eq!(starts, [None, None, Some(50)]);
 
     // 1C's order exchange: checkauth, init (a module that sends its version), query.
     let mut onec = OneC::new(&app.base, "1c-orders", "sale");
@@ -683,4 +681,65 @@ async fn a_won_deal_reaches_1c_by_query_until_success_and_1c_answers_on_the_deal
         }
     }
     assert_eq!(portal.with(|p| p.refused_by_bucket), 0);
+}
+
+/// Older 1C modules (no `version=` at `init`) never call `mode=import` for their orders: like
+/// 1C-Bitrix, the site reads the file when it arrives. A file in several parts is read when
+/// its last part closes the document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_1c_without_a_version_has_its_orders_read_at_upload() {
+    let portal = FakePortal::start().await;
+    portal.with(|p| {
+        p.deals.insert(
+            1287,
+            deal(1287, "WON", Some(77), "15000.00", "Сделка №1287"),
+        );
+    });
+    let app = App::start(&portal).await;
+    let mut onec = OneC::new(&app.base, "1c-orders", "sale");
+    assert_eq!(onec.checkauth("site", PASSWORD).await.status, "success");
+    let (_, init) = onec.init(None).await;
+    assert!(
+        !init.lines.iter().any(|l| l.starts_with("version=")),
+        "{init:?}"
+    );
+    let query = onec.get("mode=query").await;
+    assert!(orders_in(app.dir.path(), &query.raw).is_empty());
+    assert_eq!(onec.get("mode=success").await.status, "success");
+
+    let reply = sample("official-samples-2.0x/orders.xml").replace(
+        "<Ид>92</Ид>\n<Номер>92</Номер>",
+        "<Ид>B24-1287</Ид>\n<Номер>1287</Номер>",
+    );
+    let (head, tail) = reply.as_bytes().split_at(reply.len() / 2);
+    let first = onec.file_part("orders.xml", head.to_vec()).await;
+    assert_eq!(first.status, "success", "{first:?}");
+    assert!(
+        app.exchanges("1c-orders").await.is_empty(),
+        "half a document is not read"
+    );
+    let last = onec.file_part("orders.xml", tail.to_vec()).await;
+    assert_eq!(last.status, "success", "{last:?}");
+    assert!(
+        last.message().contains("3 items (3 new"),
+        "the answer says what was read: {last:?}"
+    );
+    let replies = app.settle("1c-orders", 3).await;
+    assert_eq!(
+        statuses(&replies),
+        ["skipped", "succeeded", "skipped"],
+        "{replies:#?}"
+    );
+    let comments = portal.with(|p| p.comments.clone());
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    assert_eq!(comments[0]["COMMENT"], "1C: order MM92, status Открыт");
+    // A module that calls mode=import anyway gets the same answer; nothing is read twice.
+    let again = onec.import("orders.xml").await;
+    assert_eq!(again.status, "success", "{again:?}");
+    assert_eq!(app.exchanges("1c-orders").await.len(), 3);
+    // The same name again in this session is a new file.
+    let file = onec
+        .file_part("orders.xml", reply.as_bytes().to_vec())
+        .await;
+    assert!(file.message().contains("3 duplicates"), "{file:?}");
 }

@@ -32,6 +32,9 @@ use super::AppState;
 /// Bounded work per `mode=import` request (with the flow's `import_batch`): 1C calls
 /// again on `progress`.
 const BATCH_TIME: Duration = Duration::from_secs(2);
+/// An older module's order file is read inside its `mode=file` request, which has no
+/// `progress`: reading stops well before the server's request timeout (90 s).
+const AT_UPLOAD_TIME: Duration = Duration::from_secs(60);
 const TEXT: &str = "text/plain; charset=windows-1251";
 
 fn reply(code: StatusCode, status: &str, lines: &[&str]) -> Response {
@@ -40,6 +43,31 @@ fn reply(code: StatusCode, status: &str, lines: &[&str]) -> Response {
 
 fn failure(why: &str) -> Response {
     reply(StatusCode::OK, "failure", &[why])
+}
+
+/// Where one step of reading a file left it.
+enum Imported {
+    /// More to read: call again.
+    Progress(String),
+    /// Another request holds this file's import now.
+    Busy,
+    Success(String),
+    Failure(String),
+}
+
+impl Imported {
+    fn response(self) -> Response {
+        match self {
+            Imported::Progress(msg) => reply(StatusCode::OK, "progress", &[&msg]),
+            Imported::Busy => reply(
+                StatusCode::OK,
+                "progress",
+                &["another request is importing this file"],
+            ),
+            Imported::Success(msg) => reply(StatusCode::OK, "success", &[&msg]),
+            Imported::Failure(msg) => failure(&msg),
+        }
+    }
 }
 
 /// The CommerceML exchange endpoint (GET and POST).
@@ -115,7 +143,7 @@ async fn handle(
         session,
     };
     match mode.as_str() {
-        "init" => ctx.init(get("version").is_some()).await,
+        "init" => ctx.init(get("version")).await,
         "file" => ctx.file(get("filename").as_deref(), body).await,
         "import" => ctx.import(get("filename").as_deref()).await,
         "query" if ctx.trigger.exchange == ExchangeType::Sale => ctx.query().await,
@@ -190,6 +218,7 @@ async fn checkauth(
         flow: flow.name.clone(),
         created_at: now,
         exported: Vec::new(),
+        client_version: None,
     };
     let hash = state.engine.store.lookup_hash(&cookie);
     let bytes = session.encode();
@@ -273,15 +302,22 @@ impl Ctx {
         work_dir(&data_dir(&self.state), &self.flow.name, &self.session.id)
     }
 
-    /// Starts the run over: the session's files and import states go.
-    async fn init(&self, versioned: bool) -> Response {
+    /// Starts the run over: the session's files and import states go. The `version=` 1C
+    /// sends (or not) is kept: it tells how an order file is to be read.
+    async fn init(&self, version: Option<String>) -> Response {
         let _ = std::fs::remove_dir_all(self.dir());
-        let id = self.session.id.clone();
+        let versioned = version.is_some();
+        let mut session = self.session.clone();
+        session.client_version = version;
+        let (id, hash) = (self.session.id.clone(), self.cookie_hash.clone());
         if let Err(e) = self
             .state
             .engine
             .store
-            .write(move |txn| store::clear_imports(txn, &id))
+            .write(move |txn| {
+                store::clear_imports(txn, &id)?;
+                store::put_session(txn, &hash, &session.encode())
+            })
             .await
         {
             return failure(&format!("the journal cannot commit now: {e}"));
@@ -315,12 +351,69 @@ impl Ctx {
                 self.trigger.file_limit
             ));
         };
-        let path = self.dir().join(rel);
-        let written = tokio::task::spawn_blocking(move || append(&path, &bytes)).await;
+        let path = self.dir().join(&rel);
+        let at_upload = self.session.reads_at_upload(self.trigger.exchange);
+        if at_upload && let Err(e) = self.start_again_if_read(&rel, &path).await {
+            return failure(&format!("cannot start the file again: {e}"));
+        }
+        let target = path.clone();
+        let written = tokio::task::spawn_blocking(move || append(&target, &bytes)).await;
         match written {
+            Ok(Ok(())) if at_upload => self.read_at_upload(&rel, path).await,
             Ok(Ok(())) => reply(StatusCode::OK, "success", &[]),
             Ok(Err(e)) => failure(&format!("cannot store the file: {e}")),
             Err(e) => failure(&format!("cannot store the file: {e}")),
+        }
+    }
+
+    /// An older module uploads a name that was already read in this session: new content,
+    /// so its import starts over (and a broken earlier file is not appended to).
+    async fn start_again_if_read(
+        &self,
+        rel: &std::path::Path,
+        path: &std::path::Path,
+    ) -> Result<(), crate::store::StoreError> {
+        let file = rel.to_string_lossy().into_owned();
+        let saved = self.import_state(&file)?;
+        if !saved.cursor.done && saved.error.is_none() {
+            return Ok(());
+        }
+        let _ = std::fs::remove_file(path);
+        let id = self.session.id.clone();
+        self.state
+            .engine
+            .store
+            .write(move |txn| store::remove_import_state(txn, &id, &file))
+            .await
+    }
+
+    /// An older module's order file (it never calls `mode=import`): read whole once its
+    /// last part has closed the document, as 1C-Bitrix does inside `mode=file`.
+    async fn read_at_upload(&self, rel: &std::path::Path, path: PathBuf) -> Response {
+        let file = rel.to_string_lossy().into_owned();
+        match tokio::task::spawn_blocking(move || xml::ends_document(&path)).await {
+            Ok(Ok(true)) => {}
+            // More parts to come.
+            Ok(Ok(false)) => return reply(StatusCode::OK, "success", &[]),
+            Ok(Err(e)) => return failure(&format!("cannot read {file}: {e}")),
+            Err(e) => return failure(&format!("cannot read {file}: {e}")),
+        }
+        let deadline = Instant::now() + AT_UPLOAD_TIME;
+        loop {
+            match self.import_step(rel).await {
+                Imported::Progress(msg) if Instant::now() >= deadline => {
+                    // What was read is kept: 1C's next exchange sends the file again, and
+                    // those items are duplicates then.
+                    return failure(&format!(
+                        "{msg}; not finished within {} s: send smaller files, or use an \
+                         exchange module that calls mode=import",
+                        AT_UPLOAD_TIME.as_secs()
+                    ));
+                }
+                Imported::Progress(_) => {}
+                Imported::Busy => tokio::time::sleep(Duration::from_millis(20)).await,
+                done => return done.response(),
+            }
         }
     }
 
@@ -328,25 +421,28 @@ impl Ctx {
         let Some(name) = filename else {
             return failure("mode=import needs filename=");
         };
-        let rel = match safe_name(name) {
-            Ok(rel) => rel,
-            Err(e) => return failure(&e),
-        };
+        match safe_name(name) {
+            Ok(rel) => self.import_step(&rel).await.response(),
+            Err(e) => failure(&e),
+        }
+    }
+
+    /// The next batch of `rel`, or the outcome saved when it was finished.
+    async fn import_step(&self, rel: &std::path::Path) -> Imported {
         let file = rel.to_string_lossy().into_owned();
-        let saved = self.import_state(&file);
-        let before = match saved {
+        let before = match self.import_state(&file) {
             Ok(s) => s,
-            Err(e) => return failure(&format!("cannot read the import state: {e}")),
+            Err(e) => return Imported::Failure(format!("cannot read the import state: {e}")),
         };
         if let Some(err) = &before.error {
-            return failure(&format!("{file}: {err}"));
+            return Imported::Failure(format!("{file}: {err}"));
         }
         if before.cursor.done {
-            return reply(StatusCode::OK, "success", &[&summary(&file, &before)]);
+            return Imported::Success(summary(&file, &before));
         }
-        let path = self.dir().join(&rel);
+        let path = self.dir().join(rel);
         if !path.is_file() {
-            return failure(&format!(
+            return Imported::Failure(format!(
                 "{file} was not uploaded in this session (mode=file)"
             ));
         }
@@ -362,7 +458,7 @@ impl Ctx {
     }
 
     /// Reads the next bounded batch, accepts its items and saves the cursor, in one commit.
-    async fn import_batch(&self, file: String, path: PathBuf, before: ImportState) -> Response {
+    async fn import_batch(&self, file: String, path: PathBuf, before: ImportState) -> Imported {
         let cursor = before.cursor.clone();
         let limits = xml::Limits {
             max_items: self.trigger.import_batch,
@@ -384,7 +480,9 @@ impl Ctx {
         })
         .await;
         let Ok((cursor, error, payloads)) = parsed else {
-            return failure("the import stopped unexpectedly; call mode=import again");
+            return Imported::Failure(
+                "the import stopped unexpectedly; call mode=import again".into(),
+            );
         };
         let read_now = payloads.len();
         let events = payloads
@@ -401,29 +499,22 @@ impl Ctx {
         let accepted = self.commit(&file, before, after.clone(), events).await;
         let after = match accepted {
             Ok(Some(state)) => state,
-            Ok(None) => {
-                return reply(
-                    StatusCode::OK,
-                    "progress",
-                    &["another request is importing this file"],
-                );
-            }
-            Err(e) => return failure(&format!("the journal cannot commit now: {e}")),
+            Ok(None) => return Imported::Busy,
+            Err(e) => return Imported::Failure(format!("the journal cannot commit now: {e}")),
         };
         if let Some(err) = error {
             self.journal_unreadable(&file, &err, after.cursor.items)
                 .await;
-            return failure(&format!("{file}: {err}"));
+            return Imported::Failure(format!("{file}: {err}"));
         }
         if after.cursor.done {
             let _ = std::fs::remove_file(self.dir().join(&file));
-            return reply(StatusCode::OK, "success", &[&summary(&file, &after)]);
+            return Imported::Success(summary(&file, &after));
         }
-        let msg = format!(
+        Imported::Progress(format!(
             "{file}: {} items read ({read_now} in this step)",
             after.cursor.items
-        );
-        reply(StatusCode::OK, "progress", &[&msg])
+        ))
     }
 
     /// Compare-and-set of the import state around the batch's exchanges.

@@ -100,6 +100,13 @@ pub fn put_import_state(
     Ok(())
 }
 
+/// Forgets one file's import (an older module's order exchange uploads the same name again
+/// after it was read: new content).
+pub fn remove_import_state(txn: &Tx<'_>, session: &str, file: &str) -> Result<(), StoreError> {
+    txn.open_table(ONEC_IMPORTS)?.remove((session, file))?;
+    Ok(())
+}
+
 /// Forgets every file of a session (`mode=init` starts over).
 pub fn clear_imports(txn: &Tx<'_>, session: &str) -> Result<(), StoreError> {
     let mut table = txn.open_table(ONEC_IMPORTS)?;

@@ -64,6 +64,19 @@ pub struct Session {
     pub created_at: Millis,
     /// Orders the last `mode=query` gave 1C: (order Ид, outbox seq).
     pub exported: Vec<(String, u64)>,
+    /// The `version=` 1C sent at its last `init` (`None`: an older module). An older module
+    /// never calls `mode=import` for its orders: the file is read when it is uploaded.
+    pub client_version: Option<String>,
+}
+
+/// A session as written before `client_version` existed (postcard has no optional trailing
+/// fields): read as one, so that an upgrade in the middle of a run keeps it.
+#[derive(Deserialize)]
+struct SessionV1 {
+    id: String,
+    flow: String,
+    created_at: Millis,
+    exported: Vec<(String, u64)>,
 }
 
 impl Session {
@@ -76,7 +89,22 @@ impl Session {
     }
 
     pub fn decode(bytes: &[u8]) -> Option<Session> {
-        postcard::from_bytes(bytes).ok()
+        postcard::from_bytes(bytes).ok().or_else(|| {
+            let old: SessionV1 = postcard::from_bytes(bytes).ok()?;
+            Some(Session {
+                id: old.id,
+                flow: old.flow,
+                created_at: old.created_at,
+                exported: old.exported,
+                client_version: None,
+            })
+        })
+    }
+
+    /// Whether an uploaded file is read at once (`mode=file` of an older module's order
+    /// exchange), not at `mode=import`.
+    pub fn reads_at_upload(&self, exchange: ExchangeType) -> bool {
+        exchange == ExchangeType::Sale && self.client_version.is_none()
     }
 }
 
@@ -176,6 +204,42 @@ mod tests {
         ] {
             assert!(safe_name(bad).is_err(), "{bad:?} must be refused");
         }
+    }
+
+    #[test]
+    fn a_session_written_before_client_version_still_reads() {
+        #[derive(Serialize)]
+        struct Old {
+            id: String,
+            flow: String,
+            created_at: Millis,
+            exported: Vec<(String, u64)>,
+        }
+        let old = Old {
+            id: "abc".into(),
+            flow: "1c-orders".into(),
+            created_at: 7,
+            exported: vec![("B24-1".into(), 3)],
+        };
+        let bytes = postcard::to_stdvec(&old).expect("encode");
+        let s = Session::decode(&bytes).expect("read as the old layout");
+        assert_eq!((s.id.as_str(), s.created_at), ("abc", 7));
+        assert_eq!(s.exported, vec![("B24-1".to_owned(), 3)]);
+        assert!(s.reads_at_upload(ExchangeType::Sale));
+        let new = Session {
+            client_version: Some("3.1".into()),
+            ..s
+        };
+        let back = Session::decode(&new.encode()).expect("new layout");
+        assert_eq!(back.client_version.as_deref(), Some("3.1"));
+        assert!(!back.reads_at_upload(ExchangeType::Sale));
+        assert!(
+            !Session {
+                client_version: None,
+                ..back
+            }
+            .reads_at_upload(ExchangeType::Catalog)
+        );
     }
 
     #[test]

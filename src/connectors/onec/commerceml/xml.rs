@@ -292,6 +292,36 @@ fn encoding(label: Option<&str>) -> Result<&'static Encoding, String> {
     }
 }
 
+/// Whether the file ends with the root's end tag (`</КоммерческаяИнформация>`, possibly
+/// prefixed, then only whitespace), in UTF-8 or windows-1251: the last part of a file that
+/// 1C uploads in parts has arrived. Used where no `mode=import` says so (older modules'
+/// order files); the reader itself still checks the whole file.
+pub fn ends_document(path: &Path) -> std::io::Result<bool> {
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    let from = len.saturating_sub(512);
+    f.seek(SeekFrom::Start(from))?;
+    let mut tail = Vec::new();
+    f.take(512).read_to_end(&mut tail)?;
+    let end = tail
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace() && *b != 0)
+        .map_or(0, |i| i + 1);
+    let tail = &tail[..end];
+    let Some(open) = tail.windows(2).rposition(|w| w == b"</") else {
+        return Ok(false);
+    };
+    let tag = &tail[open + 2..];
+    let Some(name) = tag.strip_suffix(b">") else {
+        return Ok(false);
+    };
+    // `</cml:КоммерческаяИнформация>`: the local name decides.
+    let local = name.rsplit(|b| *b == b':').next().unwrap_or(name);
+    let utf8 = ROOT.as_bytes();
+    let cp1251 = encoding_rs::WINDOWS_1251.encode(ROOT).0;
+    Ok(local == utf8 || local == cp1251.as_ref())
+}
+
 pub fn decode<'a>(enc: &'static Encoding, bytes: &'a [u8]) -> Cow<'a, str> {
     enc.decode_without_bom_handling(bytes).0
 }
@@ -538,6 +568,20 @@ mod tests {
         assert_eq!(b.items.len(), 3);
         assert_eq!(b.items[1].1.text_of("Наименование"), Some("Второй"));
         assert_eq!(b.items[2].1.attr("Статус"), Some("Удален"));
+    }
+
+    #[test]
+    fn the_end_of_a_document_is_seen_in_either_encoding() {
+        let whole = write(DOC.as_bytes());
+        assert!(ends_document(whole.path()).expect("read"));
+        let half = write(&DOC.as_bytes()[..DOC.len() / 2]);
+        assert!(!ends_document(half.path()).expect("read"));
+        let cp1251 = encoding_rs::WINDOWS_1251
+            .encode("<a:КоммерческаяИнформация xmlns:a=\"x\"></a:КоммерческаяИнформация>\r\n")
+            .0;
+        assert!(ends_document(write(&cp1251).path()).expect("read"));
+        assert!(!ends_document(write(b"<x></x>").path()).expect("read"));
+        assert!(!ends_document(write(b"").path()).expect("read"));
     }
 
     #[test]
