@@ -55,6 +55,11 @@ impl App {
     /// The example with the test's addresses and secrets; nothing else changed but the
     /// retry pace and the deal flow's shadow mode.
     async fn start(portal: &FakePortal) -> App {
+        App::start_mode(portal, true).await
+    }
+
+    /// `live = false` keeps the deal flow in the shadow mode the example ships with.
+    async fn start_mode(portal: &FakePortal, live: bool) -> App {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         let mut text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(EXAMPLE))
@@ -74,7 +79,15 @@ impl App {
                 "\"secret:onec_exchange_password\"",
                 format!("\"{PASSWORD}\""),
             ),
-            ("mode = \"shadow\"", "mode = \"live\"".into()),
+            (
+                "mode = \"shadow\"",
+                if live {
+                    "mode = \"live\""
+                } else {
+                    "mode = \"shadow\""
+                }
+                .into(),
+            ),
             (
                 r#"retry = { max_attempts = 8, initial = "30s", max = "1h" }"#,
                 r#"retry = { max_attempts = 3, initial = "50ms", max = "200ms" }"#.into(),
@@ -742,4 +755,165 @@ async fn an_older_1c_without_a_version_has_its_orders_read_at_upload() {
         .file_part("orders.xml", reply.as_bytes().to_vec())
         .await;
     assert!(file.message().contains("3 duplicates"), "{file:?}");
+}
+
+/// As shipped, the deal flow runs in shadow mode: it reads Bitrix24 and journals the order
+/// it would queue, and 1C is given nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_shipped_the_deal_flow_only_shows_what_it_would_send_to_1c() {
+    let portal = FakePortal::start().await;
+    portal.with(seed_deals);
+    let app = App::start_mode(&portal, false).await;
+    let (s, v) = app.deal_event(1287, 1_767_000_010, APP_TOKEN).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let all = app.settle("b24-won-deal-to-1c", 1).await;
+    assert_eq!(statuses(&all), ["dry_run"], "{all:#?}");
+    let d = app.exchange(&v["exchange_id"]).await;
+    let last = d["steps"]
+        .as_array()
+        .and_then(|s| s.last())
+        .map(|s| s["output"].clone())
+        .unwrap_or_default();
+    assert_eq!(last["action"], "would_queue", "{d:#}");
+    assert_eq!(last["order_id"], "B24-1287");
+    let mut onec = OneC::new(&app.base, "1c-orders", "sale");
+    assert_eq!(onec.checkauth("site", PASSWORD).await.status, "success");
+    onec.init(Some("3.1")).await;
+    let query = onec.get("mode=query").await;
+    assert!(orders_in(app.dir.path(), &query.raw).is_empty());
+}
+
+/// The fake portal is no "200 to everything": it answers like the documented REST API.
+#[tokio::test]
+async fn the_fake_portal_answers_like_bitrix24() {
+    let portal = FakePortal::start().await;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let call = |method: &str, body: Value| {
+        http.post(format!("{}{method}.json", portal.webhook_url))
+            .json(&body)
+            .send()
+    };
+    let read = |r: reqwest::Response| async move {
+        let status = r.status();
+        (status, r.json::<Value>().await.expect("json"))
+    };
+    let wrong = portal
+        .webhook_url
+        .replace(portal::SECRET, "not-the-secret-01");
+    let (s, v) = read(
+        http.post(format!("{wrong}crm.deal.get"))
+            .json(&json!({"id": 1}))
+            .send()
+            .await
+            .expect("answer"),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("NO_AUTH_FOUND"))
+    );
+    let (s, v) = read(
+        call("crm.deal.get", json!({"id": 5}))
+            .await
+            .expect("answer"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        v,
+        json!({"error": "", "error_description": "Not found"}),
+        "CRM's empty code"
+    );
+    let (s, v) = read(call("crm.nothing.here", json!({})).await.expect("answer")).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("ERROR_METHOD_NOT_FOUND"))
+    );
+    let (s, _) = read(
+        call("crm.product.add", json!({"fields": {"XML_ID": "x"}}))
+            .await
+            .expect("answer"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "NAME is required");
+    // A form body works too; `*.add` answers the new id.
+    let r = http
+        .post(format!("{}crm.product.add", portal.webhook_url))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("fields%5BNAME%5D=%D0%A1%D1%82%D0%BE%D0%BB&fields%5BXML_ID%5D=a%23b")
+        .send()
+        .await
+        .expect("answer");
+    let (s, v) = read(r).await;
+    assert_eq!(s, StatusCode::OK);
+    let id = v["result"].as_u64().expect("the new id");
+    assert!(v["time"]["duration"].is_number());
+    assert_eq!(
+        portal.with(|p| p.products[&id]["NAME"].clone()),
+        json!("Стол")
+    );
+    portal.with(|p| {
+        for i in 0..59 {
+            p.seed_product(&json!({"NAME": format!("P{i}")}));
+        }
+    });
+    let (_, page) = read(
+        call("crm.product.list", json!({"select": ["ID"]}))
+            .await
+            .expect("answer"),
+    )
+    .await;
+    assert_eq!(page["result"].as_array().map(Vec::len), Some(50));
+    assert_eq!(
+        (page["total"].clone(), page["next"].clone()),
+        (json!(60), json!(50))
+    );
+    let (_, last) = read(
+        call("crm.product.list", json!({"select": ["ID"], "start": 50}))
+            .await
+            .expect("answer"),
+    )
+    .await;
+    assert_eq!(last["result"].as_array().map(Vec::len), Some(10));
+    assert!(last.get("next").is_none());
+    let (s, _) = read(
+        call("crm.product.list", json!({"filter": {"NO_SUCH": 1}}))
+            .await
+            .expect("answer"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "an unknown filter field");
+    // A batch answers 200 whatever its commands did; empty collections are [].
+    let (s, v) = read(
+        call(
+            "batch",
+            json!({"halt": 0, "cmd": {"a": "crm.product.get?id=999999", "b": "crm.product.get?id=101"}}),
+        )
+        .await
+        .expect("answer"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        v["result"]["result_error"]["a"]["error_description"],
+        "Not found"
+    );
+    assert_eq!(v["result"]["result"]["b"]["ID"], "101");
+    assert_eq!(v["result"]["result_next"], json!([]));
+    // The bucket: a burst past 50 is refused until it drains.
+    let mut refused = 0;
+    for _ in 0..60 {
+        let r = call("crm.product.get", json!({"id": id}))
+            .await
+            .expect("answer");
+        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+            let v: Value = r.json().await.expect("json");
+            assert_eq!(v["error"], "QUERY_LIMIT_EXCEEDED");
+            refused += 1;
+        }
+    }
+    assert!(refused >= 5, "{refused}");
 }
