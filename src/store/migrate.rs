@@ -213,7 +213,8 @@ mod tests {
         run(&db).expect("2 -> 3");
         let read = redb::ReadableDatabase::begin_read(&db).expect("read");
         let lookups = read.open_table(LOOKUPS).expect("lookups");
-        let rows: Vec<((String, u8, u64), (String, u64))> = lookups
+        type Row = ((String, u8, u64), (String, u64));
+        let rows: Vec<Row> = lookups
             .iter()
             .expect("iter")
             .map(|e| {
