@@ -98,6 +98,9 @@ pub struct OnFailureFile {
     pub op: Option<String>,
     /// jq from the alert document to the operation's arguments (default: the document).
     pub args: Option<String>,
+    /// Which notices to send (default all): `exchange.failed`, `errors.started`,
+    /// `errors.stopped`. A write-back onto the failed record wants only the first.
+    pub notices: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

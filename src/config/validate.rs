@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::connectors::{self, BuildCtx, Connector};
-use crate::engine::flow::{Flow, Mode, Schema, Step, StepKind, Trigger};
+use crate::engine::flow::{Flow, Mode, NOTICES, Schema, Step, StepKind, Trigger};
 use crate::engine::jq::Jq;
 use crate::engine::retry::RetryPolicy;
 use crate::mask::{MaskPath, Masker, Secret};
@@ -161,8 +161,9 @@ pub fn build(
             )
         });
         if let Some(mut f) = build_flow(flow, &at, &connectors, &mut ctx, server.max_body) {
-            if let Some(a) = alert {
+            if let Some((a, notices)) = alert {
                 f.on_failure = Some(a.name.clone());
+                f.notices = notices;
                 flows.push(Arc::new(a));
             }
             flows.push(Arc::new(f));
@@ -385,6 +386,7 @@ fn build_flow(
         mask,
         steps,
         on_failure: None,
+        notices: Vec::new(),
     })
 }
 
@@ -396,7 +398,21 @@ fn alert_flow(
     at: &[PathSeg],
     systems: &BTreeMap<String, Arc<dyn Connector>>,
     ctx: &mut Ctx<'_>,
-) -> Option<Flow> {
+) -> Option<(Flow, Vec<String>)> {
+    let notices = match &o.notices {
+        None => NOTICES.iter().map(|n| (*n).to_owned()).collect(),
+        Some(list) => {
+            for (j, n) in list.iter().enumerate() {
+                if !NOTICES.contains(&n.as_str()) {
+                    ctx.problem(
+                        [with(at, "notices"), vec![PathSeg::Index(j)]].concat(),
+                        format!("unknown notice `{n}`; known: {}", NOTICES.join(", ")),
+                    );
+                }
+            }
+            list.clone()
+        }
+    };
     let op = o.op.clone().unwrap_or_else(|| "notify".to_owned());
     let target = format!("{}.{op}", o.notify);
     let (system, op) = self::target(
@@ -411,30 +427,34 @@ fn alert_flow(
         Some(a) => ctx.jq(with(at, "args"), a)?,
         None => ctx.jq(with(at, "args"), ".trigger")?,
     };
-    Some(Flow {
-        name: crate::engine::flow::alert_flow_name(flow),
-        mode: Mode::Live,
-        trigger: Trigger::Manual,
-        external_id: ctx.jq(at.to_vec(), ".id")?,
-        key: None,
-        dedup_window: DEFAULT_DEDUP_WINDOW,
-        schema: None,
-        retry: RetryPolicy::DEFAULT,
-        max_body: DEFAULT_MAX_BODY,
-        status_maps: Value::Object(serde_json::Map::new()),
-        mask: Vec::new(),
-        steps: vec![Step {
-            name: "notify".into(),
-            kind: StepKind::Call {
-                system,
-                op,
-                args: Some(args),
-            },
-            output_as: None,
+    Some((
+        Flow {
+            name: crate::engine::flow::alert_flow_name(flow),
+            mode: Mode::Live,
+            trigger: Trigger::Manual,
+            external_id: ctx.jq(at.to_vec(), ".id")?,
+            key: None,
+            dedup_window: DEFAULT_DEDUP_WINDOW,
             schema: None,
-        }],
-        on_failure: None,
-    })
+            retry: RetryPolicy::DEFAULT,
+            max_body: DEFAULT_MAX_BODY,
+            status_maps: Value::Object(serde_json::Map::new()),
+            mask: Vec::new(),
+            steps: vec![Step {
+                name: "notify".into(),
+                kind: StepKind::Call {
+                    system,
+                    op,
+                    args: Some(args),
+                },
+                output_as: None,
+                schema: None,
+            }],
+            on_failure: None,
+            notices: Vec::new(),
+        },
+        notices,
+    ))
 }
 
 /// `mask = [".client.phone", ".items[].iin", ...]`: each a path into the trigger payload.

@@ -96,7 +96,12 @@ pub struct Flow {
     pub steps: Vec<Step>,
     /// The alert flow (`<name>:alerts`) that delivers this flow's failure notices.
     pub on_failure: Option<String>,
+    /// The notice types (`exchange.failed`, `errors.started`, `errors.stopped`) it gets.
+    pub notices: Vec<String>,
 }
+
+/// Every notice type a flow's `on_failure` can send.
+pub const NOTICES: [&str; 3] = ["exchange.failed", "errors.started", "errors.stopped"];
 
 /// The name of a flow's alert flow; `:` is not allowed in flow names, so it cannot clash.
 pub fn alert_flow_name(flow: &str) -> String {

@@ -120,6 +120,7 @@ impl Engine {
                 cursor: None,
                 checkpoint: None,
                 masker: self.masker.clone(),
+                trigger: work.trigger,
             };
             self.finish(&record, started, done).await;
             return;
@@ -138,6 +139,7 @@ impl Engine {
             cursor,
             checkpoint: run.last_checkpoint.take(),
             masker: std::mem::take(&mut run.masker),
+            trigger: work.trigger,
         };
         self.finish(&record, started, done).await;
     }
@@ -149,6 +151,7 @@ impl Engine {
             cursor,
             checkpoint,
             masker,
+            trigger,
         } = done;
         let now = now_ms();
         let flow = self.flow(&record.flow).cloned();
@@ -207,7 +210,13 @@ impl Engine {
             Ok(_) if retry_at.is_some() => self.wake.notify_one(),
             Ok((Some(rec), digest)) => {
                 if rec.status == Status::Failed {
-                    self.alert(&rec).await;
+                    // The notice carries the trigger masked like the exchange's journal.
+                    let trigger = serde_json::from_str(&trigger)
+                        .map(|t| masker.json(&t))
+                        .ok()
+                        .and_then(|m| serde_json::from_str(m.as_str()).ok())
+                        .unwrap_or(serde_json::Value::Null);
+                    self.alert(&rec, trigger).await;
                 }
                 if let Some(d) = digest {
                     self.announce(&rec, d).await;
@@ -219,24 +228,32 @@ impl Engine {
         }
     }
 
-    fn alert_flow(&self, rec: &ExchangeRecord) -> Option<Arc<super::flow::Flow>> {
-        let name = self.flow(&rec.flow)?.on_failure.clone()?;
-        self.flow(&name).cloned().filter(|_| !rec.dry_run)
+    /// The alert flow that gets this exchange's notice of type `notice`, if any.
+    fn alert_flow(&self, rec: &ExchangeRecord, notice: &str) -> Option<Arc<super::flow::Flow>> {
+        let flow = self.flow(&rec.flow)?;
+        if rec.dry_run || !flow.notices.iter().any(|n| n == notice) {
+            return None;
+        }
+        self.flow(flow.on_failure.as_deref()?).cloned()
     }
 
     /// The flow's failure digest: an error group started, or stopped after a success.
     async fn announce(&self, rec: &ExchangeRecord, digest: crate::store::groups::Digest) {
         use crate::store::groups::Digest;
-        let Some(alert_flow) = self.alert_flow(rec) else {
+        let kind = match &digest {
+            Digest::Started(_) => "errors.started",
+            Digest::Stopped(_) => "errors.stopped",
+        };
+        let Some(alert_flow) = self.alert_flow(rec, kind) else {
             return;
         };
         let group = |g: &crate::store::records::ErrorGroup| {
             serde_json::json!({"step": g.step, "class": g.class, "problem": g.normalized, "count": g.count,
                                "first_seen": crate::http::views::time(g.first_seen), "example_exchange": g.sample_id})
         };
-        let (kind, groups) = match &digest {
-            Digest::Started(g) => ("errors.started", vec![group(g)]),
-            Digest::Stopped(gs) => ("errors.stopped", gs.iter().map(group).collect()),
+        let groups = match &digest {
+            Digest::Started(g) => vec![group(g)],
+            Digest::Stopped(gs) => gs.iter().map(group).collect(),
         };
         let payload = serde_json::json!({
             "id": format!("{kind}:{}", rec.id), "type": kind, "flow": rec.flow,
@@ -254,8 +271,8 @@ impl Engine {
 
     /// A failed exchange of a flow with `on_failure` becomes an exchange of its alert flow.
     /// Its id names the exchange and attempt, so a notice is sent once per failure.
-    async fn alert(&self, rec: &ExchangeRecord) {
-        let Some(alert_flow) = self.alert_flow(rec) else {
+    async fn alert(&self, rec: &ExchangeRecord, trigger: serde_json::Value) {
+        let Some(alert_flow) = self.alert_flow(rec, "exchange.failed") else {
             return;
         };
         let error = rec.last_error.as_ref().map(|e| {
@@ -269,6 +286,7 @@ impl Engine {
             "request_id": rec.request_id,
             "external_id": rec.external_id,
             "attempts": rec.attempts,
+            "trigger": trigger,
             "error": error,
             "at": crate::http::views::time(rec.updated_at),
         });
@@ -313,6 +331,8 @@ struct Finished {
     checkpoint: Option<Checkpoint>,
     /// The exchange's masker, with the personal data of its trigger.
     masker: Masker,
+    /// The trigger payload (raw), for a failure notice.
+    trigger: String,
 }
 
 /// A step named `cursor` sets the flow's stored cursor for the next scheduled run.

@@ -99,3 +99,74 @@ async fn wait_for_notes(fake: &Fake, n: usize) -> Vec<serde_json::Value> {
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
 }
+
+/// `notices = ["exchange.failed"]`: a write-back of the failure onto the source record gets
+/// only the failure notice (no digests, which name no record), and the notice carries the
+/// trigger masked like the exchange's own journal, so a step can address the record.
+#[tokio::test]
+async fn a_flow_can_take_only_the_failure_notice_with_its_masked_trigger() {
+    let fake = Fake::start(CRM_TOKEN).await;
+    fake.break_with_422(reqwest::Method::POST, "/leads");
+    let flow = r#"
+[[flows]]
+name = "orders"
+trigger = { webhook = { system = "shop" } }
+retry = { max_attempts = 1 }
+mask = [".phone"]
+on_failure = { notify = "crm", op = "add_note", notices = ["exchange.failed"], args = '{kind: .trigger.type, order: .trigger.trigger.id, phone: .trigger.trigger.phone}' }
+steps = [ { name = "lead", call = "crm.create_lead", args = '{phone: .trigger.phone}' } ]
+"#;
+    let config = [
+        crm_system(fake.url(), CRM_TOKEN, "5s"),
+        shop_system(HOOK_TOKEN),
+        flow.into(),
+    ]
+    .concat();
+    let app = TestApp::start(&config).await;
+    let (_, answer) = app
+        .hook(
+            "orders",
+            &json!({"id": "o-10", "phone": "+77010000010"}),
+            None,
+        )
+        .await;
+    let id = id_of(&answer);
+    app.wait_for_status(id, "failed", WAIT).await;
+    let notes = wait_for_notes(&fake, 1).await;
+    assert_eq!(notes[0]["kind"], "exchange.failed");
+    assert_eq!(notes[0]["order"], "o-10", "the record is addressable");
+    let phone = notes[0]["phone"].as_str().unwrap_or_default();
+    assert!(
+        !phone.contains("77010000010") && phone.contains('*'),
+        "personal data stays masked: {phone}"
+    );
+    // A digest would have been the second notice; give it the time it would take.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(fake.notes().len(), 1, "{:?}", fake.notes());
+    assert_eq!(app.list("flow=orders:alerts").await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_unknown_notice_is_a_config_error() {
+    let flow = r#"
+[[flows]]
+name = "orders"
+trigger = { webhook = { system = "shop" } }
+on_failure = { notify = "crm", op = "add_note", notices = ["exchange.failed", "errors.begun"] }
+steps = [ { name = "lead", call = "crm.create_lead", args = '{phone: .trigger.phone}' } ]
+"#;
+    let config = [
+        crm_system("http://127.0.0.1:9", CRM_TOKEN, "5s"),
+        shop_system(HOOK_TOKEN),
+        flow.into(),
+    ]
+    .concat();
+    let Err(err) = obmen::config::load_str(std::path::Path::new("obmen.toml"), &config) else {
+        panic!("an unknown notice must be refused");
+    };
+    let text = err.to_string();
+    assert!(
+        text.contains("notices") && text.contains("errors.begun"),
+        "{text}"
+    );
+}
