@@ -12,7 +12,6 @@ pub mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -37,8 +36,6 @@ pub struct Engine {
     pub cancel: CancellationToken,
     pub tracker: TaskTracker,
     slots: Arc<Semaphore>,
-    /// How long a claim holds an exchange; only matters across a crash.
-    pub lease: Duration,
 }
 
 impl Engine {
@@ -59,7 +56,6 @@ impl Engine {
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             slots: Arc::new(Semaphore::new(workers.max(1))),
-            lease: Duration::from_secs(300),
         }
     }
 

@@ -92,13 +92,10 @@ impl Engine {
                 Err(_) => break,
             }
         }
-        let (limit, lease) = (
-            permits.len(),
-            u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX),
-        );
+        let limit = permits.len();
         let claimed = self
             .store
-            .write(move |txn| ops::claim_due(txn, now_ms(), limit, lease))
+            .write(move |txn| ops::claim_due(txn, now_ms(), limit))
             .await?;
         Ok(claimed.into_iter().zip(permits).collect())
     }

@@ -48,6 +48,8 @@ fn read_version(txn: &WriteTransaction) -> Result<u32, StoreError> {
 const DEDUP: TableDefinition<'_, (&str, &str), (u64, u64)> = TableDefinition::new("dedup");
 const BY_EXTERNAL: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("by_external");
 const BY_KEY: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("by_key");
+/// Leases of schemas 1 and 2: the `running` status is the lease since schema 3.
+const LEASES: TableDefinition<'_, u64, u64> = TableDefinition::new("leases");
 
 /// Creates every table so that readers never meet a missing one.
 fn migrate_to_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -76,7 +78,8 @@ fn migrate_to_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Folds dedup owners and the key and external-id indexes into `LOOKUPS`.
+/// Folds dedup owners and the key and external-id indexes into `LOOKUPS`, and drops the
+/// leases (a `running` exchange is leased by the one process that owns the file).
 fn migrate_to_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
     let mut lookups = txn.open_table(LOOKUPS)?;
     {
@@ -100,6 +103,7 @@ fn migrate_to_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.delete_table(DEDUP)?;
     txn.delete_table(BY_KEY)?;
     txn.delete_table(BY_EXTERNAL)?;
+    txn.delete_table(LEASES)?;
     Ok(())
 }
 
@@ -238,7 +242,7 @@ mod tests {
             .expect("tables")
             .map(|t| redb::TableHandle::name(&t).to_owned())
             .collect();
-        for gone in ["dedup", "by_key", "by_external"] {
+        for gone in ["dedup", "by_key", "by_external", "leases"] {
             assert!(
                 !names.iter().any(|n| n == gone),
                 "{gone} dropped: {names:?}"

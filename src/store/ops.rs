@@ -309,14 +309,10 @@ pub struct Claimed {
     pub work: WorkState,
 }
 
-/// Takes up to `limit` exchanges due at or before `now`, marks them `running` with a lease
-/// and counts the attempt, all in the caller's transaction.
-pub fn claim_due(
-    txn: &Tx<'_>,
-    now: Millis,
-    limit: usize,
-    lease_ms: u64,
-) -> Result<Vec<Claimed>, StoreError> {
+/// Takes up to `limit` exchanges due at or before `now`, marks them `running` and counts
+/// the attempt, all in the caller's transaction. One process owns the file (redb allows no
+/// other), so `running` alone is the lease: it ends with the attempt, or with the process.
+pub fn claim_due(txn: &Tx<'_>, now: Millis, limit: usize) -> Result<Vec<Claimed>, StoreError> {
     let due: Vec<(u64, u64)> = {
         let table = txn.due()?;
         let range = table.range(..=(now, u64::MAX))?;
@@ -334,7 +330,6 @@ pub fn claim_due(
         record.next_attempt_at = None;
         record.attempts += 1;
         change_status(txn, &mut record, Status::Running, None, now)?;
-        txn.leases()?.insert(id, now + lease_ms)?;
         put(txn, &record)?;
         claimed.push(Claimed {
             work: get_work(txn, id)?,
@@ -344,18 +339,18 @@ pub fn claim_due(
     Ok(claimed)
 }
 
-/// Crash recovery at start-up: every lease belongs to a process that is gone, so each
-/// `running` exchange goes back to the queue, due now.
+/// Crash recovery at start-up: every `running` exchange belongs to a process that is gone,
+/// so it goes back to the queue, due now.
 pub fn recover_leases(txn: &Tx<'_>, now: Millis) -> Result<usize, StoreError> {
+    let running = Status::Running.code();
     let ids: Vec<u64> = {
-        let table = txn.leases()?;
+        let table = txn.by_status()?;
         table
-            .iter()?
-            .map(|e| e.map(|(k, _)| k.value()))
+            .range((running, 0)..=(running, u64::MAX))?
+            .map(|e| e.map(|(k, _)| k.value().1))
             .collect::<Result<_, _>>()?
     };
     for &id in &ids {
-        txn.leases()?.remove(id)?;
         let Some(mut rec) = get(txn, id)? else {
             continue;
         };
@@ -517,7 +512,6 @@ pub fn finish_run(
         }
         mark_done(txn, &mut rec, step.index, step.masked, step.link, now)?;
     }
-    txn.leases()?.remove(id)?;
     if let Some(err) = &attempt.error {
         let flow = rec.flow.as_str();
         let mut errors = txn.attempt_errors()?;

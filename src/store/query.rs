@@ -207,10 +207,11 @@ pub struct QueueStats {
 
 pub fn queue_stats(txn: &ReadTransaction) -> Result<QueueStats, StoreError> {
     let due = txn.open_table(DUE)?;
-    let leases = txn.open_table(LEASES)?;
+    let running = Status::Running.code();
+    let by_status = txn.open_table(BY_STATUS)?;
     Ok(QueueStats {
         waiting: due.len()?,
-        running: leases.len()?,
+        running: by_status.range((running, 0)..=(running, u64::MAX))?.count() as u64,
         oldest_due: due.first()?.map(|(k, _)| k.value().0),
     })
 }

@@ -19,9 +19,6 @@ pub const JOURNAL: TableDefinition<'_, (u64, u32), &[u8]> = TableDefinition::new
 /// The queue. key = (due at ms, exchange id), value = (). Present while waiting to run.
 pub const DUE: TableDefinition<'_, (u64, u64), ()> = TableDefinition::new("due");
 
-/// key = exchange id, value = lease expiry ms. Present while a worker runs it.
-pub const LEASES: TableDefinition<'_, u64, u64> = TableDefinition::new("leases");
-
 /// Dedup and the key and external-id indexes in one table (schema 3), so that the rows of
 /// one exchange sit side by side: these keys are hashes, and a commit writes one page per
 /// place they land, not three. key = (lookup hash, tag, exchange id), value = (scope, ms):

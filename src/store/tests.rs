@@ -115,12 +115,12 @@ async fn claim_recover_and_finish_move_an_exchange_through_the_queue() {
         .await
         .expect("create");
     let none = store
-        .write(|t| ops::claim_due(t, 4_000, 10, 60_000))
+        .write(|t| ops::claim_due(t, 4_000, 10))
         .await
         .expect("claim early");
     assert!(none.is_empty(), "not due before its time");
     let claimed = store
-        .write(|t| ops::claim_due(t, 5_000, 10, 60_000))
+        .write(|t| ops::claim_due(t, 5_000, 10))
         .await
         .expect("claim");
     assert_eq!(claimed.len(), 1);
@@ -136,7 +136,7 @@ async fn claim_recover_and_finish_move_an_exchange_through_the_queue() {
         .expect("recover");
     assert_eq!(recovered, 1);
     let again = store
-        .write(|t| ops::claim_due(t, 6_000, 10, 60_000))
+        .write(|t| ops::claim_due(t, 6_000, 10))
         .await
         .expect("claim again");
     assert_eq!(again[0].record.attempts, 2);
@@ -181,7 +181,7 @@ async fn checkpoint_and_manual_retry_keep_history_and_done_steps() {
         .expect("create")
         .id;
     store
-        .write(|t| ops::claim_due(t, 5_000, 1, 60_000))
+        .write(|t| ops::claim_due(t, 5_000, 1))
         .await
         .expect("claim");
     let link = ops::Link {
@@ -331,7 +331,7 @@ async fn work_copies_rest_sealed_and_a_wrong_key_is_refused() {
         .await
         .expect("create");
     let claimed = store
-        .write(|t| ops::claim_due(t, 5_000, 1, 60_000))
+        .write(|t| ops::claim_due(t, 5_000, 1))
         .await
         .expect("claim");
     assert!(
@@ -383,7 +383,7 @@ async fn batched_counters_match_the_status_index() {
                 let created = ops::create_exchange(t, new_exchange(flow, None, now))?;
                 // Some exchanges go on to run and end in the same batch as others' intake.
                 if i % 4 == 0 {
-                    let claimed = ops::claim_due(t, u64::MAX / 2, 2, 60_000)?;
+                    let claimed = ops::claim_due(t, u64::MAX / 2, 2)?;
                     for c in claimed {
                         let attempt = AttemptRecord {
                             number: c.record.attempts,
@@ -453,7 +453,7 @@ async fn a_success_closes_the_open_error_groups() {
     let (_dir, store) = open();
     let fail = |t: &super::Tx<'_>, now: u64, message: &'static str| {
         let created = ops::create_exchange(t, new_exchange("f", None, now))?;
-        ops::claim_due(t, now, 10, 60_000)?;
+        ops::claim_due(t, now, 10)?;
         let attempt = AttemptRecord {
             number: 1,
             started_at: now,
@@ -499,7 +499,7 @@ async fn a_success_closes_the_open_error_groups() {
     let closed = store
         .write(|t| {
             let created = ops::create_exchange(t, new_exchange("f", None, 13_000))?;
-            ops::claim_due(t, 13_000, 10, 60_000)?;
+            ops::claim_due(t, 13_000, 10)?;
             let attempt = AttemptRecord {
                 number: 1,
                 started_at: 13_000,

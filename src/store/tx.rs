@@ -81,7 +81,6 @@ cached_tables! {
     work: WORK => u64, &'static [u8];
     journal: JOURNAL => (u64, u32), &'static [u8];
     due: DUE => (u64, u64), ();
-    leases: LEASES => u64, u64;
     lookups: LOOKUPS => (&'static str, u8, u64), (&'static str, u64);
     idmap: IDMAP => (&'static str, &'static str, &'static str), &'static str;
     links: LINKS => (u64, u32), (&'static str, &'static str, &'static str, &'static str);
