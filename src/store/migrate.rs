@@ -50,6 +50,9 @@ const BY_EXTERNAL: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("
 const BY_KEY: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("by_key");
 /// Leases of schemas 1 and 2: the `running` status is the lease since schema 3.
 const LEASES: TableDefinition<'_, u64, u64> = TableDefinition::new("leases");
+/// Status index across flows of schemas 1 and 2: since schema 3 the flows' status ranges
+/// are merged instead.
+const BY_STATUS: TableDefinition<'_, (u8, u64), ()> = TableDefinition::new("by_status");
 
 /// Creates every table so that readers never meet a missing one.
 fn migrate_to_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -62,7 +65,6 @@ fn migrate_to_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(IDMAP)?;
     txn.open_table(LINKS)?;
     txn.open_table(BY_FLOW)?;
-    txn.open_table(BY_STATUS)?;
     txn.open_table(BY_FLOW_STATUS)?;
     txn.open_table(BY_EXTERNAL)?;
     txn.open_table(BY_REQUEST)?;
@@ -79,7 +81,8 @@ fn migrate_to_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
 }
 
 /// Folds dedup owners and the key and external-id indexes into `LOOKUPS`, and drops the
-/// leases (a `running` exchange is leased by the one process that owns the file).
+/// leases (a `running` exchange is leased by the one process that owns the file) and the
+/// status index across flows.
 fn migrate_to_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
     let mut lookups = txn.open_table(LOOKUPS)?;
     {
@@ -104,6 +107,7 @@ fn migrate_to_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.delete_table(BY_KEY)?;
     txn.delete_table(BY_EXTERNAL)?;
     txn.delete_table(LEASES)?;
+    txn.delete_table(BY_STATUS)?;
     Ok(())
 }
 
@@ -242,7 +246,7 @@ mod tests {
             .expect("tables")
             .map(|t| redb::TableHandle::name(&t).to_owned())
             .collect();
-        for gone in ["dedup", "by_key", "by_external", "leases"] {
+        for gone in ["dedup", "by_key", "by_external", "leases", "by_status"] {
             assert!(
                 !names.iter().any(|n| n == gone),
                 "{gone} dropped: {names:?}"

@@ -264,14 +264,11 @@ pub fn change_status(
     let first = from == Status::Received;
     let flow = rec.flow.as_str();
     let hour = rec.created_at / HOUR_MS;
-    let mut by_status = txn.by_status()?;
     let mut by_flow_status = txn.by_flow_status()?;
     if !first {
-        by_status.remove((from.code(), rec.id))?;
         by_flow_status.remove((flow, from.code(), rec.id))?;
         txn.count(flow, hour, from.code(), -1);
     }
-    by_status.insert((to.code(), rec.id), ())?;
     by_flow_status.insert((flow, to.code(), rec.id), ())?;
     txn.count(flow, hour, to.code(), 1);
     match to {
@@ -343,13 +340,13 @@ pub fn claim_due(txn: &Tx<'_>, now: Millis, limit: usize) -> Result<Vec<Claimed>
 /// so it goes back to the queue, due now.
 pub fn recover_leases(txn: &Tx<'_>, now: Millis) -> Result<usize, StoreError> {
     let running = Status::Running.code();
-    let ids: Vec<u64> = {
-        let table = txn.by_status()?;
-        table
-            .range((running, 0)..=(running, u64::MAX))?
-            .map(|e| e.map(|(k, _)| k.value().1))
-            .collect::<Result<_, _>>()?
-    };
+    let mut ids: Vec<u64> = Vec::new();
+    for flow in txn.known_flows()? {
+        let table = txn.by_flow_status()?;
+        for e in table.range((flow.as_str(), running, 0)..=(flow.as_str(), running, u64::MAX))? {
+            ids.push(e?.0.value().2);
+        }
+    }
     for &id in &ids {
         let Some(mut rec) = get(txn, id)? else {
             continue;
@@ -606,17 +603,17 @@ pub fn select_for_retry(
     until: Millis,
 ) -> Result<Vec<u64>, StoreError> {
     let (lo, hi) = (id_floor_for(since), id_floor_for(until));
+    let flows = match flow {
+        Some(f) => vec![f.to_owned()],
+        None => txn.known_flows()?,
+    };
     let mut ids = Vec::new();
-    for status in statuses {
-        if let Some(flow) = flow {
-            let table = txn.by_flow_status()?;
-            for e in table.range((flow, status.code(), lo)..(flow, status.code(), hi))? {
+    for flow in &flows {
+        let table = txn.by_flow_status()?;
+        for status in statuses {
+            let code = status.code();
+            for e in table.range((flow.as_str(), code, lo)..(flow.as_str(), code, hi))? {
                 ids.push(e?.0.value().2);
-            }
-        } else {
-            let table = txn.by_status()?;
-            for e in table.range((status.code(), lo)..(status.code(), hi))? {
-                ids.push(e?.0.value().1);
             }
         }
     }

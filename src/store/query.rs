@@ -90,9 +90,16 @@ fn candidate_ids(txn: &ReadTransaction, f: &Filter, lo: u64, hi: u64) -> Result<
         }
         (Some(flow), None) => by_text(txn, BY_FLOW, flow, lo, hi),
         (None, Some(st)) => {
-            let table = txn.open_table(BY_STATUS)?;
-            let range = table.range((st.code(), lo)..(st.code(), hi))?;
-            Ok(Box::new(range.rev().map(|e| Ok(e?.0.value().1))))
+            // Across flows: each flow's status range, merged newest first.
+            let table = txn.open_table(BY_FLOW_STATUS)?;
+            let mut sources = Vec::new();
+            for flow in flows_in(&txn.open_table(COUNTS)?)? {
+                let range =
+                    table.range((flow.as_str(), st.code(), lo)..(flow.as_str(), st.code(), hi))?;
+                let ids: Ids = Box::new(range.rev().map(|e| Ok(e?.0.value().2)));
+                sources.push(ids.peekable());
+            }
+            Ok(merge_newest_first(sources))
         }
         (None, None) => {
             let table = txn.open_table(EXCHANGES)?;
@@ -100,6 +107,36 @@ fn candidate_ids(txn: &ReadTransaction, f: &Filter, lo: u64, hi: u64) -> Result<
             Ok(Box::new(range.rev().map(|e| Ok(e?.0.value()))))
         }
     }
+}
+
+/// Merges id streams that are each newest first into one newest-first stream.
+fn merge_newest_first(mut sources: Vec<std::iter::Peekable<Ids>>) -> Ids {
+    Box::new(std::iter::from_fn(move || {
+        let mut best: Option<(usize, u64)> = None;
+        for (i, source) in sources.iter_mut().enumerate() {
+            match source.peek() {
+                Some(Err(_)) => return source.next(),
+                Some(Ok(id)) if best.is_none_or(|(_, b)| *id > b) => best = Some((i, *id)),
+                _ => {}
+            }
+        }
+        sources.get_mut(best?.0)?.next()
+    }))
+}
+
+/// The flows in the status counters: every flow that has had an exchange.
+pub fn flows_in(
+    counts: &impl ReadableTable<(&'static str, u8), u64>,
+) -> Result<Vec<String>, StoreError> {
+    let mut flows: Vec<String> = Vec::new();
+    for e in counts.iter()? {
+        let (k, _) = e?;
+        let flow = k.value().0;
+        if flows.last().is_none_or(|last| last != flow) {
+            flows.push(flow.to_owned());
+        }
+    }
+    Ok(flows)
 }
 
 fn by_lookup(
@@ -208,10 +245,16 @@ pub struct QueueStats {
 pub fn queue_stats(txn: &ReadTransaction) -> Result<QueueStats, StoreError> {
     let due = txn.open_table(DUE)?;
     let running = Status::Running.code();
-    let by_status = txn.open_table(BY_STATUS)?;
+    let mut running_now = 0;
+    for e in txn.open_table(COUNTS)?.iter()? {
+        let (k, v) = e?;
+        if k.value().1 == running {
+            running_now += v.value();
+        }
+    }
     Ok(QueueStats {
         waiting: due.len()?,
-        running: by_status.range((running, 0)..=(running, u64::MAX))?.count() as u64,
+        running: running_now,
         oldest_due: due.first()?.map(|(k, _)| k.value().0),
     })
 }

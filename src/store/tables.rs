@@ -42,10 +42,11 @@ pub const IDMAP: TableDefinition<'_, (&str, &str, &str), &str> = TableDefinition
 pub const LINKS: TableDefinition<'_, (u64, u32), (&str, &str, &str, &str)> =
     TableDefinition::new("links");
 
-/// Listing indexes, value = (). key = (flow, id) / (status code, id) / (flow, status, id) /
-/// (request id, id). Keys and external ids are indexed in `LOOKUPS`.
+/// Listing indexes, value = (). key = (flow, id) / (flow, status, id) / (request id, id).
+/// A status across flows merges the flows' ranges (there are few flows, and every status
+/// change of every exchange would otherwise update one more index). Keys and external ids
+/// are indexed in `LOOKUPS`.
 pub const BY_FLOW: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("by_flow");
-pub const BY_STATUS: TableDefinition<'_, (u8, u64), ()> = TableDefinition::new("by_status");
 pub const BY_FLOW_STATUS: TableDefinition<'_, (&str, u8, u64), ()> =
     TableDefinition::new("by_flow_status");
 pub const BY_REQUEST: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("by_request");

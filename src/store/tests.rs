@@ -528,3 +528,62 @@ async fn a_success_closes_the_open_error_groups() {
     assert!(groups.iter().all(|(_, g)| !g.open && !g.announced));
     assert_eq!(groups.iter().map(|(_, g)| g.count).sum::<u64>(), 3);
 }
+
+/// A status across flows is the flows' status ranges merged newest first, paged by cursor
+/// like any listing; bulk retry and crash recovery read the same ranges.
+#[tokio::test]
+async fn a_status_across_flows_merges_their_ranges_newest_first() {
+    let (_dir, store) = open();
+    for i in 0..30u64 {
+        let flow = ["a", "b", "c"][(i % 3) as usize];
+        store
+            .write(move |t| ops::create_exchange(t, new_exchange(flow, None, 200_000 + i * 10)))
+            .await
+            .expect("create");
+    }
+    // Two exchanges run (one of flow a, one of b); the rest stay queued.
+    let claimed = store
+        .write(|t| ops::claim_due(t, 200_015, 2))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 2);
+    let read = store.read().expect("read");
+    let mut ids = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = query::list(
+            &read,
+            &Filter {
+                status: Some(Status::Queued),
+                limit: 7,
+                cursor,
+                ..Filter::default()
+            },
+        )
+        .expect("list");
+        ids.extend(page.items.iter().map(|r| r.id));
+        assert!(page.items.iter().all(|r| r.status == Status::Queued));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(ids.len(), 28, "every queued exchange of every flow, once");
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+    let stats = query::queue_stats(&read).expect("stats");
+    assert_eq!((stats.waiting, stats.running), (28, 2));
+    drop(read);
+
+    let queued = store
+        .write(|t| ops::select_for_retry(t, None, &[Status::Queued], 0, u64::MAX / 2))
+        .await
+        .expect("select");
+    assert_eq!(queued.len(), 28);
+    let recovered = store
+        .write(|t| ops::recover_leases(t, 300_000))
+        .await
+        .expect("recover");
+    assert_eq!(recovered, 2, "both running exchanges return to the queue");
+    let read = store.read().expect("read");
+    assert_eq!(query::queue_stats(&read).expect("stats").running, 0);
+}

@@ -85,7 +85,6 @@ cached_tables! {
     idmap: IDMAP => (&'static str, &'static str, &'static str), &'static str;
     links: LINKS => (u64, u32), (&'static str, &'static str, &'static str, &'static str);
     by_flow: BY_FLOW => (&'static str, u64), ();
-    by_status: BY_STATUS => (u8, u64), ();
     by_flow_status: BY_FLOW_STATUS => (&'static str, u8, u64), ();
     by_request: BY_REQUEST => (&'static str, u64), ();
     attempt_errors: ATTEMPT_ERRORS => (&'static str, u8), u64;
@@ -153,6 +152,15 @@ impl<'a> Tx<'a> {
             Some((_, d)) => *d += delta,
             None => hourly.push(((flow.to_owned(), hour, code), delta)),
         }
+    }
+
+    /// Every flow that has exchanges: the counters' flows, with this batch's new ones.
+    pub fn known_flows(&self) -> Result<Vec<String>, StoreError> {
+        let mut flows = super::query::flows_in(&self.open_table(COUNTS)?)?;
+        flows.extend(self.counts.borrow().iter().map(|((f, _), _)| f.clone()));
+        flows.sort_unstable();
+        flows.dedup();
+        Ok(flows)
     }
 
     /// The next exchange id: ids grow with time (`created_ms * IDS_PER_MS + n`) and never
