@@ -418,7 +418,7 @@ fn run_attempt(
     outcome: Outcome,
     finished: Millis,
 ) -> Result<(), StoreError> {
-    let claimed = ops::claim_due(txn, at, 1, 60_000)?;
+    let claimed = ops::claim_due(txn, at, 1)?;
     match claimed.first() {
         Some(c) if c.record.id == id => {}
         other => {
