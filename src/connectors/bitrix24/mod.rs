@@ -1,6 +1,7 @@
 //! Bitrix24 REST: calls by inbound-webhook URL or as an OAuth application (with refresh on
 //! `401 expired_token`), any documented method family as a flow operation, upsert of
-//! leads/deals/contacts/companies with duplicate search by phone or e-mail, errors read
+//! leads/deals/contacts/companies (duplicate search by phone or e-mail), smart-process
+//! items and catalog products (`crm.product`, e.g. by `XML_ID`), errors read
 //! from Bitrix24's own bodies, and outgoing events (form posts) verified by the
 //! application token. Facts: `docs/connectors/bitrix24.md`.
 
@@ -601,6 +602,65 @@ mod tests {
             .read_answer(&req.url, json!({"result": {"ID": "5"}, "time": {}}))
             .expect("read");
         assert_eq!(got, json!({"ID": "5"}));
+    }
+
+    /// `upsert = "b24.crm.product"`: the search, create and update requests, and the
+    /// answers read the way the upsert needs them.
+    #[test]
+    fn catalog_products_are_upserted_with_the_crm_product_methods() {
+        let (c, _, _) = build(r#"webhook_url = "https://acme.bitrix24.kz/rest/1/tok3n-abc123""#);
+        let c = c.expect("built");
+        let base = "https://acme.bitrix24.kz/rest/1/tok3n-abc123/";
+        assert!(c.has_entity("crm.product"));
+        let criteria = json!({"XML_ID": "1c-guid-1"});
+        let find = c
+            .find_request("crm.product", criteria.as_object().expect("object"))
+            .expect("find");
+        assert_eq!(find.url, format!("{base}crm.product.list.json"));
+        assert_eq!(
+            find.body,
+            Some(json!({"filter": {"XML_ID": "1c-guid-1"}, "select": ["ID"]}))
+        );
+        assert!(!find.mutating, "a search is sent in shadow mode too");
+        // A page of `crm.product.list`: the records, each with the `id` the upsert reads.
+        let page = json!({"result": [{"ID": "105"}], "total": 1, "time": {}});
+        let found = c.read_answer(&find.url, page).expect("read");
+        let found = c.found_records("crm.product", found).expect("records");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0]["id"], "105");
+        let none = c
+            .read_answer(&find.url, json!({"result": [], "total": 0, "time": {}}))
+            .expect("read");
+        assert!(
+            c.found_records("crm.product", none)
+                .expect("records")
+                .is_empty()
+        );
+
+        let record = json!({"NAME": "Стол", "XML_ID": "1c-guid-1", "ACTIVE": "Y"});
+        let add = c.create_request("crm.product", &record).expect("create");
+        assert_eq!(add.url, format!("{base}crm.product.add.json"));
+        assert_eq!(add.body, Some(json!({"fields": record})));
+        assert!(add.mutating);
+        // `crm.product.add` answers the new id as the result.
+        let created = c
+            .read_answer(&add.url, json!({"result": 106, "time": {}}))
+            .expect("read");
+        assert_eq!(created, json!({"id": 106}));
+        let update = c
+            .update_request("crm.product", "105", &record)
+            .expect("update");
+        assert_eq!(update.url, format!("{base}crm.product.update.json"));
+        assert_eq!(update.body, Some(json!({"id": "105", "fields": record})));
+        assert!(update.mutating);
+        let updated = c
+            .read_answer(&update.url, json!({"result": true, "time": {}}))
+            .expect("read");
+        assert_eq!(updated, json!(true));
+        let err = c
+            .create_request("crm.products", &record)
+            .expect_err("unknown entity");
+        assert_eq!(err.class, ErrorClass::Config);
     }
 
     #[test]

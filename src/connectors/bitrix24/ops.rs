@@ -55,7 +55,16 @@ const READING: &[&str] = &[
 /// Commands one `batch` call may carry.
 pub const BATCH_MAX: usize = 50;
 
-pub const ENTITIES: &[&str] = &["crm.lead", "crm.deal", "crm.contact", "crm.company"];
+/// Entities an upsert may name besides `crm.item.<type>`. `crm.product` (the CRM catalog's
+/// products) has the same `list`/`add`/`update` shape as the CRM records: found by a
+/// `crm.product.list` filter (e.g. `XML_ID`), created from `fields`, the new id the `result`.
+pub const ENTITIES: &[&str] = &[
+    "crm.lead",
+    "crm.deal",
+    "crm.contact",
+    "crm.company",
+    "crm.product",
+];
 
 /// The `entityTypeId` of a smart-process entity name, `crm.item.<entityTypeId>`
 /// (`crm.item.1038`; 1 lead, 2 deal, 3 contact, 4 company and 31 invoice work too).
@@ -369,5 +378,40 @@ mod tests {
             (method.as_str(), &args["id"]),
             ("crm.item.update", &json!("12"))
         );
+    }
+
+    #[test]
+    fn catalog_products_by_xml_id() {
+        assert!(is_entity("crm.product") && !is_entity("crm.products"));
+        let criteria = json!({"XML_ID": "05e26d70#05e26d76"});
+        let (method, args) = find("crm.product", criteria.as_object().expect("object"));
+        assert_eq!(method, "crm.product.list");
+        assert_eq!(
+            args,
+            json!({"filter": {"XML_ID": "05e26d70#05e26d76"}, "select": ["ID"]})
+        );
+        // No duplicate search for products, whatever the match field is called.
+        let criteria = json!({"EMAIL": "a@b.kz"});
+        assert_eq!(
+            find("crm.product", criteria.as_object().expect("object")).0,
+            "crm.product.list"
+        );
+        // `crm.product.list` answers a list of records with string ids.
+        let found = records("crm.product", json!([{"ID": "105"}])).expect("records");
+        assert_eq!(found[0]["id"], "105");
+        assert!(
+            records("crm.product", json!([]))
+                .expect("records")
+                .is_empty()
+        );
+        assert!(records("crm.product", json!({"items": []})).is_none());
+        let record = json!({"NAME": "Стол (Белый)", "XML_ID": "x-1", "ACTIVE": "Y"});
+        let (method, args) = create("crm.product", &record);
+        assert_eq!(method, "crm.product.add");
+        assert_eq!(args, json!({"fields": record}));
+        let (method, args) = update("crm.product", "105", &record);
+        assert_eq!(method, "crm.product.update");
+        assert_eq!(args, json!({"id": "105", "fields": record}));
+        assert!(is_mutating(&method) && !is_mutating("crm.product.list"));
     }
 }
