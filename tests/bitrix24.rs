@@ -520,6 +520,138 @@ steps = [
     });
 }
 
+/// `upsert = "b24.crm.product"` with `match = ["XML_ID"]`: a product Bitrix24 has is found
+/// by `crm.product.list` (its filter, among more than a page of goods) and updated; a new one
+/// is added once, and later found through the ID map without a search; an add whose answer
+/// is lost (the product made, the answer past the timeout) is retried, found by its
+/// `XML_ID` and updated — no second product.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_products_are_upserted_by_xml_id_and_a_lost_add_makes_no_second_one() {
+    let fake = Fake::start().await;
+    let known = fake.with(|p| {
+        for i in 0..60 {
+            p.seed_product(&json!({"NAME": format!("Other {i}"), "XML_ID": format!("other-{i}")}));
+        }
+        // Past the first page of 50: only the filter finds it.
+        p.seed_product(&json!({"NAME": "Chairs (old)", "XML_ID": "1c-chairs", "PRICE": "1200.00"}))
+    });
+    let flow = r#"
+[[flows]]
+name = "goods"
+trigger = { manual = {} }
+external_id = ".xml_id"
+key = '.xml_id + ":" + .name'   # a changed product is new work
+retry = { max_attempts = 4, initial = "100ms", max = "1s" }
+steps = [
+  { name = "product", upsert = "b24.crm.product", match = ["XML_ID"],
+    args = '{NAME: .trigger.name, XML_ID: .trigger.xml_id, ACTIVE: "Y"}' },
+]
+"#;
+    // The timeout is well under the fake's late answer, so that answer is lost.
+    let system = webhook_system(&fake, "rate_limit = \"50/s\"\ntimeout = \"500ms\"");
+    let app = App::start(&[system, flow.into()].concat()).await;
+    let methods_from = |from: usize| {
+        fake.with(|p| {
+            p.calls[from..]
+                .iter()
+                .map(|(m, _)| m.clone())
+                .collect::<Vec<_>>()
+        })
+    };
+
+    // Found by XML_ID: updated, fields the flow does not send stay.
+    let run = app
+        .run_with("goods", &json!({"xml_id": "1c-chairs", "name": "Chairs"}))
+        .await;
+    let done = app.wait_for(run, "succeeded").await;
+    let output = &done["steps"][0]["output"];
+    assert_eq!(output["action"], "updated", "{done:#}");
+    assert_eq!(output["id"], known.to_string());
+    assert_eq!(methods_from(0), ["crm.product.list", "crm.product.update"]);
+    fake.with(|p| {
+        let search = &p.list_args.last().expect("a search").1;
+        assert_eq!(
+            search,
+            &json!({"filter": {"XML_ID": "1c-chairs"}, "select": ["ID"]})
+        );
+        assert_eq!(p.products[&known]["NAME"], "Chairs");
+        assert_eq!(p.products[&known]["PRICE"], "1200.00");
+        assert_eq!(p.products.len(), 61);
+    });
+
+    // Not found: added once; the id is the add's result, linked in the ID map.
+    let before = fake.with(|p| p.calls.len());
+    let run = app
+        .run_with("goods", &json!({"xml_id": "1c-table", "name": "Table"}))
+        .await;
+    let done = app.wait_for(run, "succeeded").await;
+    let output = &done["steps"][0]["output"];
+    assert_eq!(output["action"], "created", "{done:#}");
+    let table = fake.with(|p| {
+        let found = p.by_xml_id("1c-table");
+        assert_eq!(found.len(), 1, "{found:?}");
+        found[0]["ID"].as_str().expect("id").to_owned()
+    });
+    assert_eq!(output["id"], table.as_str());
+    assert_eq!(
+        done["links"],
+        json!([{"system": "b24", "entity": "crm.product", "external_key": "1c-table", "target_id": table}])
+    );
+    assert_eq!(
+        methods_from(before),
+        ["crm.product.list", "crm.product.add"]
+    );
+
+    // The same product again: the ID map names it, no search.
+    let before = fake.with(|p| p.calls.len());
+    let run = app
+        .run_with(
+            "goods",
+            &json!({"xml_id": "1c-table", "name": "Table, oak"}),
+        )
+        .await;
+    let done = app.wait_for(run, "succeeded").await;
+    assert_eq!(done["steps"][0]["output"]["action"], "updated", "{done:#}");
+    assert_eq!(done["steps"][0]["output"]["id"], table.as_str());
+    assert_eq!(methods_from(before), ["crm.product.update"]);
+    fake.with(|p| {
+        assert_eq!(p.by_xml_id("1c-table").len(), 1);
+        assert_eq!(p.by_xml_id("1c-table")[0]["NAME"], "Table, oak");
+    });
+
+    // The answer to the add is lost: the retry searches, finds the product and updates it.
+    fake.with(|p| p.lose_product_adds = 1);
+    let before = fake.with(|p| p.calls.len());
+    let run = app
+        .run_with("goods", &json!({"xml_id": "1c-lamp", "name": "Lamp"}))
+        .await;
+    let done = app.wait_for(run, "succeeded").await;
+    assert_eq!(
+        methods_from(before),
+        [
+            "crm.product.list",
+            "crm.product.add",
+            "crm.product.list",
+            "crm.product.update"
+        ]
+    );
+    let lamp = fake.with(|p| {
+        let found = p.by_xml_id("1c-lamp");
+        assert_eq!(found.len(), 1, "no second product: {found:?}");
+        found[0]["ID"].as_str().expect("id").to_owned()
+    });
+    assert_eq!(done["attempts"], 2, "{done:#}");
+    assert_eq!(
+        done["attempt_log"][0]["error"]["class"], "transient",
+        "{done:#}"
+    );
+    let output = &done["steps"][0]["output"];
+    assert_eq!(output["action"], "updated", "{done:#}");
+    assert_eq!(output["id"], lamp.as_str());
+    assert_eq!(done["links"][0]["target_id"], lamp.as_str(), "{done:#}");
+    fake.with(|p| assert_eq!(p.products.len(), 63));
+}
+
 #[test]
 fn the_example_config_is_valid() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -679,6 +811,15 @@ impl App {
 async fn the_stock_example_pages_through_changed_products_into_bitrix24_batches() {
     let b24 = Fake::start().await;
     let ms = ms_fake::FakeMs::start().await;
+    // Bitrix24 has the products 1 to 27 (their ids are in the MoySklad externalCodes).
+    b24.with(|p| {
+        for n in 1..=27u64 {
+            p.products.insert(
+                n,
+                json!({"ID": n.to_string(), "NAME": format!("Product {n}"), "ACTIVE": "Y"}),
+            );
+        }
+    });
     for n in 1..=27u32 {
         ms.seed(
             "assortment",
@@ -742,6 +883,7 @@ async fn the_stock_example_pages_through_changed_products_into_bitrix24_batches(
             .contains(&("fields[PRICE]".into(), "878.5".into())),
         "{price_7:?}"
     );
+    b24.with(|p| assert_eq!(p.products[&7]["PRICE"], "878.5"));
     // Run 2: the rest (25 to 27 and the unlinked product, which is skipped); the cursor
     // becomes the last `updated`.
     app.wait_for(app.run_now(flow).await, "succeeded").await;
@@ -761,7 +903,7 @@ async fn the_stock_example_pages_through_changed_products_into_bitrix24_batches(
         json!({"name": "Product 40", "externalCode": "b24-product-40", "quantity": 1,
             "salePrices": [{"value": 100}], "updated": "2026-02-01 10:05:00.000"}),
     );
-    b24.with(|p| p.missing_products.push("40".into()));
+    // (Bitrix24 has no product 40.)
     let failed = app.run_now(flow).await;
     let failed = app.wait_for(failed, "failed").await;
     let error = &failed["last_error"];
@@ -775,7 +917,10 @@ async fn the_stock_example_pages_through_changed_products_into_bitrix24_batches(
         "{message}"
     );
     // Run 4, the product now exists: the same query again, and the cursor moves on.
-    b24.with(|p| p.missing_products.clear());
+    b24.with(|p| {
+        p.products
+            .insert(40, json!({"ID": "40", "NAME": "Product 40", "ACTIVE": "Y"}))
+    });
     app.wait_for(app.run_now(flow).await, "succeeded").await;
     let lists: Vec<Vec<(String, String)>> = ms
         .ledger()

@@ -4,11 +4,13 @@
 //! Bitrix24 error bodies (an empty `error` for CRM "Not found"), a leaky bucket answering
 //! `503 QUERY_LIMIT_EXCEEDED`, access tokens that expire (`401 expired_token`) and an OAuth
 //! server that rotates both tokens, `batch` (halt, `$result[…]`, the `[]`-for-empty quirk),
-//! and a portal that moved: its old address answers `302` to the new one.
+//! a portal that moved: its old address answers `302` to the new one, and the CRM catalog's
+//! products (`crm.product.list|get|add|update`, string values, `NAME` required to add), whose
+//! `add` can be made to lose its answer: the product is made, the answer comes too late.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
@@ -44,6 +46,33 @@ const ITEM_FIELDS: &[&str] = &[
 
 /// Classic list methods answer pages of this many.
 pub const PAGE: usize = 50;
+
+/// How late a lost answer comes (set the system's `timeout` well under it).
+pub const LOST_ANSWER_DELAY: Duration = Duration::from_millis(1500);
+
+/// `crm.product` fields (crm.product.fields); a filter, select or field naming another is
+/// refused.
+const PRODUCT_FIELDS: &[&str] = &[
+    "ID",
+    "CATALOG_ID",
+    "PRICE",
+    "CURRENCY_ID",
+    "NAME",
+    "CODE",
+    "DESCRIPTION",
+    "DESCRIPTION_TYPE",
+    "ACTIVE",
+    "SECTION_ID",
+    "SORT",
+    "VAT_ID",
+    "VAT_INCLUDED",
+    "MEASURE",
+    "XML_ID",
+    "DATE_CREATE",
+    "TIMESTAMP_X",
+    "MODIFIED_BY",
+    "CREATED_BY",
+];
 
 #[derive(Default)]
 pub struct Portal {
@@ -86,8 +115,11 @@ pub struct Portal {
     pub endpoint: String,
     /// Commands of `batch` calls: (key, method, query pairs).
     pub batch_cmds: Vec<BatchCmd>,
-    /// Catalog product ids whose updates a batch refuses ("Not found").
-    pub missing_products: Vec<String>,
+    /// The CRM catalog (`crm.product.*`; `catalog.product.update` changes the same goods).
+    pub products: BTreeMap<u64, Value>,
+    /// This many more `crm.product.add` calls make the product but answer only after
+    /// `LOST_ANSWER_DELAY`, past the client's timeout: the answer is lost.
+    pub lose_product_adds: usize,
     /// Methods that answer `QUERY_LIMIT_EXCEEDED` this many more times inside a batch.
     pub limited_in_batch: BTreeMap<String, usize>,
     /// The portal moved: a request to the old address (`Fake::url`) answers 302 to this one.
@@ -158,6 +190,27 @@ impl Fake {
     }
 }
 
+impl Portal {
+    /// Adds a product as if made in the portal by hand; returns its id.
+    pub fn seed_product(&mut self, fields: &Value) -> u64 {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut record = json!({"ID": id.to_string(), "CATALOG_ID": "25", "ACTIVE": "Y",
+            "CURRENCY_ID": "RUB", "PRICE": null, "XML_ID": null, "DESCRIPTION": null});
+        merge_text(&mut record, Some(fields));
+        self.products.insert(id, record);
+        id
+    }
+
+    /// The products whose `XML_ID` is `xml_id`.
+    pub fn by_xml_id(&self, xml_id: &str) -> Vec<&Value> {
+        self.products
+            .values()
+            .filter(|p| p["XML_ID"] == xml_id)
+            .collect()
+    }
+}
+
 fn host(headers: &HeaderMap) -> String {
     headers
         .get("host")
@@ -175,6 +228,22 @@ async fn rest(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    let (answer, lose) = call(&portal, &rest, &query, &headers, &body);
+    if lose {
+        // Done on the portal, but the answer arrives after the caller gave up.
+        tokio::time::sleep(LOST_ANSWER_DELAY).await;
+    }
+    answer
+}
+
+/// One call, answered with whether its answer is to be lost.
+fn call(
+    portal: &Mutex<Portal>,
+    rest: &str,
+    query: &BTreeMap<String, String>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (Response, bool) {
     let form = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -186,7 +255,12 @@ async fn rest(
     } else {
         match serde_json::from_slice(&body) {
             Ok(v) => v,
-            Err(_) => return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "bad body"),
+            Err(_) => {
+                return (
+                    error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "bad body"),
+                    false,
+                );
+            }
         }
     };
     let mut p = portal.lock().expect("portal");
@@ -201,16 +275,22 @@ async fn rest(
             location.push('?');
             location.push_str(&serde_urlencoded::to_string(&query).expect("query"));
         }
-        return (StatusCode::FOUND, [("location", location)]).into_response();
+        return (
+            (StatusCode::FOUND, [("location", location)]).into_response(),
+            false,
+        );
     }
     let parts: Vec<&str> = rest.split('/').collect();
     let (method, how) = match parts.as_slice() {
         [user, secret, method] => {
             if *user != "1" || *secret != WEBHOOK_TOKEN {
-                return error(
-                    StatusCode::UNAUTHORIZED,
-                    "NO_AUTH_FOUND",
-                    "Wrong authorization data",
+                return (
+                    error(
+                        StatusCode::UNAUTHORIZED,
+                        "NO_AUTH_FOUND",
+                        "Wrong authorization data",
+                    ),
+                    false,
                 );
             }
             (method.to_string(), "webhook")
@@ -221,10 +301,13 @@ async fn rest(
                 .cloned()
                 .or_else(|| args.get("auth").and_then(Value::as_str).map(str::to_owned));
             let Some(token) = token else {
-                return error(
-                    StatusCode::UNAUTHORIZED,
-                    "NO_AUTH_FOUND",
-                    "Wrong authorization data",
+                return (
+                    error(
+                        StatusCode::UNAUTHORIZED,
+                        "NO_AUTH_FOUND",
+                        "Wrong authorization data",
+                    ),
+                    false,
                 );
             };
             if p.expire_after.is_some_and(|n| p.oauth_calls >= n) && token == p.access {
@@ -233,20 +316,26 @@ async fn rest(
             }
             if token != p.access {
                 p.expired_answers += 1;
-                return error(
-                    StatusCode::UNAUTHORIZED,
-                    "expired_token",
-                    "The access token provided has expired.",
+                return (
+                    error(
+                        StatusCode::UNAUTHORIZED,
+                        "expired_token",
+                        "The access token provided has expired.",
+                    ),
+                    false,
                 );
             }
             p.oauth_calls += 1;
             (method.to_string(), "oauth")
         }
         _ => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "ERROR_METHOD_NOT_FOUND",
-                "Method not found!",
+            return (
+                error(
+                    StatusCode::NOT_FOUND,
+                    "ERROR_METHOD_NOT_FOUND",
+                    "Method not found!",
+                ),
+                false,
             );
         }
     };
@@ -265,22 +354,31 @@ async fn rest(
     }
     if over {
         p.refused_by_bucket += 1;
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "QUERY_LIMIT_EXCEEDED",
-            "Too many requests",
+        return (
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "QUERY_LIMIT_EXCEEDED",
+                "Too many requests",
+            ),
+            false,
         );
     }
     p.level += 1.0;
     p.calls.push((method.clone(), how.into()));
     p.hosts.push(host);
     if method == "batch" {
-        return batch(&mut p, &args);
+        return (batch(&mut p, &args), false);
     }
-    match dispatch(&mut p, &method, &args) {
+    let answer = match dispatch(&mut p, &method, &args) {
         Ok(body) => Json(body).into_response(),
         Err((status, code, description)) => error(status, code, &description),
+    };
+    let lose =
+        method == "crm.product.add" && answer.status().is_success() && p.lose_product_adds > 0;
+    if lose {
+        p.lose_product_adds -= 1;
     }
+    (answer, lose)
 }
 
 /// Form pairs with PHP-style keys (`fields[PHONE][0][VALUE]`) as nested JSON; values stay
@@ -391,15 +489,72 @@ fn dispatch(p: &mut Portal, method: &str, args: &Value) -> Result<Value, Refusal
             }
             ok(json!(id))
         }
-        "catalog.product.update" | "crm.product.update" => {
-            match args["id"]
-                .as_str()
-                .map(str::to_owned)
-                .or_else(|| id_arg(args).map(|i| i.to_string()))
-            {
-                Some(id) if !p.missing_products.contains(&id) => ok(json!(true)),
-                _ => Err(not_found()),
+        "catalog.product.update" => match id_arg(args).and_then(|id| p.products.get(&id)) {
+            // The stock side of the same goods; its camelCase fields are not kept here.
+            Some(_) => ok(json!(true)),
+            None => Err(not_found()),
+        },
+        "crm.product.list" => {
+            p.list_args.push((method.to_owned(), args.clone()));
+            check_names(
+                args["filter"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|f| f.keys()),
+                "filter",
+            )?;
+            check_names(
+                args["select"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .filter(|s| *s != "*"),
+                "select",
+            )?;
+            list(p.products.values().cloned().collect(), args, false)
+        }
+        "crm.product.get" => match id_arg(args).and_then(|id| p.products.get(&id)) {
+            Some(product) => ok(product.clone()),
+            None => Err(not_found()),
+        },
+        "crm.product.add" => {
+            let Some(fields) = args.get("fields").filter(|f| f.is_object()) else {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    "",
+                    "Fields are not specified.".into(),
+                ));
+            };
+            check_names(
+                fields.as_object().into_iter().flat_map(|f| f.keys()),
+                "field",
+            )?;
+            if fields["NAME"].as_str().is_none_or(|n| n.trim().is_empty()) {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    "",
+                    "The field NAME is required.".into(),
+                ));
             }
+            ok(json!(p.seed_product(fields)))
+        }
+        "crm.product.update" => {
+            let Some(id) = id_arg(args) else {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    "",
+                    "ID is not defined or invalid.".into(),
+                ));
+            };
+            let fields = args.get("fields").cloned().unwrap_or(json!({}));
+            check_names(
+                fields.as_object().into_iter().flat_map(|f| f.keys()),
+                "field",
+            )?;
+            let product = p.products.get_mut(&id).ok_or_else(not_found)?;
+            merge_text(product, Some(&fields));
+            ok(json!(true))
         }
         "crm.duplicate.findbycomm" => {
             if args["type"] != "PHONE" && args["type"] != "EMAIL" {
@@ -478,6 +633,42 @@ fn dispatch(p: &mut Portal, method: &str, args: &Value) -> Result<Value, Refusal
             "ERROR_METHOD_NOT_FOUND",
             "Method not found!".into(),
         )),
+    }
+}
+
+/// Refuses a `crm.product` filter key (after its prefix), select entry or field that
+/// `crm.product.fields` does not list (`PROPERTY_<n>` are the catalog's properties).
+fn check_names<S: AsRef<str>>(
+    names: impl IntoIterator<Item = S>,
+    what: &str,
+) -> Result<(), Refusal> {
+    for name in names {
+        let name = name.as_ref();
+        let field = ["!=", ">=", "<=", ">", "<", "=", "!"]
+            .iter()
+            .find_map(|op| name.strip_prefix(op))
+            .unwrap_or(name);
+        if !PRODUCT_FIELDS.contains(&field) && !field.starts_with("PROPERTY_") {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "",
+                format!("Unknown {what}: {field}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Field values as the classic CRM keeps them: strings (numbers written as text).
+fn merge_text(record: &mut Value, fields: Option<&Value>) {
+    if let (Value::Object(r), Some(Value::Object(f))) = (record, fields) {
+        for (k, v) in f {
+            let v = match v {
+                Value::Number(n) => Value::String(n.to_string()),
+                other => other.clone(),
+            };
+            r.insert(k.clone(), v);
+        }
     }
 }
 
