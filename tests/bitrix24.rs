@@ -650,6 +650,24 @@ steps = [
     assert_eq!(output["id"], lamp.as_str());
     assert_eq!(done["links"][0]["target_id"], lamp.as_str(), "{done:#}");
     fake.with(|p| assert_eq!(p.products.len(), 63));
+
+    // A product deleted by hand after it was linked: the ID map still names it, its update
+    // answers "Not found" and the exchange fails; nothing is added behind the person's back.
+    fake.with(|p| p.products.retain(|_, r| r["XML_ID"] != "1c-table"));
+    let run = app
+        .run_with(
+            "goods",
+            &json!({"xml_id": "1c-table", "name": "Table, pine"}),
+        )
+        .await;
+    let failed = app.wait_for(run, "failed").await;
+    assert_eq!(failed["last_error"]["class"], "permanent", "{failed:#}");
+    let message = failed["last_error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("Not found"), "{message}");
+    fake.with(|p| {
+        assert!(p.by_xml_id("1c-table").is_empty());
+        assert_eq!(p.products.len(), 62);
+    });
 }
 
 #[test]

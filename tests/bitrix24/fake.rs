@@ -251,9 +251,9 @@ fn call(
     let args: Value = if body.is_empty() {
         json!({})
     } else if form {
-        nested(&serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body).unwrap_or_default())
+        nested(&serde_urlencoded::from_bytes::<Vec<(String, String)>>(body).unwrap_or_default())
     } else {
-        match serde_json::from_slice(&body) {
+        match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(_) => {
                 return (
@@ -264,7 +264,7 @@ fn call(
         }
     };
     let mut p = portal.lock().expect("portal");
-    let host = host(&headers);
+    let host = host(headers);
     if let Some(to) = p.moved_to.clone()
         && !to.ends_with(&host)
     {
@@ -273,7 +273,7 @@ fn call(
         let mut location = format!("{to}/rest/{rest}");
         if !query.is_empty() {
             location.push('?');
-            location.push_str(&serde_urlencoded::to_string(&query).expect("query"));
+            location.push_str(&serde_urlencoded::to_string(query).expect("query"));
         }
         return (
             (StatusCode::FOUND, [("location", location)]).into_response(),
