@@ -2,8 +2,9 @@
 //! (only addresses, secrets, the data dir, the retry pace and shadow → live substituted)
 //! against a test that plays 1C over real HTTP (tests/onec_example/client.rs) and a fake
 //! Bitrix24 portal that answers like the documented REST API (tests/onec_example/portal.rs):
-//! 1C's goods become Bitrix24 products (created once, updated by XML_ID, deactivated when
-//! 1C marks them deleted, nothing sent again for a re-upload), and a won Bitrix24 deal
+//! 1C's goods become Bitrix24 products (upserted by XML_ID: created once — also when the
+//! answer to the add is lost —, updated, deactivated when 1C marks them deleted, nothing
+//! sent again for a re-upload), and a won Bitrix24 deal
 //! becomes an order that 1C fetches with `mode=query` until it says `mode=success`.
 
 #[path = "onec_example/client.rs"]
@@ -294,9 +295,12 @@ async fn the_catalog_becomes_bitrix24_products_created_once_updated_and_deactiva
             .map(|(_, a)| a.clone())
             .collect()
     });
-    assert_eq!(finds.len(), 4);
+    // Each product: the flow's check, then the upsert's own search (the ID map is empty).
+    assert_eq!(finds.len(), 8, "{finds:?}");
     assert!(
-        finds.iter().all(|a| a["filter"]["XML_ID"].is_string()),
+        finds
+            .iter()
+            .all(|a| a["filter"]["XML_ID"].is_string() && a["select"] == json!(["ID"])),
         "{finds:?}"
     );
 
@@ -340,6 +344,7 @@ async fn the_catalog_becomes_bitrix24_products_created_once_updated_and_deactiva
             product_block(&import, TABLE_OTHER),
             &format!("{gone}\n{never}"),
         );
+    let calls_before = portal.with(|p| p.calls.len());
     let summaries = catalog_run(&app, &[("import.xml", &changed)]).await;
     assert!(
         summaries[0].contains("5 items (3 new, 2 duplicates"),
@@ -361,6 +366,19 @@ async fn the_catalog_becomes_bitrix24_products_created_once_updated_and_deactiva
     );
     let products = portal.with(|p| p.products.clone());
     assert_eq!(products.len(), 4, "nothing new: {products:#?}");
+    // Three checks; the two known products are updated straight from the ID map.
+    let mut since = portal.with(|p| p.methods()[calls_before..].to_vec());
+    since.sort();
+    assert_eq!(
+        since,
+        [
+            "crm.product.list",
+            "crm.product.list",
+            "crm.product.list",
+            "crm.product.update",
+            "crm.product.update"
+        ]
+    );
     let white_table_now = portal.with(|p| p.by_xml_id(TABLE_WHITE)[0].clone());
     assert_eq!(white_table_now["ID"], white_table["ID"], "the same product");
     assert_eq!(white_table_now["NAME"], "Стол обеденный раздвижной (Белый)");
@@ -370,6 +388,60 @@ async fn the_catalog_becomes_bitrix24_products_created_once_updated_and_deactiva
         portal.with(|p| p.refused_by_bucket),
         0,
         "the 2/s pace holds"
+    );
+}
+
+/// Bitrix24 makes the product but its answer is lost (the proxy in front answers 504): the
+/// retry's upsert searches by XML_ID again, finds that product and updates it — one product,
+/// not two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_to_an_add_is_retried_into_an_update_not_a_second_product() {
+    let portal = FakePortal::start().await;
+    portal.with(|p| p.lose_adds = 1);
+    let app = App::start(&portal).await;
+    let import = sample("official-samples-2.0x/import.xml");
+    // The catalog with one product.
+    let (head, rest) = import.split_once("<Товары>").expect("goods");
+    let (_, tail) = rest.split_once("</Товары>").expect("goods end");
+    let one = format!(
+        "{head}<Товары>{}</Товары>{tail}",
+        product_block(&import, TABLE_WHITE)
+    );
+    let summaries = catalog_run(&app, &[("import.xml", &one)]).await;
+    assert!(summaries[0].contains("1 items (1 new"), "{summaries:?}");
+    let all = app.settle("1c-catalog", 1).await;
+    assert_eq!(statuses(&all), ["succeeded"], "{all:#?}");
+    let detail = app.exchange(&all[0]["id"]).await;
+    assert_eq!(detail["attempts"], 2, "{detail:#}");
+    assert_eq!(
+        detail["attempt_log"][0]["error"]["class"], "transient",
+        "{detail:#}"
+    );
+    let made = portal.with(|p| {
+        p.by_xml_id(TABLE_WHITE)
+            .into_iter()
+            .cloned()
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(made.len(), 1, "one product: {made:#?}");
+    assert_eq!(made[0]["NAME"], "Стол обеденный (Белый)");
+    let write = detail["steps"]
+        .as_array()
+        .and_then(|s| s.last())
+        .map(|s| s["output"].clone())
+        .unwrap_or_default();
+    assert_eq!(write["action"], "updated", "{detail:#}");
+    assert_eq!(write["id"], made[0]["ID"]);
+    assert_eq!(
+        portal.with(|p| p.methods()),
+        [
+            "crm.product.list",
+            "crm.product.list",
+            "crm.product.add",
+            "crm.product.list",
+            "crm.product.update"
+        ],
+        "check, search, the add whose answer was lost; on retry a search that finds it"
     );
 }
 

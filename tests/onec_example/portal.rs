@@ -7,7 +7,8 @@
 //! `503 QUERY_LIMIT_EXCEEDED`, and `batch` (query-string commands, `halt`, `[]` for empty
 //! collections). Methods: `crm.product.list|get|add|update`, `crm.deal.get`,
 //! `crm.contact.get`, `crm.deal.productrows.get`, `crm.timeline.comment.add`. It also writes
-//! the form body of an outgoing event the way Bitrix24 posts it.
+//! the form body of an outgoing event the way Bitrix24 posts it, and can lose the answer to
+//! a `crm.product.add` that made the product (its front proxy answers `504 Gateway Time-out`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -69,6 +70,8 @@ pub struct Portal {
     level: f64,
     drained_at: Option<Instant>,
     pub refused_by_bucket: usize,
+    /// This many more `crm.product.add` calls make the product, then lose the answer.
+    pub lose_adds: usize,
 }
 
 impl Portal {
@@ -225,6 +228,16 @@ async fn rest(
     }
     p.calls.push((method.clone(), args.clone()));
     match dispatch(&mut p, &method, &args) {
+        Ok(_) if method == "crm.product.add" && p.lose_adds > 0 => {
+            // Made on the portal; the proxy in front gave up waiting for the answer.
+            p.lose_adds -= 1;
+            (
+                StatusCode::GATEWAY_TIMEOUT,
+                [("content-type", "text/html")],
+                "<html><head><title>504 Gateway Time-out</title></head></html>",
+            )
+                .into_response()
+        }
         Ok(body) => axum::Json(body).into_response(),
         Err((status, code, description)) => error(status, code, &description),
     }
