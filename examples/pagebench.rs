@@ -794,6 +794,7 @@ fn main() -> anyhow::Result<()> {
         "/".to_owned(),
         "/errors".to_owned(),
         "/exchanges?flow=orders&status=failed".to_owned(),
+        "/exchanges?status=failed".to_owned(),
         format!("/exchanges?q={}", seed.q),
         "/exchanges".to_owned(),
         format!("/exchanges/{}", seed.failed_id),
