@@ -966,3 +966,70 @@ async fn the_stock_example_pages_through_changed_products_into_bitrix24_batches(
         "the failed run kept the cursor"
     );
 }
+
+/// A batch whose `crm.deal.add` went through while another command was refused by the limit:
+/// sending the batch again would create the deal twice, so the step fails for a person to
+/// decide (naming the created id) and nothing is sent again. Without a create in it, the same
+/// refusal is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_created_a_record_is_not_sent_again() {
+    let fake = Fake::start().await;
+    fake.with(|p| {
+        p.contacts.insert(7, json!({"ID": "7", "NAME": "old"}));
+        p.limited_in_batch.insert("crm.contact.update".into(), 2);
+    });
+    let app = App::start(&format!(
+        r#"{}
+[[flows]]
+name = "batch"
+trigger = {{ manual = {{}} }}
+retry = {{ max_attempts = 3, initial = "50ms", max = "2s" }}
+steps = [ {{ name = "write", call = "b24.batch", args = '{{halt: 0, cmd: .trigger.cmd}}' }} ]
+"#,
+        webhook_system(&fake, "rate_limit = \"50/s\"")
+    ))
+    .await;
+    let cmd = json!({
+        "deal": "crm.deal.add?fields[TITLE]=Batch%20deal",
+        "contact": "crm.contact.update?id=7&fields[NAME]=From%20batch"
+    });
+    let id = app.run_with("batch", &json!({"cmd": cmd})).await;
+    let failed = app.wait_for(id, "failed").await;
+    let error = &failed["last_error"];
+    assert_eq!(error["class"], "permanent", "{failed:#}");
+    let message = error["message"].as_str().unwrap_or_default();
+    let deal = fake.with(|p| {
+        assert_eq!(p.deals.len(), 1, "one deal created, not two");
+        *p.deals.keys().next().expect("the deal")
+    });
+    assert!(
+        message.starts_with(
+            "batch command `contact` (crm.contact.update) failed: QUERY_LIMIT_EXCEEDED"
+        ) && message.contains(&format!("already created `deal` (crm.deal.add) id {deal}")),
+        "{message}"
+    );
+    let sent = fake.with(|p| p.batch_cmds.len());
+    assert_eq!(sent, 2, "the batch was sent once");
+    assert_eq!(
+        failed["attempt_log"].as_array().map(Vec::len),
+        Some(1),
+        "{failed:#}"
+    );
+
+    // No create in the batch: the refusal is retried and the update goes through.
+    let cmd = json!({
+        "deal": format!("crm.deal.get?id={deal}"),
+        "contact": "crm.contact.update?id=7&fields[NAME]=From%20batch"
+    });
+    let id = app.run_with("batch", &json!({"cmd": cmd})).await;
+    let done = app.wait_for(id, "succeeded").await;
+    assert_eq!(
+        done["attempt_log"].as_array().map(Vec::len),
+        Some(2),
+        "{done:#}"
+    );
+    fake.with(|p| {
+        assert_eq!(p.contacts[&7]["NAME"], "From batch");
+        assert_eq!(p.deals.len(), 1);
+    });
+}

@@ -911,3 +911,79 @@ steps = [ {{ call = "sklad.fetch", args = '{{href: .trigger.events[0].meta.href}
         [Some(403), Some(403), Some(403), Some(403)]
     );
 }
+
+/// Deliveries of several events without a `requestId` (a proxy stripped it, or an old
+/// sender): they carry no key to match repeats by, so each event is an exchange of its own
+/// and a later, different delivery is never taken for a duplicate of the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_without_a_request_id_are_not_duplicates_of_each_other() {
+    let fake = FakeMs::start().await;
+    let orders: Vec<String> = (1..=4)
+        .map(|i| fake.seed("customerorder", json!({"name": format!("0005{i}")})))
+        .collect();
+    let app = App::start(&format!(
+        r#"{}
+[[flows]]
+name = "ms-orders"
+trigger = {{ webhook = {{ system = "sklad" }} }}
+steps = [ {{ call = "sklad.fetch", args = '{{href: .trigger.events[0].meta.href}}', as = "order" }} ]
+"#,
+        sklad(&fake, &bearer())
+    ))
+    .await;
+    let delivery = |ids: &[String]| {
+        let events: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({"meta": {"type": "customerorder", "href": fake.href("customerorder", id)}, "action": "UPDATE", "accountId": "9171a53c-0000-0000-0000-000000000000"}))
+            .collect();
+        json!({"auditContext": {"meta": {"type": "audit", "href": format!("{}/audit/3", fake.base)}, "uid": "admin@acme", "moment": "2026-01-15 12:32:00"}, "events": events})
+    };
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let url = format!("{}/hooks/ms-orders?token={HOOK}", app.base);
+    for part in orders.chunks(2) {
+        let status = http
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .body(delivery(part).to_string())
+            .send()
+            .await
+            .expect("delivered")
+            .status();
+        assert_eq!(status, StatusCode::OK);
+    }
+    let list = |status: &'static str| {
+        let app = &app;
+        async move {
+            app.get(&format!("/api/exchanges?flow=ms-orders&status={status}"))
+                .await["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        }
+    };
+    let deadline = Instant::now() + WAIT;
+    while list("succeeded").await.len() < 4 {
+        assert!(Instant::now() < deadline, "{:#?}", list("duplicate").await);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(list("duplicate").await.len(), 0);
+    let done = list("succeeded").await;
+    let mut ids: Vec<String> = done
+        .iter()
+        .filter_map(|d| d["external_id"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort();
+    let mut want = orders.clone();
+    want.sort();
+    assert_eq!(ids, want, "every event of both deliveries ran");
+    for d in &done {
+        let key = d["key"].as_str().unwrap_or_default();
+        assert!(
+            !key.starts_with(':'),
+            "no key made of a missing requestId: {key}"
+        );
+    }
+}

@@ -21,6 +21,10 @@ use super::{Answer, BoxFuture, CallError, Connector, OutboundRequest};
 /// How much of a request or response body the journal keeps.
 pub const BODY_EXCERPT: usize = 4096;
 
+/// The longest a connector's pacing may hold back a system (Bitrix24's operating-limit
+/// reset, the longest wait any connector documents, is at most 10 minutes).
+pub const MAX_HOLD: Duration = Duration::from_secs(600);
+
 /// One configured system, ready to call.
 pub struct System {
     pub name: String,
@@ -234,9 +238,11 @@ impl System {
             .map(str::to_owned)
     }
 
-    /// Holds back every request of this system for `wait` from now (the longest hold wins).
+    /// Holds back every request of this system for `wait` from now (the longest hold wins),
+    /// never longer than [`MAX_HOLD`]: a wait comes from the system's headers, and one
+    /// absurd value must not stall every later call until restart.
     fn hold(&self, wait: Duration) {
-        let until = Instant::now() + wait;
+        let until = Instant::now() + wait.min(MAX_HOLD);
         if let Ok(mut held) = self.held_until.lock()
             && held.is_none_or(|h| h < until)
         {

@@ -70,9 +70,65 @@ pub fn failure(args: &Value, result: &Value) -> Option<CallError> {
             ));
         }
     }
+    // Retrying sends the whole batch again: a create that succeeded would be made twice.
+    // No duplicates at the target, so a person decides (the created ids are named).
+    let created = created(commands, result, failed);
+    if first.class.is_retryable() && !created.is_empty() {
+        message.push_str(&format!(
+            "; not retried: the batch already created {} — sending it again would create \
+             {} twice; check the target and retry by hand",
+            created.join(", "),
+            if created.len() == 1 { "it" } else { "them" }
+        ));
+        return Some(CallError::new(ErrorClass::Permanent, message));
+    }
     let mut err = CallError::new(first.class, message);
     err.retry_after = first.wait;
     Some(err)
+}
+
+/// The creating commands (`*.add`) that succeeded, as "`key` (method) id N".
+fn created(
+    commands: Option<&serde_json::Map<String, Value>>,
+    result: &Value,
+    failed: &serde_json::Map<String, Value>,
+) -> Vec<String> {
+    let Some(cmd) = commands else {
+        return Vec::new();
+    };
+    cmd.iter()
+        .filter_map(|(key, line)| {
+            let method = line.as_str()?.split('?').next()?;
+            if !is_create(method) || failed.contains_key(key) {
+                return None;
+            }
+            let answer = result.get("result")?.get(key)?;
+            let id = created_id(answer)
+                .map(|id| format!(" id {id}"))
+                .unwrap_or_default();
+            Some(format!("`{key}` ({method}){id}"))
+        })
+        .collect()
+}
+
+/// `crm.deal.add`, `tasks.task.add`, `crm.item.add`…: Bitrix24's creating methods.
+fn is_create(method: &str) -> bool {
+    method.to_ascii_lowercase().ends_with(".add")
+}
+
+/// The new record's id: the bare result (`crm.*.add`) or its `id` (`crm.item.add` gives
+/// `{item: {id}}`, `tasks.task.add` `{task: {id}}`).
+fn created_id(answer: &Value) -> Option<String> {
+    let scalar = |v: &Value| match v {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    };
+    scalar(answer)
+        .or_else(|| answer.get("id").and_then(scalar))
+        .or_else(|| answer.get("ID").and_then(scalar))
+        .or_else(|| answer.pointer("/item/id").and_then(scalar))
+        .or_else(|| answer.pointer("/task/id").and_then(scalar))
 }
 
 /// `halt: 1` (or `true`, `"Y"`): Bitrix24 stops at the first failed command.
@@ -184,6 +240,44 @@ mod tests {
         assert_eq!(e.class, ErrorClass::Permanent);
         assert!(e.message.contains("`b` (crm.deal.update)"), "{}", e.message);
         assert!(e.message.contains("1 more failed: batch command `a`"));
+    }
+
+    #[test]
+    fn a_create_that_succeeded_makes_a_retryable_failure_permanent() {
+        let sent = args(
+            0,
+            &[
+                ("deal", "crm.deal.add?fields[TITLE]=x"),
+                ("item", "crm.item.add?entityTypeId=1038&fields[title]=y"),
+                ("contact", "crm.contact.update?id=2&fields[NAME]=x"),
+            ],
+        );
+        let limited = json!({"result": {"deal": 42, "item": {"item": {"id": 7}}},
+            "result_error": {"contact": {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}}});
+        let e = failure(&sent, &limited).expect("failed");
+        assert_eq!(e.class, ErrorClass::Permanent, "{}", e.message);
+        assert_eq!(e.retry_after, None);
+        assert!(
+            e.message.starts_with(
+                "batch command `contact` (crm.contact.update) failed: QUERY_LIMIT_EXCEEDED"
+            ),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains(
+                "already created `deal` (crm.deal.add) id 42, `item` (crm.item.add) id 7"
+            ),
+            "{}",
+            e.message
+        );
+        // The add itself failed (nothing created): retrying is safe.
+        let add_failed = json!({"result": {"contact": true},
+            "result_error": {"deal": {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"},
+                "item": {"error": "OPERATION_TIME_LIMIT", "error_description": "slow"}}});
+        let e = failure(&sent, &add_failed).expect("failed");
+        assert!(e.class.is_retryable(), "{:?}: {}", e.class, e.message);
+        assert!(!e.message.contains("already created"), "{}", e.message);
     }
 
     #[test]

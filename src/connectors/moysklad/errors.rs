@@ -13,6 +13,11 @@ use super::super::{Answer, CallError};
 /// The wait when MoySklad says "too many" without saying how long (1073: parallel requests).
 const DEFAULT_WAIT: Duration = Duration::from_secs(1);
 
+/// The longest wait a MoySklad answer can impose. Its limits are counted over seconds (45
+/// requests per 3 s), so a longer `X-Lognex-Reset`/`Retry-After` is a broken or hostile
+/// header; unbounded, it would hold back every request to the system until restart.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
 /// Codes from the error table (`md/_errors.md`) that decide the class whatever the status.
 pub fn class_of_code(code: i64) -> Option<ErrorClass> {
     Some(match code {
@@ -60,8 +65,9 @@ pub fn errors_in(v: &Value) -> Vec<(Option<i64>, String)> {
         .collect()
 }
 
+/// A wait header in ms, clamped to [`MAX_WAIT`].
 fn header_ms(headers: &reqwest::header::HeaderMap, name: &str) -> Option<Duration> {
-    header_u64(headers, name).map(Duration::from_millis)
+    header_u64(headers, name).map(|ms| Duration::from_millis(ms).min(MAX_WAIT))
 }
 
 fn header_u64(headers: &reqwest::header::HeaderMap, name: &str) -> Option<u64> {
@@ -73,7 +79,8 @@ fn header_u64(headers: &reqwest::header::HeaderMap, name: &str) -> Option<u64> {
 /// replenished evenly, and `X-RateLimit-Remaining` after this request; up to `reserve`
 /// requests may already be on their way (the parallel ones). At `reserve` or fewer left, the
 /// next request waits until one more than that has come back (`X-Lognex-Reset` ms when the
-/// limit is already in force, or `X-Lognex-Retry-After` on a 429).
+/// limit is already in force, or `X-Lognex-Retry-After` on a 429). Never longer than
+/// [`MAX_WAIT`], whatever the headers say.
 pub fn pace(answer: &Answer, reserve: u64) -> Option<Duration> {
     let h = &answer.headers;
     let remaining = header_u64(h, "x-ratelimit-remaining")?;
@@ -87,15 +94,17 @@ pub fn pace(answer: &Answer, reserve: u64) -> Option<Duration> {
         header_u64(h, "x-ratelimit-limit").filter(|l| *l > 0),
         header_u64(h, "x-lognex-retry-timeinterval"),
     ) {
+        // Saturating: the factors come from headers and must not overflow.
         (Some(limit), Some(interval)) => Some(Duration::from_millis(
-            interval * (reserve + 1 - remaining) / limit,
+            interval.saturating_mul(reserve.saturating_add(1).saturating_sub(remaining)) / limit,
         )),
         _ => None,
     };
-    match (blocked, refill) {
-        (Some(b), Some(r)) => Some(b.max(r)),
-        (b, r) => b.or(r).or(Some(DEFAULT_WAIT)),
-    }
+    let wait = match (blocked, refill) {
+        (Some(b), Some(r)) => b.max(r),
+        (b, r) => b.or(r).unwrap_or(DEFAULT_WAIT),
+    };
+    Some(wait.min(MAX_WAIT))
 }
 
 /// 2xx is success. Otherwise: a rate-limit code or 429 → rate_limited, waiting
@@ -142,7 +151,7 @@ pub fn classify(answer: &Answer) -> Option<CallError> {
     let h = &answer.headers;
     err.retry_after = header_ms(h, "x-lognex-retry-after")
         .or_else(|| header_ms(h, "x-lognex-reset").filter(|d| !d.is_zero()))
-        .or_else(|| retry_after(h, SystemTime::now()));
+        .or_else(|| retry_after(h, SystemTime::now()).map(|d| d.min(MAX_WAIT)));
     if class == ErrorClass::RateLimited && err.retry_after.is_none() {
         err.retry_after = Some(DEFAULT_WAIT);
     }

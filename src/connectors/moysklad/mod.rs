@@ -683,11 +683,13 @@ impl Connector for MoySkladConnector {
             .collect()
     }
 
+    /// Without a `requestId` there is no key (`null + ":"` would be `":"` in jq, making
+    /// every later delivery a duplicate of the first): each event then runs.
     fn inbound_defaults(&self) -> InboundDefaults {
         InboundDefaults {
             external_id: Some(r#".events[0].meta.href // empty | split("/") | .[-1]"#),
             key: Some(
-                r#"if .eventIndex == null then .requestId else .requestId + ":" + (.eventIndex | tostring) end"#,
+                r#"if .requestId == null or .eventIndex == null then .requestId else .requestId + ":" + (.eventIndex | tostring) end"#,
             ),
         }
     }

@@ -222,6 +222,54 @@ fn a_nearly_spent_budget_holds_the_next_requests() {
 }
 
 #[test]
+fn absurd_rate_limit_headers_neither_stall_nor_overflow() {
+    let pace = |headers: &[(&'static str, &str)]| errors::pace(&answer(200, headers, "{}"), 5);
+    // A reset thousands of years away holds back for at most MAX_WAIT.
+    let far = pace(&[
+        ("x-ratelimit-remaining", "0"),
+        ("x-lognex-reset", "99999999999999"),
+    ]);
+    assert_eq!(far, Some(errors::MAX_WAIT));
+    let far = pace(&[
+        ("x-ratelimit-remaining", "0"),
+        ("x-lognex-retry-after", "18446744073709551615"),
+    ]);
+    assert_eq!(far, Some(errors::MAX_WAIT));
+    // interval * (reserve + 1 - remaining) would overflow u64: saturates, then is clamped.
+    let huge = pace(&[
+        ("x-ratelimit-limit", "1"),
+        ("x-ratelimit-remaining", "0"),
+        ("x-lognex-retry-timeinterval", "18446744073709551615"),
+    ]);
+    assert_eq!(huge, Some(errors::MAX_WAIT));
+    // A reserve at the top of u64 does not overflow either.
+    let all = answer(
+        200,
+        &[
+            ("x-ratelimit-limit", "45"),
+            ("x-ratelimit-remaining", "0"),
+            ("x-lognex-retry-timeinterval", "3000"),
+        ],
+        "{}",
+    );
+    assert_eq!(errors::pace(&all, u64::MAX), Some(errors::MAX_WAIT));
+    // The retry wait of a refused request is clamped the same way.
+    let refused = answer(
+        429,
+        &[
+            ("x-lognex-retry-after", "99999999999999"),
+            ("retry-after", "99999999999999"),
+        ],
+        "{}",
+    );
+    let err = errors::classify(&refused).expect("a 429 is an error");
+    assert_eq!(err.retry_after, Some(errors::MAX_WAIT));
+    let refused = answer(429, &[("retry-after", "99999999999999")], "{}");
+    let err = errors::classify(&refused).expect("a 429 is an error");
+    assert_eq!(err.retry_after, Some(errors::MAX_WAIT));
+}
+
+#[test]
 fn paging_args_stay_out_of_the_query() {
     let (c, _) = build(r#"token = "ms-token-123456""#);
     let c = c.expect("built");
