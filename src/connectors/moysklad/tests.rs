@@ -262,10 +262,10 @@ fn absurd_rate_limit_headers_neither_stall_nor_overflow() {
         ],
         "{}",
     );
-    let err = errors::classify(&refused).expect("a 429 is an error");
+    let err = classify(&refused).expect("a 429 is an error");
     assert_eq!(err.retry_after, Some(errors::MAX_WAIT));
     let refused = answer(429, &[("retry-after", "99999999999999")], "{}");
-    let err = errors::classify(&refused).expect("a 429 is an error");
+    let err = classify(&refused).expect("a 429 is an error");
     assert_eq!(err.retry_after, Some(errors::MAX_WAIT));
 }
 
