@@ -143,11 +143,17 @@ pub fn element(node: &Node) -> Value {
     if !node.text.is_empty() {
         out.insert("text".into(), Value::String(node.text.clone()));
     }
+    // Counted once per node: asking each child "am I repeated?" was quadratic.
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for child in &node.children {
+        *seen.entry(child.name.as_str()).or_default() += 1;
+    }
     for child in &node.children {
         let key = json_name(&child.name).to_owned();
         let value = element(child);
         // A repeated child is a list; Картинка is one even when it appears once.
-        if child.name == "Картинка" || repeated(node, &child.name) {
+        let repeated = seen.get(child.name.as_str()).is_some_and(|n| *n > 1);
+        if child.name == "Картинка" || repeated {
             match out.entry(key).or_insert_with(|| Value::Array(Vec::new())) {
                 Value::Array(list) => list.push(value),
                 other => *other = value,
@@ -157,10 +163,6 @@ pub fn element(node: &Node) -> Value {
         }
     }
     Value::Object(out)
-}
-
-fn repeated(parent: &Node, name: &str) -> bool {
-    parent.children_named(name).nth(1).is_some()
 }
 
 fn text(t: &str) -> Value {

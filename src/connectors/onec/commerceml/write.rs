@@ -241,7 +241,16 @@ fn is_time(s: &str) -> bool {
 }
 
 pub fn escape(s: &str) -> String {
-    quick_xml::escape::escape(s).into_owned()
+    // XML 1.0 forbids most control characters even escaped; one pasted into a deal comment
+    // would make the whole `mode=query` document unreadable for 1C and hold every order.
+    let allowed = |c: char| {
+        matches!(c, '\t' | '\n' | '\r') || !(c.is_control() || c == '\u{FFFE}' || c == '\u{FFFF}')
+    };
+    if s.chars().all(allowed) {
+        return quick_xml::escape::escape(s).into_owned();
+    }
+    let clean: String = s.chars().filter(|c| allowed(*c)).collect();
+    quick_xml::escape::escape(clean.as_str()).into_owned()
 }
 
 #[derive(Default)]
@@ -281,6 +290,13 @@ impl Xml {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn xml_forbidden_characters_are_dropped_not_sent() {
+        assert_eq!(escape("a\u{0b}b\u{0}c & d"), "abc &amp; d");
+        assert_eq!(escape("line\nnext\ttab"), "line\nnext\ttab");
+    }
+
     use super::*;
     use serde_json::json;
 

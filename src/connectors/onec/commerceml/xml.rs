@@ -22,6 +22,12 @@ use serde::{Deserialize, Serialize};
 pub const ROOT: &str = "КоммерческаяИнформация";
 /// An item bigger than this is refused: one `Товар` is kilobytes, not megabytes.
 const MAX_ITEM_BYTES: u64 = 16 << 20;
+/// How deep elements may nest. CommerceML needs about ten levels; the tree of an item is
+/// built, mapped and dropped recursively, so a hostile depth must be refused before it
+/// exhausts the stack.
+const MAX_DEPTH: usize = 48;
+/// Elements one item may hold (a product with every property and price has a few hundred).
+const MAX_ITEM_NODES: usize = 100_000;
 
 /// Where reading a file stopped, saved between `mode=import` requests.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -205,6 +211,11 @@ fn run(path: &Path, batch: &mut Batch, limits: Limits) -> Result<(), String> {
                     let node = subtree(&mut reader, enc, &e, name, start)?;
                     price_type(&mut cur.header, &node);
                 } else {
+                    if cur.stack.len() >= MAX_DEPTH {
+                        return Err(format!(
+                            "<{name}> at byte {start} nests deeper than {MAX_DEPTH} elements"
+                        ));
+                    }
                     cur.stack.push(name);
                 }
             }
@@ -424,7 +435,15 @@ fn subtree<R: std::io::BufRead>(
         ..Node::default()
     }];
     let mut buf = Vec::new();
+    let mut nodes = 1;
     loop {
+        if nodes > MAX_ITEM_NODES {
+            return Err(format!(
+                "<{}> at byte {} holds more than {MAX_ITEM_NODES} elements",
+                open[0].name,
+                base + began
+            ));
+        }
         if reader.buffer_position() - began > MAX_ITEM_BYTES {
             return Err(format!(
                 "<{}> at byte {} is larger than {} MiB",
@@ -439,12 +458,23 @@ fn subtree<R: std::io::BufRead>(
             .map_err(|e| xml_error(&e, base + reader.error_position()))?;
         let top = open.len() - 1;
         match event {
-            Event::Start(e) => open.push(Node {
-                name: local_name(enc, &e),
-                attrs: attrs(enc, &e)?,
-                ..Node::default()
-            }),
+            Event::Start(e) => {
+                if open.len() >= MAX_DEPTH {
+                    return Err(format!(
+                        "<{}> at byte {} nests deeper than {MAX_DEPTH} elements",
+                        open[0].name,
+                        base + began
+                    ));
+                }
+                nodes += 1;
+                open.push(Node {
+                    name: local_name(enc, &e),
+                    attrs: attrs(enc, &e)?,
+                    ..Node::default()
+                });
+            }
             Event::Empty(e) => {
+                nodes += 1;
                 let node = Node {
                     name: local_name(enc, &e),
                     attrs: attrs(enc, &e)?,
@@ -615,5 +645,71 @@ mod tests {
                 .as_deref()
                 .is_some_and(|e| e.contains("not a CommerceML"))
         );
+    }
+}
+
+#[cfg(test)]
+mod limits_tests {
+    use super::*;
+
+    fn read(doc: &str) -> Batch {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("import.xml");
+        std::fs::write(&path, doc).expect("write");
+        let limits = Limits {
+            max_items: 10,
+            deadline: Instant::now() + std::time::Duration::from_secs(30),
+        };
+        read_batch(&path, Cursor::default(), limits)
+    }
+
+    fn catalog(item: &str) -> String {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><КоммерческаяИнформация ВерсияСхемы=\"2.07\"><Каталог><Товары>{item}</Товары></Каталог></КоммерческаяИнформация>"
+        )
+    }
+
+    /// A hostile depth is a file error, not a stack overflow that aborts the process.
+    #[test]
+    fn deep_nesting_is_refused_inside_an_item_and_outside() {
+        let deep = 50_000;
+        let item = format!(
+            "<Товар><Ид>1</Ид>{}{}</Товар>",
+            "<a>".repeat(deep),
+            "</a>".repeat(deep)
+        );
+        let batch = read(&catalog(&item));
+        let error = batch.error.expect("refused");
+        assert!(error.contains("nests deeper"), "{error}");
+        assert!(batch.items.is_empty());
+
+        let outside = format!(
+            "<КоммерческаяИнформация>{}{}</КоммерческаяИнформация>",
+            "<b>".repeat(deep),
+            "</b>".repeat(deep)
+        );
+        let error = read(&outside).error.expect("refused");
+        assert!(error.contains("nests deeper"), "{error}");
+    }
+
+    #[test]
+    fn an_item_with_too_many_elements_is_refused() {
+        let item = format!(
+            "<Товар><Ид>1</Ид>{}</Товар>",
+            "<a/>".repeat(MAX_ITEM_NODES + 1)
+        );
+        let error = read(&catalog(&item)).error.expect("refused");
+        assert!(error.contains("more than"), "{error}");
+    }
+
+    /// Many differently named children map in one pass (this took minutes when each child
+    /// rescanned its siblings).
+    #[test]
+    fn wide_items_map_in_linear_time() {
+        let children: String = (0..50_000).map(|i| format!("<c{i}>x</c{i}>")).collect();
+        let batch = read(&catalog(&format!("<Товар><Ид>1</Ид>{children}</Товар>")));
+        assert!(batch.error.is_none(), "{:?}", batch.error);
+        let value = super::super::map::element(&batch.items[0].1);
+        assert_eq!(value.as_object().map(serde_json::Map::len), Some(50_001));
     }
 }
