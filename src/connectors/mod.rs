@@ -307,10 +307,10 @@ pub fn build(
             .map(|c| Arc::new(c) as Arc<dyn Connector>),
         "moysklad" => moysklad::MoySkladConnector::build(table, &path, ctx)
             .map(|c| Arc::new(c) as Arc<dyn Connector>),
-        "onec" => onec::OnecConnector::build(table, &path, ctx)
-            .map(|c| Arc::new(c) as Arc<dyn Connector>),
-        "trustme" | "pkb" | "adata" | "hh" | "huntflow" | "telegram" | "whatsapp"
-        | "asterisk" => {
+        "onec" => {
+            onec::OnecConnector::build(table, &path, ctx).map(|c| Arc::new(c) as Arc<dyn Connector>)
+        }
+        "trustme" | "pkb" | "adata" | "hh" | "huntflow" | "telegram" | "whatsapp" | "asterisk" => {
             let mut at = path;
             at.push(PathSeg::Key("kind".into()));
             ctx.problem(

@@ -260,8 +260,17 @@ mod tests {
                 .write(|tx| get(tx, "oauth:bitrix24:b24"))
                 .await
                 .expect("get");
-            assert_eq!(got.map(|(s, _)| s.expose().to_owned()).as_deref(), Some(value));
-            assert!(store.write(|tx| get(tx, "nothing")).await.expect("get").is_none());
+            assert_eq!(
+                got.map(|(s, _)| s.expose().to_owned()).as_deref(),
+                Some(value)
+            );
+            assert!(
+                store
+                    .write(|tx| get(tx, "nothing"))
+                    .await
+                    .expect("get")
+                    .is_none()
+            );
             store.close();
         }
         let bytes = std::fs::read(dir.path().join(DATA_FILE)).expect("data file");
@@ -269,7 +278,10 @@ mod tests {
         assert!(!clear, "the value is sealed, never in the file in clear");
         let secrets = SecretStore::open(dir.path(), key).expect("reopen");
         let all = secrets.read_all().expect("read");
-        assert_eq!(all.get("oauth:bitrix24:b24").map(Secret::expose), Some(value));
+        assert_eq!(
+            all.get("oauth:bitrix24:b24").map(Secret::expose),
+            Some(value)
+        );
     }
 
     #[test]
