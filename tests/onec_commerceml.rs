@@ -40,7 +40,7 @@ impl Drop for App {
 }
 
 fn samples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/specs/1c/commerceml")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/1c/commerceml")
 }
 
 fn sample(rel: &str) -> Vec<u8> {

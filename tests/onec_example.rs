@@ -32,7 +32,7 @@ const WAIT: Duration = Duration::from_secs(30);
 const EXAMPLE: &str = "examples/1c-catalog-and-orders-with-bitrix24.toml";
 
 fn samples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/specs/1c/commerceml")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/1c/commerceml")
 }
 
 fn sample(rel: &str) -> String {
