@@ -76,6 +76,11 @@ trigger = {{ commerceml = {{ user = "{USER}", password = "{PASSWORD}", type = "c
 steps = [ {{ call = "sink.put", args = '.trigger | {{id, kind, deleted, file, key: .exchange_key}}' }} ]
 
 [[flows]]
+name = "tight"
+trigger = {{ commerceml = {{ user = "{USER}", password = "{PASSWORD}", type = "catalog", file_limit = 1024, upload_limit = 4096 }} }}
+steps = [ {{ call = "sink.put", args = '.trigger | {{id, kind}}' }} ]
+
+[[flows]]
 name = "orders"
 trigger = {{ commerceml = {{ user = "{USER}", password = "{PASSWORD}", type = "sale" }} }}
 steps = [ {{ call = "sink.put", args = '.trigger | {{id, kind, deleted, number_1c}}' }} ]
@@ -544,5 +549,85 @@ fn xmllint_valid(app: &App, doc: &[u8]) {
         out.status.success(),
         "the query answer breaks commerceml-2.09.xsd:\n{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn catalog_doc(items: &str) -> Vec<u8> {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<КоммерческаяИнформация ВерсияСхемы=\"2.07\"><Каталог><Ид>c</Ид><Товары>{items}</Товары></Каталог></КоммерческаяИнформация>\n"
+    )
+    .into_bytes()
+}
+
+/// Hostile files: a deep item is a journaled file error (the process used to abort on a
+/// stack overflow), a re-uploaded name is read again, and the session's uploads are bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_items_reuploads_and_the_session_upload_limit() {
+    let sink = Sink::start().await;
+    let app = App::start(&sink).await;
+    let mut onec = app.onec("catalog", "catalog");
+    assert_eq!(onec.checkauth(USER, Some(PASSWORD)).await.status, "success");
+    let limit = onec.init().await;
+
+    let deep = 20_000;
+    let item = format!(
+        "<Товар><Ид>deep</Ид>{}{}</Товар>",
+        "<a>".repeat(deep),
+        "</a>".repeat(deep)
+    );
+    onec.upload("deep.xml", &catalog_doc(&item), limit).await;
+    let (a, _) = onec.import("deep.xml").await;
+    assert_eq!(a.status, "failure", "{a:?}");
+    assert!(a.message().contains("nests deeper"), "{a:?}");
+    let all = app.settle("catalog").await;
+    assert_eq!(by_status(&all, "rejected"), 1, "journaled: {all:#?}");
+
+    // The same name again in the same session: its new content is read, not the saved
+    // outcome of the first upload.
+    let one = catalog_doc("<Товар><Ид>p1</Ид><Наименование>Один</Наименование></Товар>");
+    onec.upload("import.xml", &one, limit).await;
+    let (a, _) = onec.import("import.xml").await;
+    assert_eq!(a.status, "success", "{a:?}");
+    let two = catalog_doc(
+        "<Товар><Ид>p2</Ид><Наименование>Два</Наименование></Товар><Товар><Ид>p3</Ид><Наименование>Три</Наименование></Товар>",
+    );
+    onec.upload("import.xml", &two, limit).await;
+    let (a, _) = onec.import("import.xml").await;
+    assert_eq!(a.status, "success", "{a:?}");
+    assert!(a.message().contains("2 items"), "{a:?}");
+    // A broken file fixed and sent again under its name is read again too.
+    onec.upload("deep.xml", &one, limit).await;
+    let (a, _) = onec.import("deep.xml").await;
+    assert_eq!(a.status, "success", "{a:?}");
+    app.settle("catalog").await;
+    let ids: Vec<String> = sink
+        .bodies()
+        .iter()
+        .filter_map(|b| b["id"].as_str().map(str::to_owned))
+        .collect();
+    for id in ["p1", "p2", "p3"] {
+        assert!(ids.iter().any(|i| i == id), "{id} in {ids:?}");
+    }
+
+    // upload_limit bounds what one session holds, whatever the part size.
+    let mut tight = app.onec("tight", "catalog");
+    assert_eq!(
+        tight.checkauth(USER, Some(PASSWORD)).await.status,
+        "success"
+    );
+    let limit = tight.init().await;
+    assert_eq!(limit, 1024);
+    for i in 0..4 {
+        let a = tight.file_part("big.xml", vec![b' '; limit]).await;
+        assert_eq!(a.status, "success", "part {i}: {a:?}");
+    }
+    let a = tight.file_part("other.xml", vec![b' '; 1]).await;
+    assert_eq!(a.status, "failure", "{a:?}");
+    assert!(a.message().contains("upload_limit=4096"), "{a:?}");
+    // init starts the session over, and with it the count.
+    tight.init().await;
+    assert_eq!(
+        tight.file_part("big.xml", vec![b' '; limit]).await.status,
+        "success"
     );
 }

@@ -122,6 +122,8 @@ pub struct CommerceMlFile {
     pub type_: String,
     /// Largest body of one `mode=file` request told to 1C (default 8 MiB).
     pub file_limit: Option<u64>,
+    /// Bytes a 1C session may hold uploaded at once, all files together (default 1 GiB).
+    pub upload_limit: Option<u64>,
     /// Items one `mode=import` request accepts before answering `progress` (default 1000).
     pub import_batch: Option<usize>,
 }

@@ -531,7 +531,9 @@ fn commerceml(
     at: &[PathSeg],
     ctx: &mut Ctx<'_>,
 ) -> Option<Trigger> {
-    use crate::connectors::onec::commerceml::session::{DEFAULT_FILE_LIMIT, ExchangeType};
+    use crate::connectors::onec::commerceml::session::{
+        DEFAULT_FILE_LIMIT, DEFAULT_UPLOAD_LIMIT, ExchangeType,
+    };
     let exchange = ExchangeType::parse(&c.type_);
     if exchange.is_none() {
         ctx.problem(
@@ -546,12 +548,17 @@ fn commerceml(
     if !(1024..=1 << 30).contains(&file_limit) {
         ctx.problem(with(at, "file_limit"), "between 1024 bytes and 1 GiB");
     }
+    let upload_limit = c.upload_limit.unwrap_or(DEFAULT_UPLOAD_LIMIT);
+    if upload_limit < file_limit {
+        ctx.problem(with(at, "upload_limit"), "at least file_limit");
+    }
     let password = ctx.secret(with(at, "password"), &c.password);
     Some(Trigger::CommerceMl(crate::engine::flow::CommerceMl {
         user: c.user.clone(),
         password: password?,
         exchange: exchange?,
         file_limit,
+        upload_limit,
         import_batch: c.import_batch.unwrap_or(1000).max(1),
     }))
 }

@@ -39,6 +39,8 @@ pub struct CommerceMl {
     pub password: crate::mask::Secret,
     pub exchange: crate::connectors::onec::commerceml::session::ExchangeType,
     pub file_limit: u64,
+    /// Bytes one session may hold uploaded at once (all its files).
+    pub upload_limit: u64,
     /// Items one `mode=import` request accepts at most (it also stops after 2 s).
     pub import_batch: usize,
 }

@@ -98,6 +98,7 @@ pub async fn exchange(
         password: t.password.clone(),
         exchange: t.exchange,
         file_limit: t.file_limit,
+        upload_limit: t.upload_limit,
         import_batch: t.import_batch,
     };
     handle(state, peer, flow, t, query, headers, body).await
@@ -353,8 +354,21 @@ impl Ctx {
         };
         let path = self.dir().join(&rel);
         let at_upload = self.session.reads_at_upload(self.trigger.exchange);
-        if at_upload && let Err(e) = self.start_again_if_read(&rel, &path).await {
+        // Any upload of a name already read (or refused) is new content: without this the
+        // next mode=import answered the saved outcome and never read it.
+        if let Err(e) = self.start_again_if_read(&rel, &path).await {
             return failure(&format!("cannot start the file again: {e}"));
+        }
+        // Parts are bounded one by one; the session's files together are bounded here, so
+        // an endless upload cannot fill the disk.
+        let held = held_bytes(&self.dir());
+        if held.saturating_add(bytes.len() as u64) > self.trigger.upload_limit {
+            return failure(&format!(
+                "this session already holds {held} bytes of uploads: another {} would pass \
+                 upload_limit={} bytes (mode=init starts over)",
+                bytes.len(),
+                self.trigger.upload_limit
+            ));
         }
         let target = path.clone();
         let written = tokio::task::spawn_blocking(move || append(&target, &bytes)).await;
@@ -366,8 +380,8 @@ impl Ctx {
         }
     }
 
-    /// An older module uploads a name that was already read in this session: new content,
-    /// so its import starts over (and a broken earlier file is not appended to).
+    /// A name that was already read (or refused) in this session is uploaded again: new
+    /// content, so its import starts over (and a broken earlier file is not appended to).
     async fn start_again_if_read(
         &self,
         rel: &std::path::Path,
@@ -645,6 +659,25 @@ fn summary(file: &str, s: &ImportState) -> String {
         "{file}: {} items ({} new, {} duplicates, {} rejected)",
         s.cursor.items, s.new, s.duplicates, s.rejected
     )
+}
+
+/// Bytes of all the files in a session's work dir (missing dir: none).
+fn held_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0u64;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => todo.push(entry.path()),
+                Ok(m) => total = total.saturating_add(m.len()),
+                Err(_) => {}
+            }
+        }
+    }
+    total
 }
 
 /// Appends a part to the file and syncs it: `success` means the bytes are on disk.

@@ -17,6 +17,8 @@ pub const COOKIE: &str = "obmen_1c";
 pub const SESSION_TTL_MS: Millis = 24 * 3_600_000;
 /// `file_limit` told to 1C: the largest body of one `mode=file` request.
 pub const DEFAULT_FILE_LIMIT: u64 = 8 << 20;
+/// `upload_limit`: what one session may hold uploaded at once, all its files together.
+pub const DEFAULT_UPLOAD_LIMIT: u64 = 1 << 30;
 
 /// `type=` of the exchange: which flows may take part.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

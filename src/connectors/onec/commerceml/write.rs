@@ -14,6 +14,7 @@ pub fn check_order(order: &Value) -> Result<(), String> {
     let obj = order
         .as_object()
         .ok_or("the order must be an object (see docs/connectors/1c.md)")?;
+    forbidden_chars(order, &mut String::new())?;
     for field in ["id", "date", "currency", "sum"] {
         if scalar(obj.get(field)).is_none() {
             return Err(format!("the order has no `{field}`"));
@@ -43,6 +44,55 @@ pub fn check_order(order: &Value) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// XML 1.0 cannot carry most control characters, even escaped: refused here, so only this
+/// order's exchange fails and `mode=query` stays readable for the others.
+fn forbidden_chars(v: &Value, at: &mut String) -> Result<(), String> {
+    let bad = |t: &str| t.chars().find(|c| !xml_char(*c));
+    match v {
+        Value::String(t) => match bad(t) {
+            Some(c) => Err(format!(
+                "`{}` holds the character U+{:04X}, which XML cannot carry",
+                if at.is_empty() { "order" } else { at.as_str() },
+                u32::from(c)
+            )),
+            None => Ok(()),
+        },
+        Value::Array(list) => {
+            for (i, item) in list.iter().enumerate() {
+                let len = at.len();
+                at.push_str(&format!("[{i}]"));
+                forbidden_chars(item, at)?;
+                at.truncate(len);
+            }
+            Ok(())
+        }
+        Value::Object(map) => {
+            for (k, item) in map {
+                if let Some(c) = bad(k) {
+                    return Err(format!(
+                        "a key in `{at}` holds the character U+{:04X}, which XML cannot carry",
+                        u32::from(c)
+                    ));
+                }
+                let len = at.len();
+                if !at.is_empty() {
+                    at.push('.');
+                }
+                at.push_str(k);
+                forbidden_chars(item, at)?;
+                at.truncate(len);
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether XML 1.0 allows the character (its `Char` production).
+fn xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
 /// The whole answer, windows-1251 encoded. `formed_at` is `YYYY-MM-DDTHH:MM:SS`.
@@ -243,9 +293,7 @@ fn is_time(s: &str) -> bool {
 pub fn escape(s: &str) -> String {
     // XML 1.0 forbids most control characters even escaped; one pasted into a deal comment
     // would make the whole `mode=query` document unreadable for 1C and hold every order.
-    let allowed = |c: char| {
-        matches!(c, '\t' | '\n' | '\r') || !(c.is_control() || c == '\u{FFFE}' || c == '\u{FFFF}')
-    };
+    let allowed = xml_char;
     if s.chars().all(allowed) {
         return quick_xml::escape::escape(s).into_owned();
     }
@@ -290,6 +338,52 @@ impl Xml {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_order_with_a_character_xml_cannot_carry_is_refused() {
+        let mut o = json!({"id": "1", "date": "2026-01-15", "currency": "KZT", "sum": "1",
+            "comment": "call\u{0b}me", "counterparties": [{"name": "Иван"}],
+            "lines": [{"name": "Чайник"}]});
+        let e = check_order(&o).expect_err("refused");
+        assert!(e.contains("`comment`") && e.contains("U+000B"), "{e}");
+        o["comment"] = json!("ok\tand\nnew line");
+        o["lines"][0]["name"] = json!("a\u{0}b");
+        let e = check_order(&o).expect_err("refused");
+        assert!(e.contains("`lines[0].name`") && e.contains("U+0000"), "{e}");
+        o["lines"][0]["name"] = json!("Чайник \u{1F375}");
+        assert_eq!(check_order(&o), Ok(()));
+    }
+
+    /// The writer's last defence: an order that got past check_order still yields a
+    /// document an XML parser reads.
+    #[test]
+    fn a_query_document_never_carries_forbidden_characters() {
+        let o = json!({"id": "1", "date": "2026-01-15", "currency": "KZT", "sum": "1",
+            "comment": "a\u{0b}b\u{1f}c\u{FFFE}", "counterparties": [{"name": "И\u{7}ван"}],
+            "lines": [{"name": "Чайник"}]});
+        let doc = query_document(&[o], "2026-01-15T10:00:00");
+        assert!(
+            !doc.iter()
+                .any(|b| *b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+        );
+        let text = encoding_rs::WINDOWS_1251.decode(&doc).0;
+        assert!(text.contains("<Комментарий>abc</Комментарий>"), "{text}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("q.xml");
+        std::fs::write(&file, &doc).expect("write");
+        // xmllint is how CI checks documents 1C reads (.ci/run installs libxml2-utils).
+        if let Ok(out) = std::process::Command::new("xmllint")
+            .arg("--noout")
+            .arg(&file)
+            .output()
+        {
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
 
     #[test]
     fn xml_forbidden_characters_are_dropped_not_sent() {

@@ -29,6 +29,35 @@ const MAX_DEPTH: usize = 48;
 /// Elements one item may hold (a product with every property and price has a few hundred).
 const MAX_ITEM_NODES: usize = 100_000;
 
+/// The file under the XML reader, with a byte budget: quick-xml reads a text node or tag
+/// whole into memory, so a 100 MB text must be cut off while it is read, not after.
+struct Budgeted {
+    file: File,
+    left: std::cell::Cell<u64>,
+    /// The budget ran out (the read error is ours, not the disk's).
+    spent: std::cell::Cell<bool>,
+}
+
+impl Read for Budgeted {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.left.get();
+        if left == 0 {
+            self.spent.set(true);
+            return Err(std::io::Error::other("over the byte budget"));
+        }
+        let max = out.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.file.read(&mut out[..max])?;
+        self.left.set(left - n as u64);
+        Ok(n)
+    }
+}
+
+type XmlReader = Reader<BufReader<Budgeted>>;
+
+fn budget(reader: &XmlReader) -> &Budgeted {
+    reader.get_ref().get_ref()
+}
+
 /// Where reading a file stopped, saved between `mode=import` requests.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cursor {
@@ -172,6 +201,11 @@ fn run(path: &Path, batch: &mut Batch, limits: Limits) -> Result<(), String> {
     };
     file.seek(SeekFrom::Start(start))
         .map_err(|e| format!("cannot read the file: {e}"))?;
+    let file = Budgeted {
+        file,
+        left: std::cell::Cell::new(MAX_ITEM_BYTES),
+        spent: std::cell::Cell::new(false),
+    };
     let mut reader = Reader::from_reader(BufReader::with_capacity(64 << 10, file));
     let config = reader.config_mut();
     // Resuming mid-document means closing tags whose start this reader never saw; the
@@ -183,9 +217,19 @@ fn run(path: &Path, batch: &mut Batch, limits: Limits) -> Result<(), String> {
     let cur = &mut batch.cursor;
     while batch.items.len() < limits.max_items && Instant::now() < limits.deadline {
         buf.clear();
-        let event = reader
-            .read_event_into(&mut buf)
-            .map_err(|e| xml_error(&e, start + reader.error_position()))?;
+        // Outside items every event (a tag, a text) is small: each gets the item budget.
+        budget(&reader).left.set(MAX_ITEM_BYTES);
+        let event = reader.read_event_into(&mut buf).map_err(|e| {
+            if budget(&reader).spent.get() {
+                format!(
+                    "a tag or text at byte {} is larger than {} MiB",
+                    start + reader.buffer_position(),
+                    MAX_ITEM_BYTES >> 20
+                )
+            } else {
+                xml_error(&e, start + reader.error_position())
+            }
+        })?;
         match event {
             Event::Decl(d) => {
                 if let Some(label) = d.encoding() {
@@ -421,14 +465,23 @@ fn price_type(h: &mut Header, node: &Node) {
 }
 
 /// Reads the element that `first` opened, to its end, as a tree.
-fn subtree<R: std::io::BufRead>(
-    reader: &mut Reader<R>,
+fn subtree(
+    reader: &mut XmlReader,
     enc: &'static Encoding,
     first: &BytesStart<'_>,
     name: String,
     base: u64,
 ) -> Result<Node, String> {
     let began = reader.buffer_position();
+    // The whole item shares one budget (what BufReader already holds comes on top).
+    budget(reader).left.set(MAX_ITEM_BYTES);
+    let too_big = |name: &str| {
+        format!(
+            "<{name}> at byte {} is larger than {} MiB",
+            base + began,
+            MAX_ITEM_BYTES >> 20
+        )
+    };
     let mut open = vec![Node {
         name,
         attrs: attrs(enc, first)?,
@@ -445,17 +498,16 @@ fn subtree<R: std::io::BufRead>(
             ));
         }
         if reader.buffer_position() - began > MAX_ITEM_BYTES {
-            return Err(format!(
-                "<{}> at byte {} is larger than {} MiB",
-                open[0].name,
-                base + began,
-                MAX_ITEM_BYTES >> 20
-            ));
+            return Err(too_big(&open[0].name));
         }
         buf.clear();
-        let event = reader
-            .read_event_into(&mut buf)
-            .map_err(|e| xml_error(&e, base + reader.error_position()))?;
+        let event = reader.read_event_into(&mut buf).map_err(|e| {
+            if budget(reader).spent.get() {
+                too_big(&open[0].name)
+            } else {
+                xml_error(&e, base + reader.error_position())
+            }
+        })?;
         let top = open.len() - 1;
         match event {
             Event::Start(e) => {
@@ -690,6 +742,47 @@ mod limits_tests {
         );
         let error = read(&outside).error.expect("refused");
         assert!(error.contains("nests deeper"), "{error}");
+    }
+
+    /// The item budget holds while a text is read, not only between events.
+    #[test]
+    fn a_huge_text_is_refused_while_it_is_read() {
+        let big = "x".repeat((MAX_ITEM_BYTES + (1 << 20)) as usize);
+        let item = format!("<Товар><Ид>1</Ид><Описание>{big}</Описание></Товар>");
+        let error = read(&catalog(&item)).error.expect("refused");
+        assert!(error.contains("larger than 16 MiB"), "{error}");
+        let outside =
+            format!("<КоммерческаяИнформация><Каталог>{big}</Каталог></КоммерческаяИнформация>");
+        let error = read(&outside).error.expect("refused");
+        assert!(error.contains("larger than 16 MiB"), "{error}");
+        // Just under the limit is still an item.
+        let fits = "x".repeat((MAX_ITEM_BYTES - (1 << 20)) as usize);
+        let item = format!("<Товар><Ид>1</Ид><Описание>{fits}</Описание></Товар>");
+        let batch = read(&catalog(&item));
+        assert!(batch.error.is_none(), "{:?}", batch.error);
+        assert_eq!(batch.items.len(), 1);
+    }
+
+    /// The deepest item allowed still round-trips through serde_json (whose parser stops
+    /// at 128 levels): repeated children make two JSON levels per element.
+    #[test]
+    fn the_deepest_allowed_item_stays_within_serde_json_depth() {
+        let levels = MAX_DEPTH - 1;
+        let mut inner = "<a>x</a><a>y</a>".to_owned();
+        for _ in 1..levels {
+            inner = format!("<a>{inner}</a><a/>");
+        }
+        let batch = read(&catalog(&format!("<Товар><Ид>1</Ид>{inner}</Товар>")));
+        assert!(batch.error.is_none(), "{:?}", batch.error);
+        let header = Header::default();
+        let src = super::super::map::Source {
+            file: "import.xml",
+            header: &header,
+        };
+        let payload = super::super::map::payload(Kind::Product, &batch.items[0].1, &src);
+        let text = serde_json::to_string(&payload).expect("serialize");
+        let back: serde_json::Value = serde_json::from_str(&text).expect("within 128 levels");
+        assert_eq!(back, payload);
     }
 
     #[test]
