@@ -174,7 +174,7 @@ async fn catalog_run(app: &App, files: &[(&str, &[u8])]) -> usize {
     assert_eq!(a.status, "success", "{a:?}");
     assert!(a.content_type.contains("windows-1251"), "{a:?}");
     assert!(a.lines.iter().any(|l| l.starts_with("sessid=")));
-    let limit = onec.init().await;
+    let limit = onec.init(None).await.0;
     assert_eq!(limit, 16384);
     let mut progress = 0;
     for (name, bytes) in files {
@@ -356,7 +356,7 @@ async fn broken_files_fail_loudly_and_unsafe_names_and_big_parts_are_refused() {
     let app = App::start(&sink).await;
     let mut onec = app.onec("catalog", "catalog");
     assert_eq!(onec.checkauth(USER, Some(PASSWORD)).await.status, "success");
-    let limit = onec.init().await;
+    let limit = onec.init(None).await.0;
 
     // A file cut short after its second product: those two are accepted, then failure.
     let full = sample("official-samples-2.0x/import.xml");
@@ -478,7 +478,7 @@ async fn orders_wait_for_1c_until_it_confirms_and_its_own_orders_flow_in() {
 
     let mut onec = app.onec("orders", "sale");
     assert_eq!(onec.checkauth(USER, Some(PASSWORD)).await.status, "success");
-    onec.init().await;
+    onec.init(None).await;
     let first = onec.get("mode=query").await;
     assert_eq!(first.http, StatusCode::OK);
     assert_eq!(first.content_type, "application/xml; charset=windows-1251");
@@ -515,7 +515,7 @@ async fn orders_wait_for_1c_until_it_confirms_and_its_own_orders_flow_in() {
     assert!(delivered, "{detail:#}");
 
     // 1C uploads its orders (2.0x and the 3.1 module's documents): one exchange each.
-    let limit = onec.init().await;
+    let limit = onec.init(None).await.0;
     let official = sample("official-samples-2.0x/orders.xml");
     let module = sample("bitrix-module-3.1/documents-1.xml");
     onec.upload("orders.xml", &official, limit).await;
@@ -567,7 +567,7 @@ async fn deep_items_reuploads_and_the_session_upload_limit() {
     let app = App::start(&sink).await;
     let mut onec = app.onec("catalog", "catalog");
     assert_eq!(onec.checkauth(USER, Some(PASSWORD)).await.status, "success");
-    let limit = onec.init().await;
+    let limit = onec.init(None).await.0;
 
     let deep = 20_000;
     let item = format!(
@@ -615,7 +615,7 @@ async fn deep_items_reuploads_and_the_session_upload_limit() {
         tight.checkauth(USER, Some(PASSWORD)).await.status,
         "success"
     );
-    let limit = tight.init().await;
+    let limit = tight.init(None).await.0;
     assert_eq!(limit, 1024);
     for i in 0..4 {
         let a = tight.file_part("big.xml", vec![b' '; limit]).await;
@@ -625,7 +625,7 @@ async fn deep_items_reuploads_and_the_session_upload_limit() {
     assert_eq!(a.status, "failure", "{a:?}");
     assert!(a.message().contains("upload_limit=4096"), "{a:?}");
     // init starts the session over, and with it the count.
-    tight.init().await;
+    tight.init(None).await;
     assert_eq!(
         tight.file_part("big.xml", vec![b' '; limit]).await.status,
         "success"

@@ -7,7 +7,7 @@
 //! sent again for a re-upload), and a won Bitrix24 deal
 //! becomes an order that 1C fetches with `mode=query` until it says `mode=success`.
 
-#[path = "onec_example/client.rs"]
+#[path = "onec_commerceml/client.rs"]
 mod client;
 #[path = "onec_example/portal.rs"]
 mod portal;
@@ -198,7 +198,7 @@ fn count(all: &[Value], status: &str) -> usize {
 /// `success`, then `complete`.
 async fn catalog_run(app: &App, files: &[(&str, &str)]) -> Vec<String> {
     let mut onec = OneC::new(&app.base, "1c-catalog", "catalog");
-    let a = onec.checkauth("site", PASSWORD).await;
+    let a = onec.checkauth("site", Some(PASSWORD)).await;
     assert_eq!(a.status, "success", "{a:?}");
     let (limit, _) = onec.init(None).await;
     // Small parts, as if file_limit were 1C's: several parts per file.
@@ -208,7 +208,7 @@ async fn catalog_run(app: &App, files: &[(&str, &str)]) -> Vec<String> {
     }
     let mut summaries = Vec::new();
     for (name, _) in files {
-        let a = onec.import(name).await;
+        let a = onec.import(name).await.0;
         assert_eq!(a.status, "success", "import {name}: {a:?}");
         summaries.push(a.message());
     }
@@ -641,7 +641,10 @@ async fn a_won_deal_reaches_1c_by_query_until_success_and_1c_answers_on_the_deal
 
     // 1C's order exchange: checkauth, init (a module that sends its version), query.
     let mut onec = OneC::new(&app.base, "1c-orders", "sale");
-    assert_eq!(onec.checkauth("site", PASSWORD).await.status, "success");
+    assert_eq!(
+        onec.checkauth("site", Some(PASSWORD)).await.status,
+        "success"
+    );
     let (_, init) = onec.init(Some("3.1")).await;
     assert!(init.lines.iter().any(|l| l == "version=2.09"), "{init:?}");
     let first = onec.get("mode=query").await;
@@ -744,7 +747,7 @@ async fn a_won_deal_reaches_1c_by_query_until_success_and_1c_answers_on_the_deal
     assert!(reply.contains("B24-1287"), "the sample still has order 92");
     let (limit, _) = onec.init(Some("3.1")).await;
     onec.upload("orders.xml", reply.as_bytes(), limit).await;
-    let imported = onec.import("orders.xml").await;
+    let imported = onec.import("orders.xml").await.0;
     assert_eq!(imported.status, "success", "{imported:?}");
     let replies = app.settle("1c-orders", 3).await;
     assert_eq!(
@@ -782,7 +785,10 @@ async fn an_older_1c_without_a_version_has_its_orders_read_at_upload() {
     });
     let app = App::start(&portal).await;
     let mut onec = OneC::new(&app.base, "1c-orders", "sale");
-    assert_eq!(onec.checkauth("site", PASSWORD).await.status, "success");
+    assert_eq!(
+        onec.checkauth("site", Some(PASSWORD)).await.status,
+        "success"
+    );
     let (_, init) = onec.init(None).await;
     assert!(
         !init.lines.iter().any(|l| l.starts_with("version=")),
@@ -819,7 +825,7 @@ async fn an_older_1c_without_a_version_has_its_orders_read_at_upload() {
     assert_eq!(comments.len(), 1, "{comments:#?}");
     assert_eq!(comments[0]["COMMENT"], "1C: order MM92, status Открыт");
     // A module that calls mode=import anyway gets the same answer; nothing is read twice.
-    let again = onec.import("orders.xml").await;
+    let again = onec.import("orders.xml").await.0;
     assert_eq!(again.status, "success", "{again:?}");
     assert_eq!(app.exchanges("1c-orders").await.len(), 3);
     // The same name again in this session is a new file.
@@ -849,7 +855,10 @@ async fn as_shipped_the_deal_flow_only_shows_what_it_would_send_to_1c() {
     assert_eq!(last["action"], "would_queue", "{d:#}");
     assert_eq!(last["order_id"], "B24-1287");
     let mut onec = OneC::new(&app.base, "1c-orders", "sale");
-    assert_eq!(onec.checkauth("site", PASSWORD).await.status, "success");
+    assert_eq!(
+        onec.checkauth("site", Some(PASSWORD)).await.status,
+        "success"
+    );
     onec.init(Some("3.1")).await;
     let query = onec.get("mode=query").await;
     assert!(orders_in(app.dir.path(), &query.raw).is_empty());

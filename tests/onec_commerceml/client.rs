@@ -1,6 +1,8 @@
 //! 1C's side of the CommerceML exchange, as its standard site-exchange module talks:
-//! Basic at `checkauth`, the cookie afterwards, `file_limit`-sized parts, `import` repeated
-//! while the answer is `progress`. Answers are read as windows-1251 text lines.
+//! Basic at `checkauth`, the cookie afterwards, `init` (with `version=` for orders, as newer
+//! modules send it), `file_limit`-sized parts, `import` repeated while the answer is
+//! `progress`, and for orders `query` / `success`. Answers are read as windows-1251 text
+//! lines. Shared by tests/onec_commerceml.rs and tests/onec_example.rs.
 
 use reqwest::StatusCode;
 
@@ -94,15 +96,20 @@ impl OneC {
         a
     }
 
-    /// `init`: `zip=no`, and the part size 1C must keep under.
-    pub async fn init(&self) -> usize {
-        let a = self.get("mode=init").await;
+    /// `init`, with `version=` when given (newer modules send it for orders): `zip=no`, the
+    /// part size 1C must keep under, and the whole answer.
+    pub async fn init(&self, version: Option<&str>) -> (usize, Answer) {
+        let a = match version {
+            Some(v) => self.get(&format!("mode=init&version={v}")).await,
+            None => self.get("mode=init").await,
+        };
         assert_eq!(a.status, "zip=no", "{a:?}");
-        a.lines[0]
+        let limit = a.lines[0]
             .strip_prefix("file_limit=")
             .expect("file_limit line")
             .parse()
-            .expect("a number")
+            .expect("a number");
+        (limit, a)
     }
 
     pub async fn file_part(&self, name: &str, part: Vec<u8>) -> Answer {
