@@ -319,7 +319,11 @@ async fn upsert_by_external_code_puts_what_exists_and_posts_what_is_new_with_a_s
         }
     }
     let inner = fake.lock();
-    assert!(inner.schema_errors.is_empty(), "{:?}", inner.schema_errors);
+    assert!(
+        inner.contract_errors.is_empty(),
+        "{:?}",
+        inner.contract_errors
+    );
     let rows = &inner.rows["counterparty"];
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["name"], json!("ООО Радуга"));
@@ -355,7 +359,11 @@ async fn a_create_retried_after_a_lost_answer_does_not_duplicate() {
         1,
         "one counterparty: {d:#}"
     );
-    assert!(inner.schema_errors.is_empty(), "{:?}", inner.schema_errors);
+    assert!(
+        inner.contract_errors.is_empty(),
+        "{:?}",
+        inner.contract_errors
+    );
 }
 
 #[tokio::test]
@@ -477,11 +485,7 @@ steps = [
 #[tokio::test]
 async fn without_gzip_moysklad_answers_415_and_the_connector_sends_it() {
     let fake = FakeMs::start().await;
-    let plain = reqwest::Client::builder()
-        .no_gzip()
-        .no_proxy()
-        .build()
-        .expect("client");
+    let plain = raw_client(false);
     let r = plain
         .get(format!("{}/entity/counterparty", fake.base))
         .bearer_auth(TOKEN)
@@ -509,14 +513,11 @@ async fn without_gzip_moysklad_answers_415_and_the_connector_sends_it() {
         .await
         .expect("fake answers");
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let errors = fake.lock().schema_errors.clone();
+    let errors = fake.take_contract_errors();
     assert!(errors.iter().any(|e| e.contains("/name")), "{errors:?}");
     // The fake enforces the 5-parallel-requests limit (so the connector's test above means
     // something): 8 at once → some 429 with code 1073.
-    let gz = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
+    let gz = raw_client(true);
     let calls = (0..8).map(|_| {
         gz.get(format!("{}/entity/counterparty", fake.base))
             .bearer_auth(TOKEN)
@@ -525,6 +526,113 @@ async fn without_gzip_moysklad_answers_415_and_the_connector_sends_it() {
     let answers = futures_join(calls).await;
     let refused = answers.iter().filter(|s| **s == 429).count();
     assert!(refused >= 1, "{answers:?}");
+}
+
+/// The contract check is not vacuous: each kind of break of the official OpenAPI is named —
+/// undeclared and out-of-range query parameters, a path id that is not a uuid, an
+/// operation the spec does not have, a bulk item of the wrong type, a header outside its
+/// enum, an answer or a webhook body of the wrong shape.
+#[tokio::test]
+async fn requests_breaking_the_official_openapi_are_named() {
+    let fake = FakeMs::start().await;
+    let http = raw_client(true);
+    let get = |path: &str| {
+        http.get(format!("{}{path}", fake.base))
+            .bearer_auth(TOKEN)
+            .send()
+    };
+    for (path, says) in [
+        (
+            "/entity/counterparty?limt=5",
+            "query parameter `limt` is not in the spec",
+        ),
+        ("/entity/counterparty?limit=0", "parameter `limit`=0"),
+        ("/entity/product?offset=-1", "parameter `offset`=-1"),
+        ("/entity/product?limit=ten", "parameter `limit`=ten"),
+        ("/entity/counterparty/42", "path parameter `id`=42"),
+        ("/entity/counterparty/metadata/nothing", "no such operation"),
+        ("/report/stock/all/current", "no such operation"),
+    ] {
+        let r = get(path).await.expect("fake answers");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+        let errors = fake.take_contract_errors();
+        assert!(
+            errors.iter().any(|e| e.contains(says)),
+            "{path}: {errors:?}"
+        );
+    }
+    // Within the contract: the same paths with declared parameters are answered.
+    for path in [
+        "/entity/counterparty?limit=1000&offset=0&filter=name%3Dx&expand=owner&order=name",
+        "/entity/assortment?stockMode=all&limit=5",
+        "/entity/counterparty/metadata",
+    ] {
+        let r = get(path).await.expect("fake answers");
+        assert_ne!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+    }
+    assert_eq!(fake.take_contract_errors(), Vec::<String>::new());
+    // A bulk array is checked as the spec's `/batch` operation, item by item.
+    let r = http
+        .post(format!("{}/entity/product", fake.base))
+        .bearer_auth(TOKEN)
+        .json(&json!([{"name": "ok"}, {"name": ["not", "text"]}]))
+        .send()
+        .await
+        .expect("fake answers");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let errors = fake.take_contract_errors();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("/entity/product/batch") && e.contains("/1/name")),
+        "{errors:?}"
+    );
+    let r = http
+        .get(format!("{}/entity/product", fake.base))
+        .bearer_auth(TOKEN)
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .expect("fake answers");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let errors = fake.take_contract_errors();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("header parameter `accept`")),
+        "{errors:?}"
+    );
+    // The fake's own answers and the test webhooks are held to the spec as well.
+    let contract = fake::contract();
+    let (op, _) = contract
+        .operation("GET", "/entity/counterparty")
+        .expect("an operation");
+    assert!(
+        !contract
+            .check_answer(op, &json!({"rows": "none"}))
+            .is_empty()
+    );
+    let event = json!({"events": [{"action": "CREATE", "accountId": "not-a-uuid",
+        "meta": {"type": "counterparty", "href": format!("{}/entity/counterparty/1", fake.base)}}]});
+    assert!(
+        !contract
+            .check_payload("WebhookNotificationPayload", &event)
+            .is_empty()
+    );
+}
+
+/// A client for calling the fake directly, with the `Accept` the spec allows (reqwest's
+/// default `*/*` is outside its enum); `gzip: false` leaves out `Accept-Encoding`.
+fn raw_client(gzip: bool) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::ACCEPT,
+        reqwest::header::HeaderValue::from_static("application/json;charset=utf-8"),
+    );
+    let b = reqwest::Client::builder()
+        .no_proxy()
+        .default_headers(headers);
+    if gzip { b } else { b.no_gzip() }.build().expect("client")
 }
 
 async fn futures_join<F>(calls: impl Iterator<Item = F>) -> Vec<u16>
@@ -708,10 +816,7 @@ async fn a_small_budget_sees_no_429_under_a_burst() {
     // The fake does refuse what comes faster than its budget.
     let strict = FakeMs::start().await;
     strict.lock().budget = fake::Budget::new(3, 5000);
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
+    let http = raw_client(true);
     let mut statuses = Vec::new();
     for _ in 0..5 {
         let r = http
@@ -781,7 +886,11 @@ async fn a_bulk_create_goes_in_parts_and_names_the_items_that_failed() {
         sync.dedup();
         assert_eq!(sync.len(), 2500, "one syncId per item");
         assert_eq!(rows[1700]["externalCode"], "C-1700");
-        assert!(inner.schema_errors.is_empty(), "{:?}", inner.schema_errors);
+        assert!(
+            inner.contract_errors.is_empty(),
+            "{:?}",
+            inner.contract_errors
+        );
     }
 
     // A MoySklad that takes fewer items at once (a body too large in bytes): halves.

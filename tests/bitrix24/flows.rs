@@ -152,6 +152,9 @@ steps = [
         .to_owned();
     assert!(reason.starts_with("MoySklad HTTP 400: 2016:"), "{failed:#}");
     assert!(!reason.contains(phone), "the phone is masked: {reason}");
+    // The fake refused the body by the official schema (a phone is text there).
+    let broken = ms.take_contract_errors();
+    assert!(broken.iter().any(|e| e.contains("/phone")), "{broken:?}");
     let comment = wait_for(|| fake.with(|p| p.comments.first().cloned())).await;
     assert_eq!(comment["ENTITY_TYPE"], "deal");
     assert_eq!(comment["ENTITY_ID"], "5");

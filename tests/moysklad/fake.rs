@@ -4,9 +4,10 @@
 //! above 1000 refused, the `filter` grammar (`=`, `>=`, `;`, `\;`), `errors[]` bodies with
 //! codes, a request budget reported in `X-RateLimit-*`/`X-Lognex-*` headers and enforced with
 //! 429 + `X-Lognex-Retry-After` (code 1049), 1073 above 5 parallel requests, `syncId` replay,
-//! bulk arrays (an entity or an error per item; 413 above 1000 items). Every create/update
-//! body is checked against the official OpenAPI schema of its entity (bundled from
-//! ../shared/specs/moysklad/openapi).
+//! bulk arrays (an entity or an error per item; 413 above 1000 items). Every request is
+//! checked against the official OpenAPI (tests/moysklad/contract.rs) — operation, parameters,
+//! headers, body — and so is every answer of the fake; a test whose fake saw a violation
+//! fails when the fake is dropped.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,6 +22,10 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+
+#[path = "contract.rs"]
+mod contract;
+pub use contract::contract;
 
 pub const PREFIX: &str = "/api/remap/1.2";
 pub const TOKEN: &str = "ms-token-test-0001";
@@ -62,7 +67,8 @@ pub struct Inner {
     pub ledger: Vec<Received>,
     pub rows: std::collections::BTreeMap<String, Vec<Value>>,
     faults: Vec<(String, String, VecDeque<Fault>)>,
-    pub schema_errors: Vec<String>,
+    /// Violations of the official OpenAPI by requests (and by the fake's answers).
+    pub contract_errors: Vec<String>,
     next_id: u64,
     pub budget: Budget,
     /// Requests refused because the budget was spent (429, code 1049).
@@ -78,7 +84,7 @@ impl Default for Inner {
             ledger: Vec::new(),
             rows: std::collections::BTreeMap::new(),
             faults: Vec::new(),
-            schema_errors: Vec::new(),
+            contract_errors: Vec::new(),
             next_id: 0,
             budget: Budget::new(45, 3000),
             refused_by_budget: 0,
@@ -138,23 +144,6 @@ struct St {
     inner: Arc<Mutex<Inner>>,
     in_flight: Arc<AtomicUsize>,
     max_in_flight: Arc<AtomicUsize>,
-    schemas: Arc<Vec<(String, jsonschema::Validator)>>,
-}
-
-fn schemas() -> Vec<(String, jsonschema::Validator)> {
-    ["counterparty", "customerorder"]
-        .iter()
-        .map(|e| {
-            let path = format!(
-                "{}/tests/moysklad/schemas/{e}.json",
-                env!("CARGO_MANIFEST_DIR")
-            );
-            let text = std::fs::read_to_string(&path).expect("schema file");
-            let schema: Value = serde_json::from_str(&text).expect("schema json");
-            let v = jsonschema::validator_for(&schema).expect("a valid schema");
-            ((*e).to_owned(), v)
-        })
-        .collect()
 }
 
 impl FakeMs {
@@ -169,7 +158,6 @@ impl FakeMs {
             inner: inner.clone(),
             in_flight: Arc::new(AtomicUsize::new(0)),
             max_in_flight: max_in_flight.clone(),
-            schemas: Arc::new(schemas()),
         };
         let app = Router::new().fallback(handle).with_state(st);
         tokio::spawn(async move {
@@ -184,6 +172,12 @@ impl FakeMs {
 
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().expect("fake lock")
+    }
+
+    /// Takes the contract violations seen so far (a test that sends a bad request on
+    /// purpose takes them, so the drop check passes).
+    pub fn take_contract_errors(&self) -> Vec<String> {
+        std::mem::take(&mut self.lock().contract_errors)
     }
 
     pub fn ledger(&self) -> Vec<Received> {
@@ -220,11 +214,35 @@ impl FakeMs {
     }
 }
 
+impl Drop for FakeMs {
+    /// Every request a test made the fake see must keep the official contract.
+    fn drop(&mut self) {
+        let errors = std::mem::take(&mut self.lock().contract_errors);
+        if !errors.is_empty() && !std::thread::panicking() {
+            panic!(
+                "{} violation(s) of the MoySklad OpenAPI:\n{}",
+                errors.len(),
+                errors.join("\n")
+            );
+        }
+    }
+}
+
 /// MoySklad's webhook sender: `POST <url>?requestId=<id>` (or `&requestId=`) with its
 /// User-Agent and the JSON body; it waits 1500 ms for a 200 or 204, else sends 3 more times
 /// at once with the same `requestId`, then drops the notification. Each attempt's status
 /// (`None`: no answer within the deadline).
 pub async fn deliver(url: &str, request_id: &str, body: &Value) -> Vec<Option<u16>> {
+    let schema = if body.get("reportUrl").is_some() {
+        "WebhookStockNotificationPayload"
+    } else {
+        "WebhookNotificationPayload"
+    };
+    let wrong = contract().check_payload(schema, body);
+    assert!(
+        wrong.is_empty(),
+        "a test webhook breaks {schema}: {wrong:?}"
+    );
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_millis(1500))
@@ -275,9 +293,13 @@ fn error_response(status: u16, body: &Value) -> Response {
         .into_response()
 }
 
+/// The JSON of a 200 answer, kept for the contract check of answers.
+#[derive(Clone)]
+struct Answered(Value);
+
 /// Answers are gzip-encoded, as MoySklad's are: the client must decompress them.
 fn json_answer(v: &Value) -> Response {
-    (
+    let mut r = (
         StatusCode::OK,
         [
             ("content-type", "application/json;charset=utf-8"),
@@ -285,7 +307,9 @@ fn json_answer(v: &Value) -> Response {
         ],
         gzip_stored(v.to_string().as_bytes()),
     )
-        .into_response()
+        .into_response();
+    r.extensions_mut().insert(Answered(v.clone()));
+    r
 }
 
 /// A valid gzip stream made of uncompressed ("stored") deflate blocks.
@@ -399,8 +423,25 @@ async fn handle(
         .unwrap_or_default();
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let path = uri.path().to_owned();
-    let response = answer(&st, &method, &path, &query, &headers, &parsed, now);
+    let below = path.strip_prefix(PREFIX).unwrap_or(&path);
+    let (op, mut violations) = contract().check_request(
+        method.as_str(),
+        below,
+        &query,
+        &headers,
+        (!body.is_empty()).then_some(&parsed),
+    );
+    let mut response = if violations.is_empty() {
+        answer(&st, &method, &path, &query, &headers, &parsed, now)
+    } else {
+        // What MoySklad says of a request it cannot read; the test fails on the violation.
+        errors(400, 2016, &violations.join("; "))
+    };
+    if let (Some(op), Some(Answered(v))) = (op, response.extensions_mut().remove::<Answered>()) {
+        violations.extend(contract().check_answer(op, &v));
+    }
     let mut inner = st.inner.lock().expect("lock");
+    inner.contract_errors.extend(violations);
     inner.ledger.push(Received {
         at: Instant::now(),
         method: method.to_string(),
@@ -543,25 +584,9 @@ fn work(
     response
 }
 
-/// The status and error body of a body MoySklad refuses: the official schema of its entity
-/// (400, 2016), a counterparty without `name` (412, 3000).
-fn validate(
-    st: &St,
-    inner: &mut Inner,
-    entity: &str,
-    body: &Value,
-    create: bool,
-) -> Option<(u16, Value)> {
-    if let Some((_, v)) = st.schemas.iter().find(|(e, _)| e == entity) {
-        let errs: Vec<String> = v
-            .iter_errors(body)
-            .map(|e| format!("{e} at {}", e.instance_path()))
-            .collect();
-        if !errs.is_empty() {
-            inner.schema_errors.extend(errs.iter().cloned());
-            return Some((400, error_body(2016, &errs.join("; "))));
-        }
-    }
+/// The status and error body of a body MoySklad refuses beyond its schema (checked before):
+/// a counterparty without `name` (412, 3000).
+fn validate(entity: &str, body: &Value, create: bool) -> Option<(u16, Value)> {
     if create
         && entity == "counterparty"
         && body
@@ -619,7 +644,7 @@ fn update(
     id: &str,
     body: &Value,
 ) -> Result<Value, (u16, Value)> {
-    if let Some(e) = validate(st, inner, entity, body, false) {
+    if let Some(e) = validate(entity, body, false) {
         return Err(e);
     }
     let row = inner
@@ -652,7 +677,7 @@ fn create_one(
     entity: &str,
     body: &Value,
 ) -> Result<Value, (u16, Value)> {
-    if let Some(e) = validate(st, inner, entity, body, true) {
+    if let Some(e) = validate(entity, body, true) {
         return Err(e);
     }
     if let Some(sync) = body.get("syncId")
@@ -689,16 +714,20 @@ fn list(st: &St, inner: &Inner, entity: &str, rest: &str, query: &[(String, Stri
     }
     let offset: usize = q("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
     let conds = q("filter").map(parse_filter).unwrap_or_default();
-    let mut rows: Vec<Value> = inner
-        .rows
-        .get(entity)
-        .map(|r| {
-            r.iter()
-                .filter(|row| matches(row, &conds))
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
+    // The assortment is a view of the goods: products, services, variants and bundles, each
+    // row with its own `meta.type`.
+    let sources: &[&str] = if entity == "assortment" {
+        &["product", "service", "variant", "bundle"]
+    } else {
+        &[entity]
+    };
+    let mut rows: Vec<Value> = sources
+        .iter()
+        .filter_map(|e| inner.rows.get(*e))
+        .flatten()
+        .filter(|row| matches(row, &conds))
+        .cloned()
+        .collect();
     if q("order") == Some("updated,asc") {
         rows.sort_by(|a, b| a["updated"].as_str().cmp(&b["updated"].as_str()));
     }

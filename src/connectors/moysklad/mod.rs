@@ -241,12 +241,15 @@ impl MoySkladConnector {
             return self.fetch(href);
         }
         let mut req = self.request(reqwest::Method::GET, entity_path);
-        if let Some(limit) = obj.get("limit").and_then(Value::as_u64)
-            && limit > 1000
+        if let Some(limit) = obj.get("limit")
+            && !limit
+                .as_u64()
+                .or_else(|| limit.as_str().and_then(|t| t.parse().ok()))
+                .is_some_and(|n| (1..=1000).contains(&n))
         {
             return Err(CallError::new(
                 ErrorClass::Input,
-                "MoySklad returns at most 1000 rows per page (`limit` ≤ 1000)",
+                format!("`limit` is {limit}: MoySklad takes 1 to 1000 rows per page"),
             ));
         }
         let mut query = Vec::new();

@@ -141,10 +141,13 @@ fn config_needs_one_auth_and_builds_requests() {
         f.url,
         "http://127.0.0.1:9/api/remap/1.2/entity/customerorder/1"
     );
-    assert!(
-        c.op_request("product.list", &json!({"limit": 1001}))
-            .is_err()
-    );
+    for wrong in [json!(1001), json!(0), json!(-1), json!("ten")] {
+        assert!(
+            c.op_request("product.list", &json!({ "limit": wrong }))
+                .is_err()
+        );
+    }
+    assert!(c.op_request("product.list", &json!({"limit": "5"})).is_ok());
 }
 
 #[test]
