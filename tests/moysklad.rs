@@ -4,126 +4,18 @@
 
 #[path = "moysklad/fake.rs"]
 mod fake;
+#[path = "support/app.rs"]
+mod support;
 
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tempfile::TempDir;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use fake::{FakeMs, Fault, LOGIN, PASSWORD, TOKEN};
+use support::{ADMIN, App, WAIT};
 
-const ADMIN: &str = "admin-token-ms-0001";
 const HOOK: &str = "ms-hook-token-0001";
-const WAIT: Duration = Duration::from_secs(20);
-
-struct App {
-    _dir: TempDir,
-    base: String,
-    client: reqwest::Client,
-    shutdown: CancellationToken,
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-fn config(body: &str, data: &std::path::Path) -> String {
-    format!(
-        r#"[server]
-data_dir = "{data}"
-shutdown_grace = "2s"
-
-[auth]
-tokens = [ {{ name = "integrator", role = "admin", token = "{ADMIN}" }} ]
-{body}"#,
-        data = data.display()
-    )
-}
-
-impl App {
-    async fn start(body: &str) -> App {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let text = config(body, &dir.path().join("data"));
-        let path = dir.path().join("obmen.toml");
-        std::fs::write(&path, &text).expect("write");
-        let loaded = obmen::config::load_str(&path, &text)
-            .unwrap_or_else(|e| panic!("the test config is invalid:\n{e}"));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let shutdown = CancellationToken::new();
-        tokio::spawn(obmen::app::serve(loaded, listener, shutdown.clone()));
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
-        App {
-            _dir: dir,
-            base,
-            client,
-            shutdown,
-        }
-    }
-
-    async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-        let r = req.send().await.expect("obmen answers");
-        let status = r.status();
-        let text = r.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let (s, v) = self
-            .send(
-                self.client
-                    .get(format!("{}{path}", self.base))
-                    .bearer_auth(ADMIN),
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "GET {path}: {v}");
-        v
-    }
-
-    async fn run(&self, flow: &str, body: &Value) -> u64 {
-        let (s, v) = self
-            .send(
-                self.client
-                    .post(format!("{}/api/flows/{flow}/run", self.base))
-                    .bearer_auth(ADMIN)
-                    .json(body),
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "run {flow}: {v}");
-        v["exchange_id"].as_u64().expect("exchange id")
-    }
-
-    async fn wait_for(&self, id: u64, status: &str) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let d = self.get(&format!("/api/exchanges/{id}")).await;
-            let now = d["status"].as_str().unwrap_or_default().to_owned();
-            if now == status {
-                return d;
-            }
-            let settled = matches!(
-                now.as_str(),
-                "succeeded" | "failed" | "rejected" | "duplicate"
-            );
-            assert!(
-                !settled && Instant::now() < deadline,
-                "exchange {id} is {now}, expected {status}: {d:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
 
 fn sklad(fake: &FakeMs, auth: &str) -> String {
     format!(

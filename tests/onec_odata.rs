@@ -7,153 +7,23 @@
 mod fake;
 #[path = "onec_odata/portal.rs"]
 mod portal;
+#[path = "support/app.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tempfile::TempDir;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use fake::{Fake1C, Fault, USER};
 use portal::FakePortal;
+use support::{ADMIN, App};
 
-const ADMIN: &str = "admin-token-1c-0001";
 const PASSWORD: &str = "1c-password-0001";
-const WAIT: Duration = Duration::from_secs(20);
 const COUNTERPARTIES: &str = "Catalog_Контрагенты";
 const SALES: &str = "Document_РеализацияТоваровУслуг";
 const FAST_RETRY: &str = r#"retry = { max_attempts = 4, initial = "20ms", max = "200ms" }"#;
-
-struct App {
-    dir: TempDir,
-    base: String,
-    client: reqwest::Client,
-    shutdown: CancellationToken,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-impl App {
-    async fn start(body: &str) -> App {
-        App::start_with(|data| {
-            format!(
-                r#"[server]
-data_dir = "{data}"
-shutdown_grace = "2s"
-
-[auth]
-tokens = [ {{ name = "integrator", role = "admin", token = "{ADMIN}" }} ]
-{body}"#,
-                data = data.display()
-            )
-        })
-        .await
-    }
-
-    /// Starts the app on the config `text(data dir)` makes.
-    async fn start_with(text: impl FnOnce(&Path) -> String) -> App {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let text = text(&dir.path().join("data"));
-        let path = dir.path().join("obmen.toml");
-        std::fs::write(&path, &text).expect("write");
-        let loaded = obmen::config::load_str(&path, &text)
-            .unwrap_or_else(|e| panic!("the test config is invalid:\n{e}"));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(obmen::app::serve(loaded, listener, shutdown.clone()));
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
-        App {
-            dir,
-            base,
-            client,
-            shutdown,
-            task: Some(task),
-        }
-    }
-
-    async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-        let r = req.send().await.expect("obmen answers");
-        let status = r.status();
-        let text = r.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let (s, v) = self
-            .send(
-                self.client
-                    .get(format!("{}{path}", self.base))
-                    .bearer_auth(ADMIN),
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "GET {path}: {v}");
-        v
-    }
-
-    async fn run(&self, flow: &str, body: &Value) -> u64 {
-        let (s, v) = self
-            .send(
-                self.client
-                    .post(format!("{}/api/flows/{flow}/run", self.base))
-                    .bearer_auth(ADMIN)
-                    .json(body),
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "run {flow}: {v}");
-        v["exchange_id"].as_u64().expect("exchange id")
-    }
-
-    async fn wait_for(&self, id: u64, status: &str) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let d = self.get(&format!("/api/exchanges/{id}")).await;
-            let now = d["status"].as_str().unwrap_or_default().to_owned();
-            if now == status {
-                return d;
-            }
-            let settled = matches!(
-                now.as_str(),
-                "succeeded" | "failed" | "rejected" | "duplicate"
-            );
-            assert!(
-                !settled && Instant::now() < deadline,
-                "exchange {id} is {now}, expected {status}: {d:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// A graceful stop; hands back the temp dir so the closed data file can be read.
-    async fn stop(mut self) -> (TempDir, PathBuf) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            let result = tokio::time::timeout(WAIT, task)
-                .await
-                .expect("serve stops within the wait");
-            result.expect("serve task").expect("serve returns Ok");
-        }
-        let data = self.dir.path().join("data");
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
-        (dir, data)
-    }
-}
 
 fn system(name: &str, fake: &Fake1C, password: &str, extra: &str) -> String {
     format!(

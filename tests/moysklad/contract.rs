@@ -178,7 +178,7 @@ impl Contract {
         };
         let mut errs = Vec::new();
         let here = format!("{method} {} ({})", op.path, op.id);
-        for (name, value) in query {
+        for (name, _) in query {
             if !op
                 .params
                 .iter()

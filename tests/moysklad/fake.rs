@@ -572,7 +572,7 @@ fn work(
         },
         ("POST", ["entity", entity]) if body.is_array() => bulk(st, &mut inner, entity, body),
         ("POST", ["entity", entity]) => create(st, &mut inner, entity, body),
-        ("PUT", ["entity", entity, id]) => match update(st, &mut inner, entity, id, body) {
+        ("PUT", ["entity", entity, id]) => match update(&mut inner, entity, id, body) {
             Ok(row) => json_answer(&row),
             Err((status, e)) => error_response(status, &e),
         },
@@ -622,7 +622,7 @@ fn bulk(st: &St, inner: &mut Inner, entity: &str, body: &Value) -> Response {
             if let Value::Object(f) = &mut fields {
                 f.remove("meta");
             }
-            update(st, inner, entity, &id, &fields)
+            update(inner, entity, &id, &fields)
         } else {
             create_one(st, inner, entity, item)
         };
@@ -637,13 +637,7 @@ fn bulk(st: &St, inner: &mut Inner, entity: &str, body: &Value) -> Response {
     json_answer(&Value::Array(rows))
 }
 
-fn update(
-    st: &St,
-    inner: &mut Inner,
-    entity: &str,
-    id: &str,
-    body: &Value,
-) -> Result<Value, (u16, Value)> {
+fn update(inner: &mut Inner, entity: &str, id: &str, body: &Value) -> Result<Value, (u16, Value)> {
     if let Some(e) = validate(entity, body, false) {
         return Err(e);
     }
