@@ -823,11 +823,6 @@ impl App {
     }
 }
 
-/// `examples/moysklad-stock-to-bitrix24.toml` as shipped against both fakes: pages of 24
-/// changed products follow nextHref, then the `updated>=` cursor; linked products become
-/// batch commands (quantity and price), unlinked ones are skipped, and a batch command that
-/// fails keeps the cursor where it was.
-
 /// A sale price as MoySklad gives it: kopecks with the price type it belongs to.
 fn sale_price(ms: &ms_fake::FakeMs, kopecks: u32) -> Value {
     let id = "672559f1-cbf3-11e1-9eb9-889ffa6f49fd";
@@ -836,6 +831,11 @@ fn sale_price(ms: &ms_fake::FakeMs, kopecks: u32) -> Value {
                  "type": "pricetype", "mediaType": "application/json"},
         "id": id, "name": "Цена продажи", "externalCode": "cbcf493b-55bc-11d9-848a-00112f43529a"}})
 }
+
+/// `examples/moysklad-stock-to-bitrix24.toml` as shipped against both fakes: pages of 24
+/// changed products follow nextHref, then the `updated>=` cursor; linked products become
+/// batch commands (quantity and price), unlinked ones are skipped, and a batch command that
+/// fails keeps the cursor where it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stock_example_pages_through_changed_products_into_bitrix24_batches() {
     let b24 = Fake::start().await;

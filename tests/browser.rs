@@ -27,14 +27,15 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-const ADMIN: &str = "admin-token-browser-0001";
+#[path = "support/app.rs"]
+mod support;
+use support::{ADMIN, App};
+
 const ADMIN_NAME: &str = "integrator";
 const VIEWER: &str = "viewer-token-browser-0001";
 const HOOK_TOKEN: &str = "hook-token-browser-0001";
 const CRM_TOKEN: &str = "crm-token-browser-0001";
 const CHROMIUM: &str = "/usr/bin/chromium";
-/// How long an exchange may take to reach a status.
-const WAIT: Duration = Duration::from_secs(20);
 /// The whole browser run (Chromium start, five pages, up to 20 s of reloads).
 const BROWSER_WAIT: Duration = Duration::from_secs(120);
 
@@ -212,45 +213,26 @@ steps = [ {{ name = "report", call = "crm.add_note", args = '{{text: "nightly re
     )
 }
 
+/// obmen (tests/support/app.rs) with the page's config, and the webhooks of the seed.
 struct Obmen {
-    base: String,
-    client: reqwest::Client,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _dir: tempfile::TempDir,
+    app: App,
+}
+
+impl std::ops::Deref for Obmen {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.app
+    }
 }
 
 impl Obmen {
     async fn start(crm_url: &str) -> Obmen {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let text = config(&dir.path().join("data"), crm_url);
-        let path = dir.path().join("obmen.toml");
-        std::fs::write(&path, &text).expect("write the config");
-        let loaded = obmen::config::load_str(&path, &text)
-            .unwrap_or_else(|e| panic!("the test config is invalid:\n{e}"));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("address"));
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(obmen::app::serve(loaded, listener, shutdown.clone()));
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
-        Obmen {
-            base,
-            client,
-            shutdown,
-            task,
-            _dir: dir,
-        }
+        let app = App::start_with(|data| config(data, crm_url)).await;
+        Obmen { app }
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        let result = tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("obmen stops within the wait");
-        result.expect("serve task").expect("serve returns Ok");
+        self.app.stop().await;
     }
 
     async fn hook(&self, flow: &str, payload: &Value) -> Value {
@@ -276,45 +258,6 @@ impl Obmen {
             .as_u64()
             .or_else(|| answer["exchange_id"].as_u64())
             .unwrap_or_else(|| panic!("no exchange id in {answer}"))
-    }
-
-    async fn get(&self, path: &str) -> reqwest::Response {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .expect("the request reaches obmen");
-        assert_eq!(response.status(), 200, "GET {path}");
-        response
-    }
-
-    async fn exchange(&self, id: u64) -> Value {
-        let path = format!("/api/exchanges/{id}");
-        self.get(&path).await.json().await.expect("JSON")
-    }
-
-    /// Polls until the exchange has `status`; fails at once if it settles in another final
-    /// status, and after the wait with the exchange in the message.
-    async fn wait_for(&self, id: u64, status: &str) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let detail = self.exchange(id).await;
-            let now = detail["status"].as_str().unwrap_or_default();
-            if now == status {
-                return detail;
-            }
-            let settled = matches!(
-                now,
-                "succeeded" | "failed" | "rejected" | "duplicate" | "skipped" | "dry_run"
-            );
-            assert!(
-                !settled && Instant::now() < deadline,
-                "exchange {id} is {now}, expected {status}:\n{detail:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
     }
 }
 
@@ -361,7 +304,12 @@ async fn seed(app: &Obmen, crm: &FakeCrm) -> [u64; 2] {
     }
 
     // The overview shows each kind (a count badge per status with a non-zero count).
-    let overview = app.get("/?lang=en").await.text().await.expect("HTML");
+    let overview = app
+        .app
+        .send(app.client.get(app.url("/?lang=en")).bearer_auth(ADMIN))
+        .await;
+    assert_eq!(overview.0, StatusCode::OK);
+    let overview = overview.1.as_str().expect("HTML").to_owned();
     for status in ["succeeded", "duplicate", "rejected", "failed"] {
         assert!(
             overview.contains(&format!("count s-{status}")),

@@ -50,7 +50,7 @@ steps = [ {{ call = "keyed.probe", args = '{{phone: .trigger.id}}' }} ]
     assert_eq!(app.post_raw("/hooks/q", body, &ct).await.0, 401);
 
     // The fake refuses the key (it expects a bearer): the call is made and journaled.
-    let detail = app.wait_for_status(id, "failed", WAIT).await;
+    let detail = app.wait_for_within(id, "failed", WAIT).await;
     let call = &detail["attempt_log"][0]["calls"][0];
     assert_eq!(call["headers"]["X-Api-Key"], json!("***"), "{call}");
     assert!(!detail.to_string().contains(API_KEY));

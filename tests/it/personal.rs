@@ -81,7 +81,7 @@ async fn personal_data_reaches_the_target_and_only_partial_masks_reach_the_api()
     let id = id_of(&answer);
     let mut seen = vec![("webhook answer", answer.to_string())];
 
-    let detail = app.wait_for_status(id, "failed", WAIT).await;
+    let detail = app.wait_for_within(id, "failed", WAIT).await;
     assert_eq!(error_classes(&detail), ["permanent"]);
 
     // The target got the real values, the external id among them: only the journal masks.

@@ -54,7 +54,7 @@ async fn permanent_error_fails_at_once_and_manual_retry_keeps_history() {
     let (fake, app) = start().await;
     fake.break_with_422(Method::POST, "/leads");
     let id = send(&app, "to-crm", "r-1").await;
-    let failed = app.wait_for_status(id, "failed", WAIT).await;
+    let failed = app.wait_for_within(id, "failed", WAIT).await;
     assert_eq!(
         failed["attempts"], 1,
         "a permanent error burns no further attempts"
@@ -74,7 +74,7 @@ async fn permanent_error_fails_at_once_and_manual_retry_keeps_history() {
     let requeued = app.post(&format!("/api/exchanges/{id}/retry"), None).await;
     assert_eq!(requeued["id"], id);
     assert_eq!(requeued["status"], "queued");
-    let done = app.wait_for_status(id, "succeeded", WAIT).await;
+    let done = app.wait_for_within(id, "succeeded", WAIT).await;
     assert_eq!(done["attempts"], 2);
     let log = done["attempt_log"].as_array().expect("attempt log");
     assert_eq!(log.len(), 2, "the failed attempt stays in the history");
@@ -111,7 +111,7 @@ async fn bulk_retry_requeues_what_the_filter_matches() {
     }
     let other = send(&app, "to-crm", "r-2").await;
     for &id in bulk.iter().chain([&other]) {
-        app.wait_for_status(id, "failed", WAIT).await;
+        app.wait_for_within(id, "failed", WAIT).await;
     }
     assert_eq!(fake.leads().len(), 0);
 
@@ -121,7 +121,7 @@ async fn bulk_retry_requeues_what_the_filter_matches() {
         .await;
     assert_eq!(counts, json!({"matched": 3, "requeued": 3}));
     for &id in &bulk {
-        let done = app.wait_for_status(id, "succeeded", WAIT).await;
+        let done = app.wait_for_within(id, "succeeded", WAIT).await;
         assert_eq!(done["attempts"], 2);
     }
     assert_eq!(

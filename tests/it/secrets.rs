@@ -66,7 +66,7 @@ async fn a_canary_secret_appears_in_no_answer_and_not_in_the_data_file() {
     assert_eq!(code, 403);
     seen.push(("refusal", refused.to_string()));
 
-    let detail = app.wait_for_status(id, "failed", WAIT).await;
+    let detail = app.wait_for_within(id, "failed", WAIT).await;
     assert_eq!(error_classes(&detail), ["transient", "transient"]);
     // The target really echoed the token, and obmen really sent it: the masking is what hid it.
     let posts = fake.requests("POST", "/leads");

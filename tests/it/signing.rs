@@ -132,7 +132,7 @@ async fn deliveries_are_signed_per_standard_webhooks_and_verified_by_the_referen
     let (code, answer) = app.hook("notify-customer", &payload, None).await;
     assert_eq!(code, 200, "{answer}");
     let id = id_of(&answer);
-    let detail = app.wait_for_status(id, "succeeded", WAIT).await;
+    let detail = app.wait_for_within(id, "succeeded", WAIT).await;
 
     let posts = fake.requests("POST", "/leads");
     assert_eq!(posts.len(), 2, "a failed delivery and its retry");

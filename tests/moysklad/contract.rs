@@ -99,7 +99,8 @@ impl Contract {
     /// parameters; a literal segment wins over a template (`/metadata` before `/{id}`).
     pub fn operation(&self, method: &str, path: &str) -> Option<(&Op, Vec<(String, String)>)> {
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let mut best: Option<(&Op, Vec<(String, String)>, usize)> = None;
+        type Found<'a> = (&'a Op, Vec<(String, String)>, usize);
+        let mut best: Option<Found<'_>> = None;
         for op in self.ops.iter().filter(|o| o.method == method) {
             let tpl: Vec<&str> = op.path.trim_matches('/').split('/').collect();
             if tpl.len() != segs.len() {

@@ -125,7 +125,12 @@ impl App {
 
     /// Polls until the exchange has `status`; fails as soon as it settles on another one.
     pub async fn wait_for(&self, id: u64, status: &str) -> Value {
-        let deadline = Instant::now() + WAIT;
+        self.wait_for_within(id, status, WAIT).await
+    }
+
+    /// [`App::wait_for`] with another deadline.
+    pub async fn wait_for_within(&self, id: u64, status: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
         loop {
             let d = self.exchange(id).await;
             let now = d["status"].as_str().unwrap_or_default().to_owned();
@@ -134,11 +139,11 @@ impl App {
             }
             let settled = matches!(
                 now.as_str(),
-                "succeeded" | "failed" | "rejected" | "duplicate" | "skipped"
+                "succeeded" | "failed" | "rejected" | "duplicate" | "skipped" | "dry_run"
             );
             assert!(
                 !settled && Instant::now() < deadline,
-                "exchange {id} is {now}, expected {status}: {d:#}"
+                "exchange {id} is {now}, expected {status}:\n{d:#}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -1,26 +1,22 @@
 //! The app under test: a config written into a temp dir, `obmen::app::serve` on
 //! 127.0.0.1:0 in its own task with its own cancellation token, and a client for it.
 
+#[path = "../../support/app.rs"]
+mod app;
 pub mod fake;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::Value;
 use tempfile::TempDir;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-pub const ADMIN: &str = "admin-token-it-0001";
+pub use app::{ADMIN, WAIT};
 pub const VIEWER: &str = "viewer-token-it-0001";
 /// What the `shop` system's webhooks must carry in `X-Hook-Token`.
 pub const HOOK_TOKEN: &str = "hook-token-it-0001";
 /// What the fake CRM expects as its bearer token (unless a test picks another).
 pub const CRM_TOKEN: &str = "crm-token-it-0001";
-/// Long enough for a slow CI box, short enough that a hang fails the test.
-pub const WAIT: Duration = Duration::from_secs(20);
 
 /// The `crm` system pointing at a fake, with ops and the `lead` entity.
 pub fn crm_system(url: &str, token: &str, timeout: &str) -> String {
@@ -55,26 +51,25 @@ inbound = {{ token_header = "X-Hook-Token", token = "{token}" }}
     )
 }
 
+/// obmen under test (tests/support/app.rs) with the viewer token besides the admin's, and
+/// the calls of the engine tests.
 pub struct TestApp {
-    pub dir: TempDir,
-    pub base: String,
-    pub client: reqwest::Client,
-    shutdown: CancellationToken,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    app: app::App,
 }
 
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+impl std::ops::Deref for TestApp {
+    type Target = app::App;
+    fn deref(&self) -> &app::App {
+        &self.app
     }
 }
 
 impl TestApp {
     /// Starts obmen with `[server]` and `[auth]` filled in and `body` (systems and flows).
     pub async fn start(body: &str) -> TestApp {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = format!(
-            r#"[server]
+        let app = app::App::start_with(|data| {
+            format!(
+                r#"[server]
 data_dir = "{data}"
 shutdown_grace = "2s"
 
@@ -84,49 +79,17 @@ tokens = [
   {{ name = "client", role = "viewer", token = "{VIEWER}" }},
 ]
 {body}"#,
-            data = dir.path().join("data").display(),
-        );
-        let path = dir.path().join("obmen.toml");
-        std::fs::write(&path, &config).expect("write the config");
-        let loaded = obmen::config::load_str(&path, &config)
-            .unwrap_or_else(|e| panic!("the test config is invalid:\n{e}"));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("address"));
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(obmen::app::serve(loaded, listener, shutdown.clone()));
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
-        TestApp {
-            dir,
-            base,
-            client,
-            shutdown,
-            task: Some(task),
-        }
+                data = data.display(),
+            )
+        })
+        .await;
+        TestApp { app }
     }
 
-    pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    /// Graceful shutdown, as on SIGTERM; waits until `serve` returned. Hands back the temp
-    /// dir so that the data file can be read after the store closed it.
-    pub async fn stop(mut self) -> TempDir {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            let result = tokio::time::timeout(WAIT, task)
-                .await
-                .expect("serve stops within the wait");
-            result.expect("serve task").expect("serve returns Ok");
-        }
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::mem::replace(&mut self.dir, dir)
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+    /// Graceful shutdown, as on SIGTERM; hands back the temp dir so that the data file can
+    /// be read after the store closed it.
+    pub async fn stop(self) -> TempDir {
+        self.app.stop().await.0
     }
 
     /// A webhook with the shop's token and a request id.
@@ -144,7 +107,7 @@ tokens = [
         if let Some(id) = request_id {
             req = req.header("X-Request-Id", id);
         }
-        answer(req).await
+        self.send(req).await
     }
 
     /// A raw request with the given headers, for the bad-input tests.
@@ -158,7 +121,7 @@ tokens = [
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        answer(req).await
+        self.send(req).await
     }
 
     pub async fn get_as(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
@@ -166,7 +129,7 @@ tokens = [
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        answer(req).await
+        self.send(req).await
     }
 
     pub async fn post_as(
@@ -182,14 +145,7 @@ tokens = [
         if let Some(b) = body {
             req = req.json(b);
         }
-        answer(req).await
-    }
-
-    /// GET as admin, expecting 200.
-    pub async fn get(&self, path: &str) -> Value {
-        let (status, body) = self.get_as(path, Some(ADMIN)).await;
-        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
-        body
+        self.send(req).await
     }
 
     /// POST as admin, expecting 200.
@@ -212,48 +168,10 @@ tokens = [
         response.text().await.expect("body")
     }
 
-    pub async fn exchange(&self, id: u64) -> Value {
-        self.get(&format!("/api/exchanges/{id}")).await
-    }
-
     pub async fn list(&self, query: &str) -> Vec<Value> {
         let page = self.get(&format!("/api/exchanges?{query}")).await;
         page["items"].as_array().cloned().unwrap_or_default()
     }
-
-    /// Polls an exchange until it has `status`; fails at once if it settles in another final
-    /// status, and after `timeout` with the exchange's detail in the message.
-    pub async fn wait_for_status(&self, id: u64, status: &str, timeout: Duration) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let detail = self.exchange(id).await;
-            let now = detail["status"].as_str().unwrap_or_default().to_owned();
-            if now == status {
-                return detail;
-            }
-            let settled = matches!(
-                now.as_str(),
-                "succeeded" | "failed" | "rejected" | "duplicate" | "skipped" | "dry_run"
-            );
-            if settled || Instant::now() > deadline {
-                panic!(
-                    "exchange {id} is {now}, expected {status}:\n{}",
-                    pretty(&detail)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
-async fn answer(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let response = req.send().await.expect("the request reaches obmen");
-    let status = response.status();
-    let text = response.text().await.expect("a body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 pub fn pretty(v: &Value) -> String {
