@@ -25,35 +25,15 @@ use tokio::net::TcpListener;
 
 #[path = "contract.rs"]
 mod contract;
+#[path = "../support/received.rs"]
+mod received;
 pub use contract::contract;
+pub use received::Received;
 
 pub const PREFIX: &str = "/api/remap/1.2";
 pub const TOKEN: &str = "ms-token-test-0001";
 pub const LOGIN: &str = "admin@acme";
 pub const PASSWORD: &str = "ms-password-0001";
-
-#[derive(Clone, Debug)]
-pub struct Received {
-    pub at: Instant,
-    pub method: String,
-    pub path: String,
-    pub query: Vec<(String, String)>,
-    pub headers: HeaderMap,
-    pub body: Value,
-    pub status: u16,
-}
-
-impl Received {
-    pub fn query_value(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
 
 #[derive(Clone, Debug)]
 pub enum Fault {
@@ -421,7 +401,8 @@ async fn handle(
         .query()
         .and_then(|q| serde_urlencoded::from_str(q).ok())
         .unwrap_or_default();
-    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut received = Received::new(&method, &uri, headers.clone(), query.clone(), body.clone());
+    let parsed = received.body.clone();
     let path = uri.path().to_owned();
     let below = path.strip_prefix(PREFIX).unwrap_or(&path);
     let (op, mut violations) = contract().check_request(
@@ -442,15 +423,8 @@ async fn handle(
     }
     let mut inner = st.inner.lock().expect("lock");
     inner.contract_errors.extend(violations);
-    inner.ledger.push(Received {
-        at: Instant::now(),
-        method: method.to_string(),
-        path,
-        query,
-        headers,
-        body: parsed,
-        status: response.status().as_u16(),
-    });
+    received.status = response.status().as_u16();
+    inner.ledger.push(received);
     response
 }
 

@@ -20,33 +20,12 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
+#[path = "../support/received.rs"]
+mod received;
+pub use received::Received;
+
 pub const PREFIX: &str = "/trade/odata/standard.odata";
 pub const USER: &str = "obmen";
-
-#[derive(Clone, Debug)]
-pub struct Received {
-    pub method: String,
-    /// The path as sent (percent-encoded).
-    pub raw_path: String,
-    /// The path decoded, after the infobase prefix.
-    pub path: String,
-    pub query: Vec<(String, String)>,
-    pub headers: HeaderMap,
-    pub body: Value,
-    pub status: u16,
-}
-
-impl Received {
-    pub fn query_value(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
 
 /// Something the fake does instead of (or after) the normal answer.
 #[derive(Clone, Debug)]
@@ -259,15 +238,10 @@ async fn handle(
     };
     let (status, response) = answer(&st, &req, path.starts_with(PREFIX));
     let mut inner = st.inner.lock().expect("fake lock");
-    inner.ledger.push(Received {
-        method: method.to_string(),
-        raw_path,
-        path: req.path,
-        query,
-        headers,
-        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-        status: status.as_u16(),
-    });
+    let mut received = Received::new(&method, &uri, headers, query, body);
+    received.path = req.path;
+    received.status = status.as_u16();
+    inner.ledger.push(received);
     response
 }
 

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -17,37 +17,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// One request as the fake received it.
-#[derive(Clone, Debug)]
-pub struct Received {
-    pub at: Instant,
-    pub method: String,
-    pub path: String,
-    pub query: Vec<(String, String)>,
-    pub headers: HeaderMap,
-    pub body: Value,
-    /// The body bytes exactly as they arrived (what a signature covers).
-    pub raw_body: Bytes,
-    /// What the fake answered.
-    pub status: u16,
-}
-
-impl Received {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    pub fn query_value(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn is_mutating(&self) -> bool {
-        !matches!(self.method.as_str(), "GET" | "HEAD")
-    }
-}
+#[path = "../../support/received.rs"]
+mod received;
+pub use received::Received;
 
 /// A scripted misbehaviour, used once.
 #[derive(Clone, Debug)]
@@ -214,19 +186,7 @@ async fn handle(
                 .collect()
         })
         .unwrap_or_default();
-    let raw_body = body;
-    let body: Value = serde_json::from_slice(&raw_body).unwrap_or(Value::Null);
-    let path = uri.path().to_owned();
-    let received = Received {
-        at: Instant::now(),
-        method: method.to_string(),
-        path,
-        query,
-        headers,
-        body,
-        raw_body,
-        status: 0,
-    };
+    let received = Received::new(&method, &uri, headers, query, body);
     // Recorded on arrival: a client that times out drops this handler before it answers.
     let index = {
         let mut ledger = lock(&f.ledger);
