@@ -832,6 +832,56 @@ async fn a_bulk_create_goes_in_parts_and_names_the_items_that_failed() {
     assert_eq!(fake.lock().rows["counterparty"].len(), 3202);
 }
 
+/// The `ms-orders` flow: a MoySklad webhook whose first event's order is fetched.
+async fn orders_app(fake: &FakeMs) -> App {
+    App::start(&format!(
+        r#"{}
+[[flows]]
+name = "ms-orders"
+trigger = {{ webhook = {{ system = "sklad" }} }}
+steps = [ {{ call = "sklad.fetch", args = '{{href: .trigger.events[0].meta.href}}', as = "order" }} ]
+"#,
+        sklad(fake, &bearer())
+    ))
+    .await
+}
+
+/// A webhook body with an UPDATE event for each of these customer orders.
+fn order_events(fake: &FakeMs, ids: &[String], audit: u32) -> Value {
+    let events: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"meta": {"type": "customerorder", "href": fake.href("customerorder", id)}, "action": "UPDATE", "accountId": "9171a53c-0000-0000-0000-000000000000"}))
+        .collect();
+    json!({"auditContext": {"meta": {"type": "audit", "href": format!("{}/audit/{audit}", fake.base)}, "uid": "admin@acme", "moment": "2026-01-15 12:31:00"}, "events": events})
+}
+
+/// Waits until `n` exchanges of `ms-orders` succeeded; they, and a field of each, sorted.
+async fn orders_succeeded(app: &App, n: usize, field: &str) -> (Vec<Value>, Vec<String>) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let done = app.list("flow=ms-orders&status=succeeded").await;
+        if done.len() >= n {
+            let mut values: Vec<String> = done
+                .iter()
+                .filter_map(|d| d[field].as_str().map(str::to_owned))
+                .collect();
+            values.sort();
+            return (done, values);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{:#?}",
+            app.list("flow=ms-orders").await
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
 /// One delivery with three events: three exchanges, each with its own external id (the
 /// entity) and key (`<requestId>:<index>`); the sender's repeat of the delivery (same
 /// requestId) is three duplicates. The sender gives up after 1 + 3 refused attempts.
@@ -841,53 +891,22 @@ async fn a_delivery_with_several_events_is_one_exchange_per_event() {
     let orders: Vec<String> = (1..=3)
         .map(|i| fake.seed("customerorder", json!({"name": format!("0004{i}")})))
         .collect();
-    let app = App::start(&format!(
-        r#"{}
-[[flows]]
-name = "ms-orders"
-trigger = {{ webhook = {{ system = "sklad" }} }}
-steps = [ {{ call = "sklad.fetch", args = '{{href: .trigger.events[0].meta.href}}', as = "order" }} ]
-"#,
-        sklad(&fake, &bearer())
-    ))
-    .await;
-    let events: Vec<Value> = orders
-        .iter()
-        .map(|id| json!({"meta": {"type": "customerorder", "href": fake.href("customerorder", id)}, "action": "UPDATE", "accountId": "9171a53c-0000-0000-0000-000000000000"}))
-        .collect();
-    let body = json!({"auditContext": {"meta": {"type": "audit", "href": format!("{}/audit/2", fake.base)}, "uid": "admin@acme", "moment": "2026-01-15 12:31:00"}, "events": events});
+    let app = orders_app(&fake).await;
+    let body = order_events(&fake, &orders, 2);
     let url = format!("{}/hooks/ms-orders?token={HOOK}", app.base);
     let request_id = "7a1e0000-1111-2222-3333-444444444444";
     assert_eq!(fake::deliver(&url, request_id, &body).await, [Some(200)]);
-    let list = |status: &'static str| {
-        let app = &app;
-        async move {
-            app.get(&format!("/api/exchanges?flow=ms-orders&status={status}"))
-                .await["items"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        }
-    };
-    let deadline = Instant::now() + WAIT;
-    while list("succeeded").await.len() < 3 {
-        assert!(Instant::now() < deadline, "{:#?}", list("failed").await);
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let done = list("succeeded").await;
-    let mut ids: Vec<String> = done
-        .iter()
-        .filter_map(|d| d["external_id"].as_str().map(str::to_owned))
-        .collect();
-    ids.sort();
-    let mut want = orders.clone();
-    want.sort();
-    assert_eq!(ids, want, "one exchange per event, keyed by its entity");
-    let mut keys: Vec<String> = done
-        .iter()
-        .filter_map(|d| d["key"].as_str().map(str::to_owned))
-        .collect();
-    keys.sort();
+    let (done, ids) = orders_succeeded(&app, 3, "external_id").await;
+    assert_eq!(
+        ids,
+        sorted(orders.clone()),
+        "one exchange per event, keyed by its entity"
+    );
+    let keys = sorted(
+        done.iter()
+            .filter_map(|d| d["key"].as_str().map(str::to_owned))
+            .collect(),
+    );
     assert_eq!(
         keys,
         (0..3)
@@ -896,8 +915,8 @@ steps = [ {{ call = "sklad.fetch", args = '{{href: .trigger.events[0].meta.href}
     );
     // MoySklad repeats the delivery (it did not see our answer): no new work.
     assert_eq!(fake::deliver(&url, request_id, &body).await, [Some(200)]);
-    assert_eq!(list("duplicate").await.len(), 3);
-    assert_eq!(list("succeeded").await.len(), 3);
+    assert_eq!(app.list("flow=ms-orders&status=duplicate").await.len(), 3);
+    assert_eq!(app.list("flow=ms-orders&status=succeeded").await.len(), 3);
     let fetched = fake
         .ledger()
         .iter()
@@ -922,64 +941,26 @@ async fn deliveries_without_a_request_id_are_not_duplicates_of_each_other() {
     let orders: Vec<String> = (1..=4)
         .map(|i| fake.seed("customerorder", json!({"name": format!("0005{i}")})))
         .collect();
-    let app = App::start(&format!(
-        r#"{}
-[[flows]]
-name = "ms-orders"
-trigger = {{ webhook = {{ system = "sklad" }} }}
-steps = [ {{ call = "sklad.fetch", args = '{{href: .trigger.events[0].meta.href}}', as = "order" }} ]
-"#,
-        sklad(&fake, &bearer())
-    ))
-    .await;
-    let delivery = |ids: &[String]| {
-        let events: Vec<Value> = ids
-            .iter()
-            .map(|id| json!({"meta": {"type": "customerorder", "href": fake.href("customerorder", id)}, "action": "UPDATE", "accountId": "9171a53c-0000-0000-0000-000000000000"}))
-            .collect();
-        json!({"auditContext": {"meta": {"type": "audit", "href": format!("{}/audit/3", fake.base)}, "uid": "admin@acme", "moment": "2026-01-15 12:32:00"}, "events": events})
-    };
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
+    let app = orders_app(&fake).await;
     let url = format!("{}/hooks/ms-orders?token={HOOK}", app.base);
     for part in orders.chunks(2) {
-        let status = http
-            .post(&url)
-            .header("Content-Type", "application/json")
-            .body(delivery(part).to_string())
-            .send()
-            .await
-            .expect("delivered")
-            .status();
+        let (status, _) = app
+            .send(
+                app.client
+                    .post(&url)
+                    .header("Content-Type", "application/json")
+                    .body(order_events(&fake, part, 3).to_string()),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK);
     }
-    let list = |status: &'static str| {
-        let app = &app;
-        async move {
-            app.get(&format!("/api/exchanges?flow=ms-orders&status={status}"))
-                .await["items"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        }
-    };
-    let deadline = Instant::now() + WAIT;
-    while list("succeeded").await.len() < 4 {
-        assert!(Instant::now() < deadline, "{:#?}", list("duplicate").await);
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(list("duplicate").await.len(), 0);
-    let done = list("succeeded").await;
-    let mut ids: Vec<String> = done
-        .iter()
-        .filter_map(|d| d["external_id"].as_str().map(str::to_owned))
-        .collect();
-    ids.sort();
-    let mut want = orders.clone();
-    want.sort();
-    assert_eq!(ids, want, "every event of both deliveries ran");
+    let (done, ids) = orders_succeeded(&app, 4, "external_id").await;
+    assert_eq!(app.list("flow=ms-orders&status=duplicate").await.len(), 0);
+    assert_eq!(
+        ids,
+        sorted(orders.clone()),
+        "every event of both deliveries ran"
+    );
     for d in &done {
         let key = d["key"].as_str().unwrap_or_default();
         assert!(

@@ -109,6 +109,12 @@ impl App {
         self.get(&format!("/api/exchanges/{id}")).await
     }
 
+    /// The exchanges of one page of `/api/exchanges?<query>`.
+    pub async fn list(&self, query: &str) -> Vec<Value> {
+        let page = self.get(&format!("/api/exchanges?{query}")).await;
+        page["items"].as_array().cloned().unwrap_or_default()
+    }
+
     /// Starts a manual run; the new exchange's id.
     pub async fn run(&self, flow: &str, body: &Value) -> u64 {
         let (s, v) = self

@@ -167,11 +167,6 @@ tokens = [
         assert_eq!(response.status(), StatusCode::OK, "GET {path}");
         response.text().await.expect("body")
     }
-
-    pub async fn list(&self, query: &str) -> Vec<Value> {
-        let page = self.get(&format!("/api/exchanges?{query}")).await;
-        page["items"].as_array().cloned().unwrap_or_default()
-    }
 }
 
 pub fn pretty(v: &Value) -> String {
