@@ -23,6 +23,8 @@ use fake::{CLIENT_SECRET, Fake, WEBHOOK_TOKEN};
 mod flows;
 #[path = "bitrix24/oauth.rs"]
 mod oauth;
+#[path = "bitrix24/telephony.rs"]
+mod telephony;
 
 const ADMIN: &str = "admin-token-b24-0001";
 const APP_TOKEN: &str = "app-token-b24-0001";
