@@ -1,47 +1,64 @@
 //! A PBX reports finished calls to obmen (a generic JSON webhook); obmen registers each in
 //! Bitrix24 telephony, finishes it with the status mapped from the PBX disposition and
 //! attaches the recording (`telephony.externalCall.register` → `finish` → `attachRecord`),
-//! as an OAuth application: the only context these methods work in.
+//! as an OAuth application: the only context these methods work in. The flow is
+//! `examples/pbx-calls-to-bitrix24.toml` as shipped.
 
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::fake::{Fake, REREGISTER_WINDOW};
-use super::{App, WAIT, id_of, oauth_system, webhook_system};
+use super::fake::{CLIENT_ID, CLIENT_SECRET, Fake, REREGISTER_WINDOW, WEBHOOK_TOKEN};
+use super::{App, WAIT, id_of, oauth_system};
 
 const HOOK_TOKEN: &str = "pbx-hook-token-0001";
 
-/// The PBX posts with a shared token header; obmen never calls it.
-fn pbx_system() -> String {
-    format!(
-        r#"
-[systems.pbx]
-kind = "http"
-base_url = "http://127.0.0.1:9"
-inbound = {{ token_header = "X-Obmen-Token", token = "{HOOK_TOKEN}" }}
-"#
-    )
+const EXAMPLE: &str = "examples/pbx-calls-to-bitrix24.toml";
+
+/// Replaces `from` in `text`, which must hold it: an example edited out of shape fails here.
+fn swap(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "the example has no `{from}`");
+    text.replace(from, to)
 }
 
-/// The flow of `examples/pbx-calls-to-bitrix24.toml`, with short retry waits.
-const CALLS: &str = r#"
-[[flows]]
-name = "pbx-call"
-trigger = { webhook = { system = "pbx" } }
-external_id = ".uniqueid"
-retry = { max_attempts = 5, initial = "100ms", max = "2s" }
-status_maps.disposition = { "ANSWERED" = "200", "NO ANSWER" = "304", "BUSY" = "486", "FAILED" = "503" }
-status_maps.direction = { "in" = "2", "out" = "1" }
-steps = [
-  { name = "codes", as = "codes", map = '{status: (.trigger.disposition | status("disposition")), type: (.trigger.direction | status("direction") | tonumber)}' },
-  { name = "register", as = "call", call = "b24.telephony.externalCall.register", args = '{USER_PHONE_INNER: .trigger.callee_ext, PHONE_NUMBER: .trigger.caller, TYPE: .codes.type, CALL_START_DATE: .trigger.started_at, CRM_CREATE: 1, CRM_SOURCE: "CALL", SHOW: 0, ADD_TO_CHAT: 0, EXTERNAL_CALL_ID: .trigger.uniqueid}' },
-  { name = "finish", as = "finished", call = "b24.telephony.externalCall.finish", args = '{CALL_ID: .call.CALL_ID, USER_PHONE_INNER: .trigger.callee_ext, DURATION: .trigger.duration, STATUS_CODE: .codes.status, ADD_TO_CHAT: 0}' },
-  { name = "has-record", filter = '(.trigger.recording_url // "") != ""' },
-  { name = "record", call = "b24.telephony.externalCall.attachRecord", args = '{CALL_ID: .call.CALL_ID, RECORD_URL: .trigger.recording_url}' },
-]
-"#;
+/// `examples/pbx-calls-to-bitrix24.toml` as shipped, against the fake: secrets and the data
+/// directory filled in, the portal's address, a faster limit and shorter retry waits; with
+/// `webhook` the application is swapped for an inbound webhook.
+async fn start_example(fake: &Fake, webhook: bool) -> App {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = std::fs::read_to_string(EXAMPLE).expect("example");
+    let oauth = text
+        .lines()
+        .find(|l| l.starts_with("oauth = {"))
+        .expect("the example's oauth line")
+        .to_owned();
+    let credentials = if webhook {
+        format!("webhook_url = \"{}/rest/1/{WEBHOOK_TOKEN}/\"", fake.url)
+    } else {
+        format!(
+            "oauth = {{ domain = \"{url}\", server = \"{url}\", client_id = \"{CLIENT_ID}\", client_secret = \"{CLIENT_SECRET}\", access_token = \"access-0001\", refresh_token = \"refresh-0001\" }}",
+            url = fake.url
+        )
+    };
+    let data = format!("\"{}\"", dir.path().join("data").display());
+    let mut text = swap(&text, &oauth, &credentials);
+    for (from, to) in [
+        ("\"/var/lib/obmen\"", data.as_str()),
+        ("secret:admin_token", super::ADMIN),
+        ("secret:pbx_hook_token", HOOK_TOKEN),
+        ("rate_limit = \"2/s\"", "rate_limit = \"50/s\""),
+        (
+            "retry = { max_attempts = 10, initial = \"30s\", max = \"1h\" }",
+            "retry = { max_attempts = 5, initial = \"100ms\", max = \"2s\" }",
+        ),
+    ] {
+        text = swap(&text, from, to);
+    }
+    assert!(!text.contains("secret:"), "every secret is filled in");
+    let path = dir.path().join("obmen.toml");
+    App::serve(dir, path, text).await
+}
 
 const REGISTER: &str = "telephony.externalcall.register";
 const FINISH: &str = "telephony.externalcall.finish";
@@ -108,9 +125,9 @@ fn seed_contact(fake: &Fake) {
 async fn finished_calls_are_registered_finished_and_their_records_attached() {
     let fake = Fake::start().await;
     seed_contact(&fake);
-    let app = App::start(&[pbx_system(), oauth_system(&fake), CALLS.into()].concat()).await;
+    let app = start_example(&fake, false).await;
 
-    let answered = pbx_call(
+    let mut answered = pbx_call(
         "1767000000.101",
         "+77010000005",
         "101",
@@ -119,6 +136,7 @@ async fn finished_calls_are_registered_finished_and_their_records_attached() {
         "ANSWERED",
         Some("https://pbx.example.kz/monitor/1767000000.101.mp3"),
     );
+    answered["line"] = json!("3");
     let (code, first) = app.pbx(&answered).await;
     assert_eq!(code, 200, "{first}");
     let done = app.wait_for(id_of(&first), "succeeded").await;
@@ -140,6 +158,8 @@ async fn finished_calls_are_registered_finished_and_their_records_attached() {
         assert_eq!(register["USER_PHONE_INNER"], "101");
         assert_eq!(register["PHONE_NUMBER"], "+77010000005");
         assert_eq!(register["CALL_START_DATE"], "2026-11-27T10:00:00+05:00");
+        assert_eq!(register["CRM_CREATE"], 1);
+        assert_eq!(register["LINE_NUMBER"], "3");
         let finish = &t.accepted(FINISH)[0];
         assert_eq!(finish["CALL_ID"], call_id.as_str());
         assert_eq!(finish["STATUS_CODE"], "200");
@@ -185,6 +205,7 @@ async fn finished_calls_are_registered_finished_and_their_records_attached() {
     fake.with(|p| {
         let t = &p.telephony;
         assert_eq!(t.accepted(REGISTER)[1]["TYPE"], 1, "outgoing");
+        assert!(t.accepted(REGISTER)[1].get("LINE_NUMBER").is_none());
         assert_eq!(t.leads[&lead]["SOURCE_ID"], "CALL");
         assert_eq!(t.leads[&lead]["ASSIGNED_BY_ID"], "2");
     });
@@ -249,7 +270,7 @@ async fn a_failed_finish_is_retried_without_registering_again() {
             ),
         ];
     });
-    let app = App::start(&[pbx_system(), oauth_system(&fake), CALLS.into()].concat()).await;
+    let app = start_example(&fake, false).await;
     let body = pbx_call(
         "1767000300.104",
         "+77010000005",
@@ -287,7 +308,7 @@ async fn a_failed_finish_is_retried_without_registering_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_disposition_is_rejected_and_nothing_is_sent() {
     let fake = Fake::start().await;
-    let app = App::start(&[pbx_system(), oauth_system(&fake), CALLS.into()].concat()).await;
+    let app = start_example(&fake, false).await;
     let body = pbx_call(
         "1767000400.105",
         "+77010000005",
@@ -307,6 +328,27 @@ async fn an_unknown_disposition_is_rejected_and_nothing_is_sent() {
         "{rejected:#}"
     );
     assert_eq!(rejected["last_error"]["class"], "input");
+
+    // A report without the employee's extension breaks the flow's schema: rejected too.
+    let mut body = pbx_call(
+        "1767000400.106",
+        "+77010000005",
+        "101",
+        "in",
+        0,
+        "NO ANSWER",
+        None,
+    );
+    body.as_object_mut().expect("object").remove("callee_ext");
+    let (_, answer) = app.pbx(&body).await;
+    let rejected = app.wait_for(id_of(&answer), "rejected").await;
+    let message = rejected["last_error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.starts_with("schema:") && message.contains("callee_ext"),
+        "{rejected:#}"
+    );
     fake.with(|p| {
         assert!(p.telephony.log.is_empty());
         assert!(p.calls.is_empty(), "nothing reached the portal");
@@ -319,15 +361,7 @@ async fn an_unknown_disposition_is_rejected_and_nothing_is_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inbound_webhook_is_refused_with_wrong_auth_type_and_not_retried() {
     let fake = Fake::start().await;
-    let app = App::start(
-        &[
-            pbx_system(),
-            webhook_system(&fake, "rate_limit = \"50/s\""),
-            CALLS.into(),
-        ]
-        .concat(),
-    )
-    .await;
+    let app = start_example(&fake, true).await;
     let body = pbx_call(
         "1767000500.106",
         "+77010000005",
@@ -353,7 +387,7 @@ async fn an_inbound_webhook_is_refused_with_wrong_auth_type_and_not_retried() {
         assert!(t.calls.is_empty());
     });
     let text = failed.to_string();
-    assert!(!text.contains(super::WEBHOOK_TOKEN), "{text}");
+    assert!(!text.contains(WEBHOOK_TOKEN), "{text}");
 }
 
 /// One manual flow per method, the trigger body as the arguments.
@@ -591,11 +625,14 @@ async fn the_fake_answers_register_finish_and_attach_record_as_documented() {
             "Bitrix24 answered 400 (no code): Record URL resolves to a non-public address and was blocked.".into()
         ))
     );
-    // FILENAME alone: where to upload the content.
-    let upload = app
-        .tel("attach", attach(json!({"FILENAME": "call-001.mp3"})))
-        .await
-        .expect("upload address");
+    // FILENAME alone: where to upload the content. The address carries the access token
+    // (as the portal's does); the journal must not.
+    let id = app
+        .run_with("attach", &attach(json!({"FILENAME": "call-001.mp3"})))
+        .await;
+    let detail = app.wait_for(id, "succeeded").await;
+    assert!(!detail.to_string().contains("access-0001"), "{detail:#}");
+    let upload = detail["steps"][0]["output"].clone();
     assert_eq!(upload["fieldName"], "file");
     assert!(
         upload["uploadUrl"]
