@@ -6,7 +6,9 @@
 //! server that rotates both tokens, `batch` (halt, `$result[…]`, the `[]`-for-empty quirk),
 //! a portal that moved: its old address answers `302` to the new one, and the CRM catalog's
 //! products (`crm.product.list|get|add|update`, string values, `NAME` required to add), whose
-//! `add` can be made to lose its answer: the product is made, the answer comes too late.
+//! `add` can be made to lose its answer: the product is made, the answer comes too late; and
+//! telephony (`telephony.externalCall.register|finish|attachRecord`, application context
+//! only; see the section at the end).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -369,7 +371,7 @@ fn call(
     p.calls.push((method.clone(), how.into()));
     p.hosts.push(host);
     if let Some(answer) = telephony(&mut p, &method, &args, how) {
-        return (answer, false);
+        return answer;
     }
     if method == "batch" {
         return (batch(&mut p, &args), false);
@@ -1024,6 +1026,9 @@ pub struct Telephony {
     /// Failures answered before anything is done: (lower-case method, status, code); each
     /// is used once, in order.
     pub faults: Vec<(String, StatusCode, &'static str)>,
+    /// Calls done on the portal whose answers come after `LOST_ANSWER_DELAY` (lost to a
+    /// caller with a shorter timeout): lower-case methods, each used once.
+    pub lose_answers: Vec<String>,
     /// Added to the real clock: a test moves it past the re-registration window.
     pub skew: Duration,
     next_stat: u64,
@@ -1056,6 +1061,7 @@ impl Default for Telephony {
             activities: BTreeMap::new(),
             log: Vec::new(),
             faults: Vec::new(),
+            lose_answers: Vec::new(),
             skew: Duration::ZERO,
             next_stat: 0,
             next_file: 9000,
@@ -1087,8 +1093,9 @@ impl Telephony {
     }
 }
 
-/// Answers a `telephony.externalcall.*` call; `None` for every other method.
-fn telephony(p: &mut Portal, method: &str, args: &Value, how: &str) -> Option<Response> {
+/// Answers a `telephony.externalcall.*` call, with whether the answer is to be lost; `None`
+/// for every other method.
+fn telephony(p: &mut Portal, method: &str, args: &Value, how: &str) -> Option<(Response, bool)> {
     let lower = method.to_ascii_lowercase();
     let action = lower.strip_prefix("telephony.externalcall.")?.to_owned();
     let mut args = args.clone();
@@ -1115,10 +1122,15 @@ fn telephony(p: &mut Portal, method: &str, args: &Value, how: &str) -> Option<Re
         Ok(result) => envelope(&result),
         Err((status, code, description)) => error(status, code, &description),
     };
+    let lost = p.telephony.lose_answers.iter().position(|m| *m == lower);
+    let lose = response.status().is_success() && lost.is_some();
+    if let (true, Some(at)) = (lose, lost) {
+        p.telephony.lose_answers.remove(at);
+    }
     p.telephony
         .log
         .push((lower, args, response.status().as_u16()));
-    Some(response)
+    Some((response, lose))
 }
 
 fn core(description: &str) -> Refusal {

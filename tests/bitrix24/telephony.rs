@@ -24,8 +24,9 @@ fn swap(text: &str, from: &str, to: &str) -> String {
 
 /// `examples/pbx-calls-to-bitrix24.toml` as shipped, against the fake: secrets and the data
 /// directory filled in, the portal's address, a faster limit and shorter retry waits; with
-/// `webhook` the application is swapped for an inbound webhook.
-async fn start_example(fake: &Fake, webhook: bool) -> App {
+/// `webhook` the application is swapped for an inbound webhook; `b24_extra` is added to the
+/// Bitrix24 system.
+async fn start_example(fake: &Fake, webhook: bool, b24_extra: &str) -> App {
     let dir = tempfile::tempdir().expect("temp dir");
     let text = std::fs::read_to_string(EXAMPLE).expect("example");
     let oauth = text
@@ -42,12 +43,13 @@ async fn start_example(fake: &Fake, webhook: bool) -> App {
         )
     };
     let data = format!("\"{}\"", dir.path().join("data").display());
+    let limit = format!("rate_limit = \"50/s\"\n{b24_extra}");
     let mut text = swap(&text, &oauth, &credentials);
     for (from, to) in [
         ("\"/var/lib/obmen\"", data.as_str()),
         ("secret:admin_token", super::ADMIN),
         ("secret:pbx_hook_token", HOOK_TOKEN),
-        ("rate_limit = \"2/s\"", "rate_limit = \"50/s\""),
+        ("rate_limit = \"2/s\"", &limit),
         (
             "retry = { max_attempts = 10, initial = \"30s\", max = \"1h\" }",
             "retry = { max_attempts = 5, initial = \"100ms\", max = \"2s\" }",
@@ -125,7 +127,7 @@ fn seed_contact(fake: &Fake) {
 async fn finished_calls_are_registered_finished_and_their_records_attached() {
     let fake = Fake::start().await;
     seed_contact(&fake);
-    let app = start_example(&fake, false).await;
+    let app = start_example(&fake, false, "").await;
 
     let mut answered = pbx_call(
         "1767000000.101",
@@ -270,7 +272,7 @@ async fn a_failed_finish_is_retried_without_registering_again() {
             ),
         ];
     });
-    let app = start_example(&fake, false).await;
+    let app = start_example(&fake, false, "").await;
     let body = pbx_call(
         "1767000300.104",
         "+77010000005",
@@ -304,11 +306,72 @@ async fn a_failed_finish_is_retried_without_registering_again() {
     });
 }
 
+/// Answers lost after the portal did the work (they come after obmen's timeout). A lost
+/// `register` is sent again and Bitrix24's re-registration rule (same `EXTERNAL_CALL_ID`
+/// within 30 minutes) answers the same CALL_ID: one call. A lost `finish` cannot be made
+/// good: sent again, the portal no longer finds the finished call, and the exchange fails
+/// (`permanent`) for a person to look at, the call being saved already.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_answers_of_register_and_finish() {
+    let fake = Fake::start().await;
+    seed_contact(&fake);
+    fake.with(|p| p.telephony.lose_answers = vec![REGISTER.into()]);
+    let app = start_example(&fake, false, "timeout = \"500ms\"").await;
+    let body = pbx_call(
+        "1767000600.107",
+        "+77010000005",
+        "101",
+        "in",
+        20,
+        "ANSWERED",
+        Some("https://pbx.example.kz/monitor/1767000600.107.mp3"),
+    );
+    let (_, answer) = app.pbx(&body).await;
+    let done = app.wait_for(id_of(&answer), "succeeded").await;
+    assert_eq!(done["attempts"], 2, "{done:#}");
+    assert_eq!(done["attempt_log"][0]["error"]["class"], "transient");
+    fake.with(|p| {
+        let t = &p.telephony;
+        assert_eq!(t.methods(), [REGISTER, REGISTER, FINISH, ATTACH]);
+        assert_eq!(t.calls.len(), 1, "registered once");
+        assert_eq!(
+            done["steps"][1]["output"]["CALL_ID"],
+            t.calls[0].call_id.as_str()
+        );
+    });
+
+    fake.with(|p| p.telephony.lose_answers = vec![FINISH.into()]);
+    let body = pbx_call(
+        "1767000700.108",
+        "+77010000005",
+        "101",
+        "in",
+        20,
+        "ANSWERED",
+        None,
+    );
+    let (_, answer) = app.pbx(&body).await;
+    let failed = app.wait_for(id_of(&answer), "failed").await;
+    assert_eq!(failed["attempts"], 2, "{failed:#}");
+    assert_eq!(failed["last_error"]["class"], "permanent");
+    assert_eq!(failed["last_error"]["step"], "finish");
+    assert_eq!(
+        failed["last_error"]["message"],
+        "Bitrix24 answered 400 ERROR_CORE: Call is not found (call should be registered prior to finishing)"
+    );
+    fake.with(|p| {
+        let t = &p.telephony;
+        assert_eq!(t.calls.len(), 2);
+        assert!(t.calls[1].finished.is_some(), "the first finish was done");
+        assert_eq!(t.methods()[4..], [REGISTER, FINISH, FINISH]);
+    });
+}
+
 /// A disposition the status map does not know: `rejected` before anything is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_disposition_is_rejected_and_nothing_is_sent() {
     let fake = Fake::start().await;
-    let app = start_example(&fake, false).await;
+    let app = start_example(&fake, false, "").await;
     let body = pbx_call(
         "1767000400.105",
         "+77010000005",
@@ -361,7 +424,7 @@ async fn an_unknown_disposition_is_rejected_and_nothing_is_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inbound_webhook_is_refused_with_wrong_auth_type_and_not_retried() {
     let fake = Fake::start().await;
-    let app = start_example(&fake, true).await;
+    let app = start_example(&fake, true, "").await;
     let body = pbx_call(
         "1767000500.106",
         "+77010000005",
