@@ -252,8 +252,22 @@ async fn the_catalog_becomes_bitrix24_products_created_once_updated_and_deactiva
     assert!(summaries[0].contains("4 items (4 new"), "{summaries:?}");
     let all = app.settle("1c-catalog", 6).await;
     assert_eq!(all.len(), 6, "4 products and 2 offers: {all:#?}");
-    assert_eq!(count(&all, "succeeded"), 4, "{:?}", statuses(&all));
-    assert_eq!(count(&all, "skipped"), 2, "offers stop at the first filter");
+    assert_eq!(count(&all, "succeeded"), 6, "{:?}", statuses(&all));
+    // The offers (offers.xml): the retail price (Розничная, 7 руб) is the base price, the
+    // quantity 0, on the product whose XML_ID is the offer's Ид.
+    for id in [TABLE_WHITE, TABLE_OTHER] {
+        let product = portal.with(|p| p.by_xml_id(id)[0].clone());
+        assert_eq!(product["PRICE"], "7", "{product:#}");
+        assert_eq!(product["CURRENCY_ID"], "RUB", "{product:#}");
+        let pid: u64 = product["ID"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("id");
+        assert_eq!(
+            portal.with(|p| p.quantity.get(&pid).cloned()),
+            Some(json!(0.0))
+        );
+    }
 
     let products = portal.with(|p| p.products.clone());
     assert_eq!(products.len(), 4, "{products:#?}");
@@ -287,7 +301,20 @@ async fn the_catalog_becomes_bitrix24_products_created_once_updated_and_deactiva
         .iter()
         .filter(|m| *m == "crm.product.update")
         .count();
-    assert_eq!((adds, updates), (3, 1), "{methods:?}");
+    // 3 adds and the known product's update; 2 offers' price updates.
+    assert_eq!((adds, updates), (3, 3), "{methods:?}");
+    let stock: Vec<Value> = portal.with(|p| {
+        p.calls
+            .iter()
+            .filter(|(m, _)| m == "catalog.product.update")
+            .map(|(_, a)| a.clone())
+            .collect()
+    });
+    assert_eq!(stock.len(), 2, "{stock:?}");
+    assert!(
+        stock.iter().all(|a| a["fields"]["quantity"] == "0"),
+        "{stock:?}"
+    );
     let finds: Vec<Value> = portal.with(|p| {
         p.calls
             .iter()
@@ -295,12 +322,13 @@ async fn the_catalog_becomes_bitrix24_products_created_once_updated_and_deactiva
             .map(|(_, a)| a.clone())
             .collect()
     });
-    // Each product: the flow's check, then the upsert's own search (the ID map is empty).
-    assert_eq!(finds.len(), 8, "{finds:?}");
+    // Each product: the flow's check, then the upsert's own search (the ID map is empty);
+    // each offer: the check (its Ид and its product's), then the ID map.
+    assert_eq!(finds.len(), 10, "{finds:?}");
     assert!(
         finds
             .iter()
-            .all(|a| a["filter"]["XML_ID"].is_string() && a["select"] == json!(["ID"])),
+            .all(|a| a["select"] == json!(["ID", "XML_ID"]) || a["select"] == json!(["ID"])),
         "{finds:?}"
     );
 
@@ -372,6 +400,8 @@ async fn the_catalog_becomes_bitrix24_products_created_once_updated_and_deactiva
     assert_eq!(
         since,
         [
+            "crm.product.get",
+            "crm.product.get",
             "crm.product.list",
             "crm.product.list",
             "crm.product.list",
@@ -388,6 +418,92 @@ async fn the_catalog_becomes_bitrix24_products_created_once_updated_and_deactiva
         portal.with(|p| p.refused_by_bucket),
         0,
         "the 2/s pace holds"
+    );
+}
+
+/// offers.xml before the goods (1C sends only changes, or the product's exchange is still
+/// retrying): the offers fail, naming the check, and lose nothing; once the goods are
+/// in Bitrix24, one bulk retry sets their prices and stock. An offer 1C marks deleted sets
+/// the quantity to 0 and leaves the price.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_before_their_products_fail_and_a_retry_delivers_them() {
+    let portal = FakePortal::start().await;
+    let app = App::start(&portal).await;
+    let import = sample("official-samples-2.0x/import.xml");
+    let offers = sample("official-samples-2.0x/offers.xml");
+    catalog_run(&app, &[("offers.xml", &offers)]).await;
+    let all = app.settle("1c-catalog", 2).await;
+    assert_eq!(statuses(&all), ["failed", "failed"], "{all:#?}");
+    let first = app.exchange(&all[0]["id"]).await;
+    assert!(
+        first.to_string().contains("product_of_offer"),
+        "the check that found no product is named: {first:#}"
+    );
+    assert!(portal.with(|p| p.products.is_empty() && p.quantity.is_empty()));
+
+    catalog_run(&app, &[("import.xml", &import)]).await;
+    app.settle("1c-catalog", 6).await;
+    let r = app
+        .client
+        .post(format!(
+            "{}/api/exchanges/retry?flow=1c-catalog&status=failed",
+            app.base
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("retry answers");
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    let all = app.settle("1c-catalog", 6).await;
+    assert_eq!(count(&all, "succeeded"), 6, "{:?}", statuses(&all));
+    let table = portal.with(|p| p.by_xml_id(TABLE_WHITE)[0].clone());
+    assert_eq!(
+        (table["PRICE"].clone(), table["CURRENCY_ID"].clone()),
+        (json!("7"), json!("RUB"))
+    );
+    let pid: u64 = table["ID"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("id");
+    assert_eq!(
+        portal.with(|p| p.quantity.get(&pid).cloned()),
+        Some(json!(0.0))
+    );
+
+    // A changed offer: 12 руб and 5 in stock; then the same offer marked deleted.
+    let changed = offers
+        .replace(
+            "<ЦенаЗаЕдиницу>7</ЦенаЗаЕдиницу>",
+            "<ЦенаЗаЕдиницу>12.50</ЦенаЗаЕдиницу>",
+        )
+        .replace("<Количество>0</Количество>", "<Количество>5</Количество>");
+    catalog_run(&app, &[("offers.xml", &changed)]).await;
+    app.settle("1c-catalog", 8).await;
+    let table = portal.with(|p| p.products[&pid].clone());
+    assert_eq!(table["PRICE"], "12.50");
+    assert_eq!(
+        portal.with(|p| p.quantity.get(&pid).cloned()),
+        Some(json!(5.0))
+    );
+    let gone = changed.replacen(
+        &format!("<Ид>{TABLE_WHITE}</Ид>"),
+        &format!("<Ид>{TABLE_WHITE}</Ид>\n<ПометкаУдаления>true</ПометкаУдаления>"),
+        1,
+    );
+    catalog_run(&app, &[("offers.xml", &gone)]).await;
+    let all = app.settle("1c-catalog", 10).await;
+    assert_eq!(
+        count(&all, "duplicate"),
+        1,
+        "the other offer is unchanged: {all:#?}"
+    );
+    let table = portal.with(|p| p.products[&pid].clone());
+    assert_eq!(table["PRICE"], "12.50", "a deleted offer leaves the price");
+    assert_eq!(table["ACTIVE"], "Y", "and the product active");
+    assert_eq!(
+        portal.with(|p| p.quantity.get(&pid).cloned()),
+        Some(json!(0.0)),
+        "not sold"
     );
 }
 
@@ -427,7 +543,7 @@ async fn a_lost_answer_to_an_add_is_retried_into_an_update_not_a_second_product(
     assert_eq!(made[0]["NAME"], "Стол обеденный (Белый)");
     let write = detail["steps"]
         .as_array()
-        .and_then(|s| s.last())
+        .and_then(|s| s.iter().find(|s| s["name"] == "write"))
         .map(|s| s["output"].clone())
         .unwrap_or_default();
     assert_eq!(write["action"], "updated", "{detail:#}");
@@ -439,9 +555,10 @@ async fn a_lost_answer_to_an_add_is_retried_into_an_update_not_a_second_product(
             "crm.product.list",
             "crm.product.add",
             "crm.product.list",
-            "crm.product.update"
+            "crm.product.update",
+            "crm.product.get"
         ],
-        "check, search, the add whose answer was lost; on retry a search that finds it"
+        "check, search, the add whose answer was lost; on retry a search that finds it; the read back"
     );
 }
 

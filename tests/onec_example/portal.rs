@@ -5,7 +5,9 @@
 //! with `total`/`next`, CRM errors with an empty `error` code ("Not found"), unknown methods
 //! `ERROR_METHOD_NOT_FOUND`, a leaky bucket (50, drains 2/s) answering
 //! `503 QUERY_LIMIT_EXCEEDED`, and `batch` (query-string commands, `halt`, `[]` for empty
-//! collections). Methods: `crm.product.list|get|add|update`, `crm.deal.get`,
+//! collections). Methods: `crm.product.list|get|add|update`, `catalog.product.update`
+//! (camelCase `fields`, `{"result": {"element": …}}`, numeric error codes: `100` without
+//! `id`/`fields`, `0` for a product that does not exist), `crm.deal.get`,
 //! `crm.contact.get`, `crm.deal.productrows.get`, `crm.timeline.comment.add`. It also writes
 //! the form body of an outgoing event the way Bitrix24 posts it, and can lose the answer to
 //! a `crm.product.add` that made the product (its front proxy answers `504 Gateway Time-out`).
@@ -50,6 +52,24 @@ const PRODUCT_FIELDS: &[&str] = &[
     "CREATED_BY",
 ];
 
+/// `catalog.product.update` fields this example may send (catalog_product, camelCase).
+const CATALOG_FIELDS: &[&str] = &[
+    "name",
+    "active",
+    "code",
+    "xmlId",
+    "quantity",
+    "quantityReserved",
+    "quantityTrace",
+    "canBuyZero",
+    "purchasingPrice",
+    "purchasingCurrency",
+    "vatId",
+    "vatIncluded",
+    "measure",
+    "weight",
+];
+
 /// A refused call: HTTP status, Bitrix24 code, description.
 type Refusal = (StatusCode, &'static str, String);
 
@@ -70,6 +90,8 @@ pub struct Portal {
     level: f64,
     drained_at: Option<Instant>,
     pub refused_by_bucket: usize,
+    /// `quantity` of products (the catalog's view, `catalog.product.update`), by id.
+    pub quantity: BTreeMap<u64, Value>,
     /// This many more `crm.product.add` calls make the product, then lose the answer.
     pub lose_adds: usize,
 }
@@ -161,11 +183,17 @@ fn envelope_body(result: &Value) -> Value {
 }
 
 fn error(status: StatusCode, code: &str, description: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({"error": code, "error_description": description})),
-    )
-        .into_response()
+    (status, axum::Json(error_body(code, description))).into_response()
+}
+
+/// The catalog.* methods answer numeric codes (`"error": 0`, `200040300010`); the CRM and
+/// system ones strings (possibly empty).
+fn error_body(code: &str, description: &str) -> Value {
+    let code = match code.parse::<u64>() {
+        Ok(n) => json!(n),
+        Err(_) => json!(code),
+    };
+    json!({"error": code, "error_description": description})
 }
 
 async fn rest(
@@ -353,6 +381,57 @@ fn dispatch(p: &mut Portal, method: &str, args: &Value) -> Result<Value, Refusal
             merge(product, Some(&fields));
             ok(json!(true))
         }
+        "catalog.product.update" => {
+            let Some(id) = id else {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    "100",
+                    "Parameter id is missing".into(),
+                ));
+            };
+            let fields = match args.get("fields") {
+                Some(Value::Object(f)) if !f.is_empty() => f.clone(),
+                _ => {
+                    return Err((
+                        StatusCode::BAD_REQUEST,
+                        "100",
+                        "Parameter fields is missing or empty".into(),
+                    ));
+                }
+            };
+            if let Some(k) = fields
+                .keys()
+                .find(|k| !CATALOG_FIELDS.contains(&k.as_str()))
+            {
+                return Err((StatusCode::BAD_REQUEST, "0", format!("Unknown field: {k}")));
+            }
+            let Some(product) = p.products.get(&id).cloned() else {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    "0",
+                    "Product with the specified ID does not exist".into(),
+                ));
+            };
+            if let Some(q) = fields.get("quantity") {
+                let q = match q {
+                    Value::String(s) => s.trim().parse::<f64>().ok(),
+                    other => other.as_f64(),
+                };
+                let Some(q) = q else {
+                    return Err((
+                        StatusCode::BAD_REQUEST,
+                        "0",
+                        "quantity is not a number".into(),
+                    ));
+                };
+                p.quantity.insert(id, json!(q));
+            }
+            ok(
+                json!({"element": {"id": id, "iblockId": 25, "name": product["NAME"],
+                "xmlId": product["XML_ID"], "active": product["ACTIVE"],
+                "quantity": p.quantity.get(&id).cloned().unwrap_or(Value::Null)}}),
+            )
+        }
         "crm.deal.get" => match id.and_then(|id| p.deals.get(&id)) {
             Some(deal) => ok(deal.clone()),
             None if id.is_none() => Err(invalid_id()),
@@ -515,6 +594,43 @@ fn list(rows: Vec<Value>, args: &Value) -> Result<Value, Refusal> {
     Ok(body)
 }
 
+/// `$result[key][0][ID]` in a command: the value at that path of an earlier command's
+/// result. A path that leads nowhere (an empty list) is left as written, so the command
+/// sees no valid value and fails.
+fn references(line: &str, results: &Map<String, Value>) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(at) = rest.find("$result[") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + "$result".len()..];
+        let mut path = Vec::new();
+        let mut end = 0;
+        while tail[end..].starts_with('[') {
+            let Some(close) = tail[end..].find(']') else {
+                break;
+            };
+            path.push(&tail[end + 1..end + close]);
+            end += close + 1;
+        }
+        let mut value = path.first().and_then(|k| results.get(*k));
+        for seg in path.iter().skip(1) {
+            value = value.and_then(|v| match v {
+                Value::Array(items) => seg.parse::<usize>().ok().and_then(|i| items.get(i)),
+                Value::Object(m) => m.get(*seg),
+                _ => None,
+            });
+        }
+        match value {
+            Some(Value::String(s)) => out.push_str(s),
+            Some(v @ Value::Number(_)) => out.push_str(&v.to_string()),
+            _ => out.push_str(&rest[at..at + "$result".len() + end]),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// `batch`: each command runs like a call of its own (query-string arguments); `halt` stops
 /// at the first failure. HTTP 200 whatever the commands did; empty collections are `[]`.
 fn batch(p: &mut Portal, args: &Value) -> Response {
@@ -534,8 +650,8 @@ fn batch(p: &mut Portal, args: &Value) -> Response {
     let (mut result, mut errors) = (Map::new(), Map::new());
     let (mut totals, mut nexts, mut times) = (Map::new(), Map::new(), Map::new());
     for (key, line) in cmd {
-        let line = line.as_str().unwrap_or_default();
-        let (method, query) = line.split_once('?').unwrap_or((line, ""));
+        let line = references(line.as_str().unwrap_or_default(), &result);
+        let (method, query) = line.split_once('?').unwrap_or((&line, ""));
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
         let sub_args = nested(&pairs);
         p.calls.push((method.to_owned(), sub_args.clone()));
@@ -560,10 +676,7 @@ fn batch(p: &mut Portal, args: &Value) -> Response {
                 times.insert(key.clone(), body["time"].take());
             }
             Err((_, code, description)) => {
-                errors.insert(
-                    key.clone(),
-                    json!({"error": code, "error_description": description}),
-                );
+                errors.insert(key.clone(), error_body(code, &description));
                 if halt {
                     break;
                 }
