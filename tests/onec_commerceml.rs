@@ -1,7 +1,9 @@
 //! The CommerceML exchange endpoint against a test that plays 1C over real HTTP: the
 //! official sample files (2.0x and the 3.1 module's) uploaded in parts, imported until
 //! `success`, one exchange per item delivered to a fake target; re-uploads are duplicates;
-//! refused logins, broken files and unsafe names; orders for 1C through `mode=query`.
+//! refused logins, broken files and unsafe names; orders for 1C through `mode=query`;
+//! `zip=yes` uploads (the samples zipped, and hostile archives); `mode=deactivate` after a
+//! full catalog.
 
 #[path = "onec_commerceml/client.rs"]
 mod client;
@@ -79,6 +81,11 @@ steps = [ {{ call = "sink.put", args = '.trigger | {{id, kind, deleted, file, ke
 name = "tight"
 trigger = {{ commerceml = {{ user = "{USER}", password = "{PASSWORD}", type = "catalog", file_limit = 1024, upload_limit = 4096 }} }}
 steps = [ {{ call = "sink.put", args = '.trigger | {{id, kind}}' }} ]
+
+[[flows]]
+name = "zipped"
+trigger = {{ commerceml = {{ user = "{USER}", password = "{PASSWORD}", type = "catalog", file_limit = 16384, upload_limit = 4194304, import_batch = 25, zip = true }} }}
+steps = [ {{ call = "sink.put", args = '.trigger | {{id, kind, deleted, file, key: .exchange_key}}' }} ]
 
 [[flows]]
 name = "orders"
@@ -629,5 +636,318 @@ async fn deep_items_reuploads_and_the_session_upload_limit() {
     assert_eq!(
         tight.file_part("big.xml", vec![b' '; limit]).await.status,
         "success"
+    );
+}
+
+/// A zip archive of `files` (deflated), as 1C's module makes one.
+fn zipped(files: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, bytes) in files {
+        w.start_file(*name, opts).expect("entry");
+        w.write_all(bytes).expect("write");
+    }
+    w.finish().expect("finish").into_inner()
+}
+
+/// checkauth, init (`zip=yes`), the archive in parts, then import each name until success;
+/// returns how many `progress` answers came (the unpacking among them).
+async fn zipped_run(app: &App, archive: &[u8], names: &[&str]) -> usize {
+    let mut onec = app.onec("zipped", "catalog");
+    assert_eq!(onec.checkauth(USER, Some(PASSWORD)).await.status, "success");
+    let limit = onec.init_as(None, "zip=yes").await.0;
+    onec.upload("catalog.zip", archive, limit).await;
+    let mut progress = 0;
+    for name in names {
+        let (a, p) = onec.import(name).await;
+        assert_eq!(a.status, "success", "import {name}: {a:?}");
+        progress += p;
+    }
+    progress
+}
+
+fn sorted(mut v: Vec<Value>) -> Vec<String> {
+    let mut out: Vec<String> = v.drain(..).map(|b| b.to_string()).collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zipped_samples_make_the_same_exchanges_as_plain_files() {
+    let sink = Sink::start().await;
+    let app = App::start(&sink).await;
+    let old = ["import.xml", "offers.xml"].map(|n| sample(&format!("official-samples-2.0x/{n}")));
+    let new = ["import.xml", "offers.xml", "prices.xml", "rests.xml"]
+        .map(|n| sample(&format!("bitrix-module-3.1/{n}")));
+    let old_files = [("import.xml", &old[0][..]), ("offers.xml", &old[1][..])];
+    let new_files = [
+        ("import.xml", &new[0][..]),
+        ("offers.xml", &new[1][..]),
+        ("prices.xml", &new[2][..]),
+        ("rests.xml", &new[3][..]),
+    ];
+    // The same files, plain on the `catalog` flow (same steps) …
+    catalog_run(&app, &old_files).await;
+    catalog_run(&app, &new_files).await;
+    let plain = app.settle("catalog").await;
+    let plain_bodies = sink.bodies();
+    assert_eq!(plain.len(), 4 + 2 + 21 + 86 * 3);
+
+    // … and zipped with a picture, as 1C sends them with zip=yes.
+    let picture = vec![0xFFu8; 3000];
+    let mut with_picture: Vec<(&str, &[u8])> = old_files.to_vec();
+    with_picture.push(("import_files/05/05e26d70.jpg", &picture));
+    let progress = zipped_run(&app, &zipped(&with_picture), &["import.xml", "offers.xml"]).await;
+    assert!(progress >= 1, "the unpacking answered progress first");
+    zipped_run(
+        &app,
+        &zipped(&new_files),
+        &["import.xml", "offers.xml", "prices.xml", "rests.xml"],
+    )
+    .await;
+    let zip_all = app.settle("zipped").await;
+    assert_eq!(zip_all.len(), plain.len(), "one exchange per item");
+    assert_eq!(by_status(&zip_all, "succeeded"), plain.len());
+    let zip_bodies: Vec<Value> = sink.bodies()[plain_bodies.len()..].to_vec();
+    assert_eq!(
+        sorted(zip_bodies),
+        sorted(plain_bodies.clone()),
+        "the same items, keys and fields as the plain upload"
+    );
+
+    // The same archives again: every exchange a duplicate, the target hears nothing.
+    zipped_run(&app, &zipped(&with_picture), &["import.xml", "offers.xml"]).await;
+    zipped_run(
+        &app,
+        &zipped(&new_files),
+        &["import.xml", "offers.xml", "prices.xml", "rests.xml"],
+    )
+    .await;
+    let again = app.settle("zipped").await;
+    assert_eq!(again.len(), plain.len() * 2);
+    assert_eq!(by_status(&again, "duplicate"), plain.len());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.bodies().len(), plain_bodies.len() * 2);
+    // Archives are removed once unpacked, the XML once imported; the picture was never
+    // written.
+    let left = walk(&app.dir.path().join("data/1c/zipped"));
+    assert!(left.is_empty(), "work files left: {left:?}");
+}
+
+/// The central directory's flags of every entry get the "encrypted" bit, as a
+/// password-protected archive has them.
+fn mark_encrypted(mut bytes: Vec<u8>) -> Vec<u8> {
+    let mut i = 0;
+    while i + 10 < bytes.len() {
+        if bytes[i..i + 4] == *b"PK\x01\x02" {
+            bytes[i + 8] |= 1;
+        }
+        if bytes[i..i + 4] == *b"PK\x03\x04" {
+            bytes[i + 6] |= 1;
+        }
+        i += 1;
+    }
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_archives_are_refused_and_nothing_of_them_is_imported() {
+    let sink = Sink::start().await;
+    let app = App::start(&sink).await;
+    let import = sample("official-samples-2.0x/import.xml");
+    let bomb = zipped(&[
+        ("import.xml", &import[..]),
+        ("offers.xml", &vec![b' '; 8 << 20][..]),
+    ]);
+    let slip = zipped(&[("import.xml", &import[..]), ("../../evil.xml", b"<x/>")]);
+    let absolute = zipped(&[("import.xml", &import[..]), ("/tmp/evil.xml", b"<x/>")]);
+    let mut corrupt = zipped(&[("import.xml", &import[..])]);
+    let middle = corrupt.len() / 2;
+    for b in &mut corrupt[middle..middle + 16] {
+        *b ^= 0x5A;
+    }
+    let truncated = zipped(&[("import.xml", &import[..])])[..200].to_vec();
+    let encrypted = mark_encrypted(zipped(&[("import.xml", &import[..])]));
+    let cases: [(&str, Vec<u8>, &str); 6] = [
+        ("bomb", bomb, "zip bomb"),
+        ("zip-slip", slip, "`.` and `..` are not allowed"),
+        ("absolute", absolute, "it must be relative"),
+        ("corrupt", corrupt, "import.xml is corrupt"),
+        ("truncated", truncated, "not a readable zip"),
+        ("encrypted", encrypted, "encrypted"),
+    ];
+    for (what, archive, why) in &cases {
+        let mut onec = app.onec("zipped", "catalog");
+        assert_eq!(onec.checkauth(USER, Some(PASSWORD)).await.status, "success");
+        let limit = onec.init_as(None, "zip=yes").await.0;
+        onec.upload("catalog.zip", archive, limit).await;
+        let (a, _) = onec.import("import.xml").await;
+        assert_eq!(a.status, "failure", "{what}: {a:?}");
+        assert!(a.message().contains(why), "{what}: {a:?}");
+        // Asked again, or for another file of the session: the same refusal.
+        let (again, _) = onec.import("import.xml").await;
+        assert_eq!(again.status, "failure", "{what}: {again:?}");
+        let (other, _) = onec.import("offers.xml").await;
+        assert_eq!(other.status, "failure", "{what}: {other:?}");
+        let left = walk(&app.dir.path().join("data/1c/zipped"));
+        assert!(
+            left.iter().all(|p| p.ends_with("catalog.zip")),
+            "{what}: nothing unpacked stays: {left:?}"
+        );
+    }
+    let all = app.settle("zipped").await;
+    assert_eq!(
+        by_status(&all, "rejected"),
+        cases.len(),
+        "one journaled refusal per archive, no item: {all:#?}"
+    );
+    assert_eq!(all.len(), cases.len());
+    assert!(sink.bodies().is_empty());
+    assert!(!app.dir.path().join("evil.xml").exists());
+    assert!(!app.dir.path().join("data/evil.xml").exists());
+    assert!(!app.dir.path().join("data/1c/evil.xml").exists());
+    assert!(!Path::new("/tmp/evil.xml").exists());
+}
+
+/// `timestamp=` of a checkauth answer.
+fn timestamp(a: &client::Answer) -> String {
+    a.lines
+        .iter()
+        .find_map(|l| l.strip_prefix("timestamp="))
+        .expect("timestamp line")
+        .to_owned()
+}
+
+/// One catalog run of `import.xml` with deactivate; the deactivate answer.
+async fn full_run(app: &App, import: &[u8]) -> client::Answer {
+    let mut onec = app.onec("catalog", "catalog");
+    let a = onec.checkauth(USER, Some(PASSWORD)).await;
+    let t = timestamp(&a);
+    let limit = onec.init(None).await.0;
+    onec.upload("import.xml", import, limit).await;
+    let (a, _) = onec.import("import.xml").await;
+    assert_eq!(a.status, "success", "{a:?}");
+    let d = onec.get(&format!("mode=deactivate&timestamp={t}")).await;
+    assert_eq!(d.status, "success", "{d:?}");
+    // 1C may call it again: nothing new.
+    let again = onec.get(&format!("mode=deactivate&timestamp={t}")).await;
+    assert_eq!(again.status, "success", "{again:?}");
+    assert_eq!(onec.get("mode=complete").await.status, "success");
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deactivate_names_the_products_a_full_catalog_lost_once() {
+    let sink = Sink::start().await;
+    let app = App::start(&sink).await;
+    let full = sample("official-samples-2.0x/import.xml");
+    let text = String::from_utf8(full.clone()).expect("utf-8");
+    assert!(text.contains("СодержитТолькоИзменения=\"false\""));
+    let first = text.find("<Товар>").expect("a product");
+    let end = text[first..].find("</Товар>").expect("its end") + first + "</Товар>".len();
+    let removed_id = text[first..end]
+        .split("<Ид>")
+        .nth(1)
+        .and_then(|t| t.split("</Ид>").next())
+        .expect("its Ид")
+        .to_owned();
+    let fewer = format!("{}{}", &text[..first], &text[end..]);
+
+    // The first full catalog is only remembered.
+    let d = full_run(&app, &full).await;
+    assert!(d.message().starts_with("0 products"), "{d:?}");
+    let all = app.settle("catalog").await;
+    assert_eq!(all.len(), 4);
+
+    // The next one lacks a product: exactly one `deleted` exchange for it.
+    let d = full_run(&app, fewer.as_bytes()).await;
+    assert!(d.message().starts_with("1 products"), "{d:?}");
+    let all = app.settle("catalog").await;
+    assert_eq!(all.len(), 4 + 3 + 1, "{all:#?}");
+    assert_eq!(by_status(&all, "duplicate"), 3);
+    let gone: Vec<Value> = sink
+        .bodies()
+        .into_iter()
+        .filter(|b| b["deleted"] == true)
+        .collect();
+    assert_eq!(gone.len(), 1, "{gone:#?}");
+    assert_eq!(gone[0]["id"], removed_id.as_str());
+    assert_eq!(
+        gone[0]["key"],
+        format!("deactivate:{removed_id}:2008-01-09T18:13:34")
+    );
+    // The newest exchange of that product is the deactivation, with its reason.
+    let newest = all
+        .iter()
+        .filter(|e| e["external_id"] == removed_id.as_str())
+        .filter_map(|e| e["id"].as_u64())
+        .max()
+        .expect("exchanges of the removed product");
+    let detail = app.api(&format!("/api/exchanges/{newest}")).await;
+    assert!(
+        detail
+            .to_string()
+            .contains("absent from the full catalog of 2008-01-09T18:13:34"),
+        "{detail:#}"
+    );
+
+    // The same catalog again, in a new session: nothing new is deactivated.
+    let d = full_run(&app, fewer.as_bytes()).await;
+    assert!(d.message().starts_with("0 products"), "{d:?}");
+    // A change-only upload that names one product deactivates nothing.
+    let changes = fewer.replace(
+        "СодержитТолькоИзменения=\"false\"",
+        "СодержитТолькоИзменения=\"true\"",
+    );
+    let second = changes.find("<Товар>").expect("a product");
+    let cut = changes[second..].find("</Товар>").expect("end") + second + "</Товар>".len();
+    let one = format!(
+        "{}{}",
+        &changes[..cut],
+        &changes[changes.rfind("</Товары>").expect("list end")..]
+    );
+    let d = full_run(&app, one.as_bytes()).await;
+    assert!(d.message().contains("only changes"), "{d:?}");
+    let all = app.settle("catalog").await;
+    assert_eq!(all.len(), 8 + 3 + 1, "only duplicates since: {all:#?}");
+    assert_eq!(
+        sink.bodies()
+            .iter()
+            .filter(|b| b["deleted"] == true)
+            .count(),
+        1
+    );
+
+    // Without a timestamp (or 0): failure.
+    let mut onec = app.onec("catalog", "catalog");
+    assert_eq!(onec.checkauth(USER, Some(PASSWORD)).await.status, "success");
+    onec.init(None).await;
+    for q in [
+        "mode=deactivate",
+        "mode=deactivate&timestamp=",
+        "mode=deactivate&timestamp=0",
+    ] {
+        let a = onec.get(q).await;
+        assert_eq!(a.status, "failure", "{q}: {a:?}");
+        assert!(a.message().contains("timestamp"), "{a:?}");
+    }
+    // A full catalog cut short is not a catalog: nothing is deactivated.
+    let t = timestamp(&onec.checkauth(USER, Some(PASSWORD)).await);
+    let limit = onec.init(None).await.0;
+    onec.upload("import.xml", &full[..full.len() / 2], limit)
+        .await;
+    assert_eq!(onec.import("import.xml").await.0.status, "failure");
+    let a = onec.get(&format!("mode=deactivate&timestamp={t}")).await;
+    assert_eq!(a.status, "failure", "{a:?}");
+    assert!(a.message().contains("not imported completely"), "{a:?}");
+    app.settle("catalog").await;
+    assert_eq!(
+        sink.bodies()
+            .iter()
+            .filter(|b| b["deleted"] == true)
+            .count(),
+        1
     );
 }

@@ -126,6 +126,8 @@ pub struct CommerceMlFile {
     pub upload_limit: Option<u64>,
     /// Items one `mode=import` request accepts before answering `progress` (default 1000).
     pub import_batch: Option<usize>,
+    /// Ask 1C for one zip archive instead of the XML files (default false).
+    pub zip: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

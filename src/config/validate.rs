@@ -560,6 +560,7 @@ fn commerceml(
         file_limit,
         upload_limit,
         import_batch: c.import_batch.unwrap_or(1000).max(1),
+        zip: c.zip.unwrap_or(false),
     }))
 }
 

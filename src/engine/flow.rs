@@ -43,6 +43,8 @@ pub struct CommerceMl {
     pub upload_limit: u64,
     /// Items one `mode=import` request accepts at most (it also stops after 2 s).
     pub import_batch: usize,
+    /// `init` answers `zip=yes`: 1C sends one archive, unpacked at the first `mode=import`.
+    pub zip: bool,
 }
 
 impl Trigger {

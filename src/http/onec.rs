@@ -4,6 +4,8 @@
 //! except `mode=query`, which answers a CommerceML document. Each item of an uploaded
 //! file becomes an exchange through the engine's normal intake (dedup, journal, queue), in
 //! bounded batches: `mode=import` answers `progress` until the whole file is committed.
+//! With `zip = true` the first `mode=import` unpacks the uploaded archive first; after a
+//! full catalog, `mode=deactivate` names the products it lost (`commerceml::snapshot`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +23,8 @@ use subtle::ConstantTimeEq;
 use crate::connectors::onec::commerceml::session::{
     self, COOKIE, ExchangeType, ImportState, Session, answer, safe_name, work_dir,
 };
+use crate::connectors::onec::commerceml::snapshot::{self, FullCatalogs};
+use crate::connectors::onec::commerceml::unzip::{self, UnzipState};
 use crate::connectors::onec::commerceml::{map, write, xml};
 use crate::engine::flow::{CommerceMl, Flow, Trigger};
 use crate::engine::intake::Event;
@@ -36,6 +40,12 @@ const BATCH_TIME: Duration = Duration::from_secs(2);
 /// `progress`: reading stops well before the server's request timeout (90 s).
 const AT_UPLOAD_TIME: Duration = Duration::from_secs(60);
 const TEXT: &str = "text/plain; charset=windows-1251";
+/// `mode=deactivate` answers `progress` after this long (the next call goes on).
+const DEACTIVATE_TIME: Duration = Duration::from_secs(30);
+/// Ids of the flow's catalog one deactivate step looks at.
+const DEACTIVATE_SCAN: usize = 5000;
+/// The import-state name of an archive: a colon is never in a file name (`safe_name`).
+const ZIP_STATE: &str = "zip:";
 
 fn reply(code: StatusCode, status: &str, lines: &[&str]) -> Response {
     (code, [(header::CONTENT_TYPE, TEXT)], answer(status, lines)).into_response()
@@ -100,6 +110,7 @@ pub async fn exchange(
         file_limit: t.file_limit,
         upload_limit: t.upload_limit,
         import_batch: t.import_batch,
+        zip: t.zip,
     };
     handle(state, peer, flow, t, query, headers, body).await
 }
@@ -149,9 +160,8 @@ async fn handle(
         "import" => ctx.import(get("filename").as_deref()).await,
         "query" if ctx.trigger.exchange == ExchangeType::Sale => ctx.query().await,
         "success" if ctx.trigger.exchange == ExchangeType::Sale => ctx.success().await,
-        // Newer modules end a catalog run with these; obmen deactivates nothing itself
-        // (a deleted item arrives with `deleted: true`).
-        "deactivate" | "complete" => ctx.complete().await,
+        "deactivate" => ctx.deactivate(get("timestamp").as_deref()).await,
+        "complete" => ctx.complete().await,
         other => failure(&format!("unknown command mode={other}")),
     }
 }
@@ -323,9 +333,13 @@ impl Ctx {
         {
             return failure(&format!("the journal cannot commit now: {e}"));
         }
-        // zip=no: 1C then sends the XML files themselves (docs/connectors/1c.md).
+        // zip=no: 1C then sends the XML files themselves; zip=yes: one archive, unpacked at
+        // the first mode=import (docs/connectors/1c.md). An older module's order file is
+        // read at upload, where no archive could be unpacked.
+        let zip = self.trigger.zip && versioned_or_catalog(versioned, self.trigger.exchange);
         let limit = format!("file_limit={}", self.trigger.file_limit);
-        let mut lines = vec!["zip=no".to_owned(), limit];
+        let zip_line = if zip { "zip=yes" } else { "zip=no" };
+        let mut lines = vec![zip_line.to_owned(), limit];
         if versioned && self.trigger.exchange == ExchangeType::Sale {
             lines.push(format!("sessid={}", session::token()));
             lines.push("version=2.09".to_owned());
@@ -389,7 +403,9 @@ impl Ctx {
     ) -> Result<(), crate::store::StoreError> {
         let file = rel.to_string_lossy().into_owned();
         let saved = self.import_state(&file)?;
-        if !saved.cursor.done && saved.error.is_none() {
+        let archive = format!("{ZIP_STATE}{file}");
+        let unpacked = self.raw_state(&archive)?.is_some();
+        if !unpacked && !saved.cursor.done && saved.error.is_none() {
             return Ok(());
         }
         let _ = std::fs::remove_file(path);
@@ -397,7 +413,10 @@ impl Ctx {
         self.state
             .engine
             .store
-            .write(move |txn| store::remove_import_state(txn, &id, &file))
+            .write(move |txn| {
+                store::remove_import_state(txn, &id, &archive)?;
+                store::remove_import_state(txn, &id, &file)
+            })
             .await
     }
 
@@ -435,10 +454,120 @@ impl Ctx {
         let Some(name) = filename else {
             return failure("mode=import needs filename=");
         };
-        match safe_name(name) {
-            Ok(rel) => self.import_step(&rel).await.response(),
-            Err(e) => failure(&e),
+        let rel = match safe_name(name) {
+            Ok(rel) => rel,
+            Err(e) => return failure(&e),
+        };
+        if self.trigger.zip
+            && let Some(answer) = self.unpack().await
+        {
+            return answer;
         }
+        self.import_step(&rel).await.response()
+    }
+
+    /// zip=yes: the next step of unpacking an uploaded archive, while one is not unpacked
+    /// (`None`: nothing to unpack). Nothing of the session is imported before every archive
+    /// is unpacked whole, so a refused archive leaves nothing half-imported.
+    async fn unpack(&self) -> Option<Response> {
+        let dir = self.dir();
+        let listed = dir.clone();
+        let archives = tokio::task::spawn_blocking(move || archives_in(&listed))
+            .await
+            .unwrap_or_default();
+        for name in archives {
+            let key = format!("{ZIP_STATE}{name}");
+            let raw = match self.raw_state(&key) {
+                Ok(raw) => raw,
+                Err(e) => return Some(failure(&format!("cannot read the import state: {e}"))),
+            };
+            let before = raw
+                .as_deref()
+                .and_then(UnzipState::decode)
+                .unwrap_or_default();
+            if let Some(e) = &before.error {
+                return Some(failure(&format!("{name}: {e}")));
+            }
+            let path = dir.join(&name);
+            if before.done {
+                // Unpacked, but the answer was lost before the archive was removed.
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            let upload_limit = self.trigger.upload_limit;
+            let work = dir.clone();
+            let step = tokio::task::spawn_blocking(move || {
+                let budget = unzip::Budget {
+                    bytes_left: upload_limit.saturating_sub(held_bytes(&work)),
+                    upload_limit,
+                    deadline: Instant::now() + BATCH_TIME,
+                };
+                unzip::step(&path, &work, before, budget)
+            })
+            .await;
+            let Ok(after) = step else {
+                return Some(failure(
+                    "unpacking stopped unexpectedly; call mode=import again",
+                ));
+            };
+            match self.save_unzip(&key, raw, &after).await {
+                Ok(true) => {}
+                Ok(false) => return Some(Imported::Busy.response()),
+                Err(e) => return Some(failure(&format!("the journal cannot commit now: {e}"))),
+            }
+            if let Some(e) = &after.error {
+                self.journal_unreadable(&name, e, 0).await;
+                return Some(failure(&format!("{name}: {e}")));
+            }
+            let msg = if after.done {
+                let _ = std::fs::remove_file(dir.join(&name));
+                format!(
+                    "{name} unpacked: {} files, {} pictures and other files skipped",
+                    after.written.len(),
+                    after.skipped
+                )
+            } else {
+                format!(
+                    "{name}: unpacking, {} of {} entries",
+                    after.next, after.entries
+                )
+            };
+            return Some(reply(StatusCode::OK, "progress", &[&msg]));
+        }
+        None
+    }
+
+    /// Compare-and-set of an archive's state; once it is unpacked, the files it wrote are
+    /// new content (an earlier import of the same name starts over).
+    async fn save_unzip(
+        &self,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        after: &UnzipState,
+    ) -> Result<bool, crate::store::StoreError> {
+        let (sid, key) = (self.session.id.clone(), key.to_owned());
+        let after = after.clone();
+        self.state
+            .engine
+            .store
+            .write(move |txn| {
+                if store::import_state_in(txn, &sid, &key)? != expected {
+                    return Ok(false);
+                }
+                store::put_import_state(txn, &sid, &key, &after.encode())?;
+                if after.done {
+                    for name in &after.written {
+                        store::remove_import_state(txn, &sid, name)?;
+                    }
+                }
+                Ok(true)
+            })
+            .await
+    }
+
+    fn raw_state(&self, key: &str) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+        let read = self.state.engine.store.read()?;
+        store::import_state(&read, &self.session.id, key)
     }
 
     /// The next batch of `rel`, or the outcome saved when it was finished.
@@ -490,10 +619,11 @@ impl Ctx {
                 .iter()
                 .map(|(kind, node)| map::payload(*kind, node, &src))
                 .collect();
-            (batch.cursor, batch.error, payloads)
+            let full = full_ids(&batch.cursor.header, &batch.items);
+            (batch.cursor, batch.error, payloads, full)
         })
         .await;
-        let Ok((cursor, error, payloads)) = parsed else {
+        let Ok((cursor, error, payloads, full)) = parsed else {
             return Imported::Failure(
                 "the import stopped unexpectedly; call mode=import again".into(),
             );
@@ -510,7 +640,9 @@ impl Ctx {
         let mut after = before.clone();
         after.cursor = cursor;
         after.error = error.clone();
-        let accepted = self.commit(&file, before, after.clone(), events).await;
+        let accepted = self
+            .commit(&file, before, after.clone(), events, full)
+            .await;
         let after = match accepted {
             Ok(Some(state)) => state,
             Ok(None) => return Imported::Busy,
@@ -538,8 +670,10 @@ impl Ctx {
         before: ImportState,
         after: ImportState,
         events: Vec<Event>,
+        full: Option<FullIds>,
     ) -> Result<Option<ImportState>, crate::store::StoreError> {
         let (sid, f) = (self.session.id.clone(), file.to_owned());
+        let flow = self.flow.name.clone();
         let expected = before.encode();
         let fresh = before == ImportState::default();
         let (sid2, f2) = (sid.clone(), f.clone());
@@ -560,6 +694,9 @@ impl Ctx {
                     Status::Rejected => s.rejected += 1,
                     _ => s.new += 1,
                 }
+            }
+            if let Some(full) = &full {
+                keep_full(txn, &sid2, &flow, full)?;
             }
             store::put_import_state(txn, &sid2, &f2, &s.encode())
         };
@@ -648,10 +785,215 @@ impl Ctx {
         }
     }
 
+    /// After a full catalog: one `deleted` exchange per product the flow's last full
+    /// catalog had and this session's lacks, in bounded steps, each committed with the
+    /// removal of those Ids; at the end the session's Ids are the flow's catalog. Nothing
+    /// when the session imported only changes, or a file of it is unfinished or broken.
+    async fn deactivate(&self, timestamp: Option<&str>) -> Response {
+        let given = timestamp.and_then(|t| t.trim().parse::<u64>().ok());
+        if given.unwrap_or(0) == 0 {
+            return failure("mode=deactivate needs timestamp= (the one checkauth answered)");
+        }
+        if let Err(why) = self.every_file_imported() {
+            return failure(&format!("{why}: nothing is deactivated"));
+        }
+        let mut cats = match self.session_catalogs() {
+            Ok(Some(c)) if !c.catalogs.is_empty() => c,
+            Ok(_) => {
+                return reply(
+                    StatusCode::OK,
+                    "success",
+                    &[
+                        "no full catalog was imported in this session (only changes): nothing is deactivated",
+                    ],
+                );
+            }
+            Err(e) => return failure(&format!("cannot read the import state: {e}")),
+        };
+        let deadline = Instant::now() + DEACTIVATE_TIME;
+        while let Some(at) = cats.catalogs.iter().position(|c| !c.done) {
+            if Instant::now() >= deadline {
+                let n: u64 = cats.catalogs.iter().map(|c| c.deactivated).sum();
+                let msg = format!("{n} products absent from the full catalog so far");
+                return reply(StatusCode::OK, "progress", &[&msg]);
+            }
+            match self.deactivate_step(&cats, at).await {
+                Ok(Some(next)) => cats = next,
+                // Another request moved on: read where it is.
+                Ok(None) => match self.session_catalogs() {
+                    Ok(Some(c)) => cats = c,
+                    Ok(None) => return failure("the session was started over (mode=init)"),
+                    Err(e) => return failure(&format!("cannot read the import state: {e}")),
+                },
+                Err(e) => return failure(&format!("the journal cannot commit now: {e}")),
+            }
+        }
+        let n: u64 = cats.catalogs.iter().map(|c| c.deactivated).sum();
+        let msg = format!(
+            "{n} products absent from the full catalog: each is an exchange with deleted: true"
+        );
+        reply(StatusCode::OK, "success", &[&msg])
+    }
+
+    fn session_catalogs(&self) -> Result<Option<FullCatalogs>, crate::store::StoreError> {
+        let read = self.state.engine.store.read()?;
+        let raw = store::full_catalogs(&read, &self.session.id)?;
+        Ok(raw.and_then(|r| FullCatalogs::decode(&r)))
+    }
+
+    /// A catalog is whole only when every file (and archive) of the session was read to
+    /// its end without an error: otherwise products would be missing that 1C still has.
+    fn every_file_imported(&self) -> Result<(), String> {
+        let read = self
+            .state
+            .engine
+            .store
+            .read()
+            .map_err(|e| format!("cannot read the import state: {e}"))?;
+        let all = store::imports_of(&read, &self.session.id)
+            .map_err(|e| format!("cannot read the import state: {e}"))?;
+        for (file, raw) in all {
+            let whole = match file.strip_prefix(ZIP_STATE) {
+                Some(_) => UnzipState::decode(&raw).is_some_and(|s| s.done && s.error.is_none()),
+                None => {
+                    ImportState::decode(&raw).is_some_and(|s| s.cursor.done && s.error.is_none())
+                }
+            };
+            if !whole {
+                return Err(format!("{file} was not imported completely"));
+            }
+        }
+        Ok(())
+    }
+
+    /// One bounded step of catalog `at`: `None` when another request changed the state.
+    async fn deactivate_step(
+        &self,
+        cats: &FullCatalogs,
+        at: usize,
+    ) -> Result<Option<FullCatalogs>, crate::store::StoreError> {
+        let sid = self.session.id.clone();
+        let cat = &cats.catalogs[at];
+        let kept = store::flow_scope(&self.flow.name, &cat.id);
+        let current = store::session_scope(&sid, &cat.id);
+        let absent = {
+            let read = self.state.engine.store.read()?;
+            store::absent_ids(
+                &read,
+                &kept,
+                &current,
+                cat.cursor.as_deref(),
+                DEACTIVATE_SCAN,
+                self.trigger.import_batch,
+            )?
+        };
+        let events: Vec<Event> = absent
+            .ids
+            .iter()
+            .map(|id| Event {
+                source: "1c exchange (deactivate)",
+                payload: snapshot::absent_payload(id, cat, &sid),
+                request_id: None,
+            })
+            .collect();
+        let mut after = cats.clone();
+        let c = &mut after.catalogs[at];
+        c.cursor = absent.cursor;
+        c.deactivated += absent.ids.len() as u64;
+        c.done = absent.end;
+        let expected = cats.encode();
+        let sid2 = sid.clone();
+        let guard = move |txn: &crate::store::Tx<'_>| {
+            Ok(store::full_catalogs_in(txn, &sid)?.as_deref() == Some(expected.as_slice()))
+        };
+        let saved = after.clone();
+        let ids = absent.ids;
+        let end = absent.end;
+        let after_fn = move |txn: &crate::store::Tx<'_>, _: &[Status]| {
+            store::remove_ids(txn, &kept, ids.iter().map(String::as_str))?;
+            if end {
+                store::adopt_ids(txn, &current, &kept)?;
+            }
+            store::put_full_catalogs(txn, &sid2, &saved.encode())
+        };
+        let done = self
+            .state
+            .engine
+            .accept_batch(&self.flow, &events, guard, after_fn)
+            .await?;
+        Ok(done.map(|_| after))
+    }
+
     async fn complete(&self) -> Response {
         let _ = std::fs::remove_dir_all(self.dir());
         reply(StatusCode::OK, "success", &["done"])
     }
+}
+
+/// An older module's order exchange (`type=sale` without `version=`) reads its file at
+/// upload, where no archive could be unpacked: it is always answered `zip=no`.
+fn versioned_or_catalog(versioned: bool, exchange: ExchangeType) -> bool {
+    versioned || exchange == ExchangeType::Catalog
+}
+
+/// The product Ids of a batch from a full catalog (`СодержитТолькоИзменения` false or
+/// absent), for `mode=deactivate`.
+struct FullIds {
+    catalog: String,
+    formed_at: Option<String>,
+    ids: Vec<String>,
+}
+
+fn full_ids(header: &xml::Header, items: &[(xml::Kind, xml::Node)]) -> Option<FullIds> {
+    if header.only_changes == Some(true) {
+        return None;
+    }
+    let ids: Vec<String> = items
+        .iter()
+        .filter(|(kind, _)| *kind == xml::Kind::Product)
+        .filter_map(|(_, node)| node.text_of("Ид").map(str::to_owned))
+        .collect();
+    (!ids.is_empty()).then(|| FullIds {
+        catalog: header.catalog_id.clone().unwrap_or_default(),
+        formed_at: header.formed_at.clone(),
+        ids,
+    })
+}
+
+/// Keeps a batch's full-catalog Ids with the session; a catalog whose deactivate already
+/// ran in this session adds them to the flow's catalog straight away.
+fn keep_full(
+    txn: &crate::store::Tx<'_>,
+    session: &str,
+    flow: &str,
+    full: &FullIds,
+) -> Result<(), crate::store::StoreError> {
+    let mut cats = store::full_catalogs_in(txn, session)?
+        .and_then(|raw| FullCatalogs::decode(&raw))
+        .unwrap_or_default();
+    let cat = cats.catalog(&full.catalog, full.formed_at.as_deref());
+    let scope = if cat.done {
+        store::flow_scope(flow, &full.catalog)
+    } else {
+        store::session_scope(session, &full.catalog)
+    };
+    cat.items += store::keep_ids(txn, &scope, full.ids.iter().map(String::as_str))?;
+    store::put_full_catalogs(txn, session, &cats.encode())
+}
+
+/// Top-level files of the work dir that are zip archives (XML and pictures never are).
+fn archives_in(dir: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| unzip::is_archive(&e.path()))
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .collect();
+    out.sort();
+    out
 }
 
 fn summary(file: &str, s: &ImportState) -> String {

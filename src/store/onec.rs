@@ -1,6 +1,6 @@
 //! The 1C CommerceML exchange's own rows: sessions (cookie -> session), how far each
-//! uploaded file has been imported, and the outbox of orders waiting for 1C's
-//! `mode=query`. Sessions and import states are opaque postcard bytes made by
+//! uploaded file (or archive) has been imported, the outbox of orders waiting for 1C's
+//! `mode=query`, and the product Ids of full catalogs for `mode=deactivate`. Sessions and import states are opaque postcard bytes made by
 //! `connectors::onec::commerceml::session`; outbox orders rest sealed (they hold customers'
 //! personal data) like work copies.
 
@@ -12,6 +12,25 @@ use crate::model::Millis;
 use super::records::{EventKind, decode, encode};
 use super::tables::{ONEC_IMPORTS, ONEC_OUTBOX, ONEC_SESSIONS};
 use super::{StoreError, Tx, ops};
+
+/// Product Ids of full catalogs. key = (scope, item `Ид`), scope = [`flow_scope`] (the
+/// flow's last full catalog) or [`session_scope`] (a session's full catalog files so far).
+/// Only the Ids: a 100k catalog is a few MB, read in ranges, never whole.
+const ONEC_CATALOG_IDS: TableDefinition<'_, (&str, &str), ()> =
+    TableDefinition::new("onec_catalog_ids");
+/// key = session id, value = postcard `commerceml::snapshot::FullCatalogs`.
+const ONEC_FULL_CATALOGS: TableDefinition<'_, &str, &[u8]> =
+    TableDefinition::new("onec_full_catalogs");
+
+/// The Ids of `flow`'s last full catalog `catalog`.
+pub fn flow_scope(flow: &str, catalog: &str) -> String {
+    format!("f\u{1f}{flow}\u{1f}{catalog}")
+}
+
+/// The Ids a session's full catalog files named so far.
+pub fn session_scope(session: &str, catalog: &str) -> String {
+    format!("s\u{1f}{session}\u{1f}{catalog}")
+}
 
 /// A table that was never written reads as empty.
 fn missing_is_empty<T>(r: Result<T, TableError>) -> Result<Option<T>, StoreError> {
@@ -107,8 +126,30 @@ pub fn remove_import_state(txn: &Tx<'_>, session: &str, file: &str) -> Result<()
     Ok(())
 }
 
-/// Forgets every file of a session (`mode=init` starts over).
+/// Every import state of a session: (file, or `zip:<archive>`, and its bytes).
+pub fn imports_of(
+    read: &ReadTransaction,
+    session: &str,
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let Some(table) = missing_is_empty(read.open_table(ONEC_IMPORTS))? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for row in table.range((session, "")..)? {
+        let (k, v) = row?;
+        let (s, f) = k.value();
+        if s != session {
+            break;
+        }
+        out.push((f.to_owned(), v.value().to_vec()));
+    }
+    Ok(out)
+}
+
+/// Forgets every file of a session (`mode=init` starts over), and its full catalogs.
 pub fn clear_imports(txn: &Tx<'_>, session: &str) -> Result<(), StoreError> {
+    txn.open_table(ONEC_FULL_CATALOGS)?.remove(session)?;
+    remove_scopes(txn, &format!("s\u{1f}{session}\u{1f}"))?;
     let mut table = txn.open_table(ONEC_IMPORTS)?;
     let mut keys = Vec::new();
     for row in table.range((session, "")..)? {
@@ -123,6 +164,157 @@ pub fn clear_imports(txn: &Tx<'_>, session: &str) -> Result<(), StoreError> {
         table.remove((session, f.as_str()))?;
     }
     Ok(())
+}
+
+/// Every Id under the scopes that start with `prefix`.
+fn remove_scopes(txn: &Tx<'_>, prefix: &str) -> Result<(), StoreError> {
+    let mut table = txn.open_table(ONEC_CATALOG_IDS)?;
+    let mut keys = Vec::new();
+    for row in table.range((prefix, "")..)? {
+        let (k, _) = row?;
+        let (scope, id) = k.value();
+        if !scope.starts_with(prefix) {
+            break;
+        }
+        keys.push((scope.to_owned(), id.to_owned()));
+    }
+    for (scope, id) in keys {
+        table.remove((scope.as_str(), id.as_str()))?;
+    }
+    Ok(())
+}
+
+pub fn full_catalogs(read: &ReadTransaction, session: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    read_bytes(read, ONEC_FULL_CATALOGS, session)
+}
+
+/// The session's full catalogs inside a write (compare-and-set and updates).
+pub fn full_catalogs_in(txn: &Tx<'_>, session: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    let table = txn.open_table(ONEC_FULL_CATALOGS)?;
+    let found = table.get(session)?;
+    Ok(found.map(|v| v.value().to_vec()))
+}
+
+pub fn put_full_catalogs(txn: &Tx<'_>, session: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    txn.open_table(ONEC_FULL_CATALOGS)?.insert(session, bytes)?;
+    Ok(())
+}
+
+/// Adds Ids to a scope; returns how many were not there yet.
+pub fn keep_ids<'a>(
+    txn: &Tx<'_>,
+    scope: &str,
+    ids: impl IntoIterator<Item = &'a str>,
+) -> Result<u64, StoreError> {
+    let mut table = txn.open_table(ONEC_CATALOG_IDS)?;
+    let mut new = 0;
+    for id in ids {
+        if table.insert((scope, id), ())?.is_none() {
+            new += 1;
+        }
+    }
+    Ok(new)
+}
+
+pub fn remove_ids<'a>(
+    txn: &Tx<'_>,
+    scope: &str,
+    ids: impl IntoIterator<Item = &'a str>,
+) -> Result<(), StoreError> {
+    let mut table = txn.open_table(ONEC_CATALOG_IDS)?;
+    for id in ids {
+        table.remove((scope, id))?;
+    }
+    Ok(())
+}
+
+/// One bounded look at a flow's catalog for `mode=deactivate`.
+#[derive(Debug, Default, PartialEq)]
+pub struct Absent {
+    /// Ids of `kept` after the cursor that `current` lacks (at most `max`).
+    pub ids: Vec<String>,
+    /// The last Id looked at: where the next look goes on.
+    pub cursor: Option<String>,
+    /// `kept` has nothing after `cursor`.
+    pub end: bool,
+}
+
+/// Looks at up to `scan` Ids of scope `kept` after `cursor` and returns those scope
+/// `current` does not have (stopping early at `max` of them).
+pub fn absent_ids(
+    read: &ReadTransaction,
+    kept: &str,
+    current: &str,
+    cursor: Option<&str>,
+    scan: usize,
+    max: usize,
+) -> Result<Absent, StoreError> {
+    let mut out = Absent {
+        cursor: cursor.map(str::to_owned),
+        ..Absent::default()
+    };
+    let Some(table) = missing_is_empty(read.open_table(ONEC_CATALOG_IDS))? else {
+        out.end = true;
+        return Ok(out);
+    };
+    let from = cursor.unwrap_or("");
+    let mut looked = 0;
+    for row in table.range((kept, from)..)? {
+        let (k, _) = row?;
+        let (scope, id) = k.value();
+        if scope != kept {
+            out.end = true;
+            return Ok(out);
+        }
+        if cursor == Some(id) {
+            continue;
+        }
+        if looked == scan || out.ids.len() == max {
+            return Ok(out);
+        }
+        looked += 1;
+        if table.get((current, id))?.is_none() {
+            out.ids.push(id.to_owned());
+        }
+        out.cursor = Some(id.to_owned());
+    }
+    out.end = true;
+    Ok(out)
+}
+
+/// The session's Ids become the flow's catalog (`into` already holds only Ids that `from`
+/// has, once every absent one was removed), and leave the session.
+pub fn adopt_ids(txn: &Tx<'_>, from: &str, into: &str) -> Result<u64, StoreError> {
+    let mut table = txn.open_table(ONEC_CATALOG_IDS)?;
+    let mut ids = Vec::new();
+    for row in table.range((from, "")..)? {
+        let (k, _) = row?;
+        let (scope, id) = k.value();
+        if scope != from {
+            break;
+        }
+        ids.push(id.to_owned());
+    }
+    for id in &ids {
+        table.insert((into, id.as_str()), ())?;
+        table.remove((from, id.as_str()))?;
+    }
+    Ok(ids.len() as u64)
+}
+
+/// Ids in a scope (tests, status).
+pub fn count_ids(read: &ReadTransaction, scope: &str) -> Result<u64, StoreError> {
+    let Some(table) = missing_is_empty(read.open_table(ONEC_CATALOG_IDS))? else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    for row in table.range((scope, "")..)? {
+        if row?.0.value().0 != scope {
+            break;
+        }
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// One order waiting for 1C. `seq` tells a replaced order from the one 1C was given.

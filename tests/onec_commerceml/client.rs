@@ -99,11 +99,16 @@ impl OneC {
     /// `init`, with `version=` when given (newer modules send it for orders): `zip=no`, the
     /// part size 1C must keep under, and the whole answer.
     pub async fn init(&self, version: Option<&str>) -> (usize, Answer) {
+        self.init_as(version, "zip=no").await
+    }
+
+    /// `init` of a flow that must answer `zip` (`zip=yes` or `zip=no`) on line 1.
+    pub async fn init_as(&self, version: Option<&str>, zip: &str) -> (usize, Answer) {
         let a = match version {
             Some(v) => self.get(&format!("mode=init&version={v}")).await,
             None => self.get("mode=init").await,
         };
-        assert_eq!(a.status, "zip=no", "{a:?}");
+        assert_eq!(a.status, zip, "{a:?}");
         let limit = a.lines[0]
             .strip_prefix("file_limit=")
             .expect("file_limit line")
