@@ -448,3 +448,79 @@ pub fn delivered(
     }
     Ok(done.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MasterKey, Store};
+
+    /// A 100k catalog: the session's Ids are kept in batches, the absent ones found in
+    /// bounded looks, and the flow's catalog becomes the session's.
+    #[tokio::test]
+    async fn a_catalog_of_100k_ids_is_compared_in_bounded_looks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), MasterKey::generate()).expect("open");
+        let (kept, current) = (flow_scope("cat", "c1"), session_scope("s1", "c1"));
+        let id = |i: u32| format!("{i:08}-0000-0000-0000-000000000000");
+        for chunk in (0..100_000u32).collect::<Vec<_>>().chunks(5000) {
+            let ids: Vec<String> = chunk.iter().map(|i| id(*i)).collect();
+            let (k, c) = (kept.clone(), current.clone());
+            store
+                .write(move |txn| {
+                    keep_ids(txn, &k, ids.iter().map(String::as_str))?;
+                    // The new catalog lacks every 1000th product.
+                    let still = ids.iter().enumerate().filter(|(n, _)| n % 1000 != 7);
+                    keep_ids(txn, &c, still.map(|(_, s)| s.as_str()))
+                })
+                .await
+                .expect("keep");
+        }
+        let mut cursor: Option<String> = None;
+        let mut absent = Vec::new();
+        let mut looks = 0;
+        loop {
+            let read = store.read().expect("read");
+            let look =
+                absent_ids(&read, &kept, &current, cursor.as_deref(), 5000, 30).expect("look");
+            drop(read);
+            looks += 1;
+            let (k, ids) = (kept.clone(), look.ids.clone());
+            store
+                .write(move |txn| remove_ids(txn, &k, ids.iter().map(String::as_str)))
+                .await
+                .expect("remove");
+            absent.extend(look.ids);
+            cursor = look.cursor;
+            if look.end {
+                break;
+            }
+        }
+        assert_eq!(absent.len(), 100);
+        assert!(
+            absent
+                .iter()
+                .all(|a| a.starts_with("000") && a[..8].ends_with('7'))
+        );
+        assert!(looks >= 20, "each look is bounded: {looks}");
+        let (k, c) = (kept.clone(), current.clone());
+        let moved = store
+            .write(move |txn| adopt_ids(txn, &c, &k))
+            .await
+            .expect("adopt");
+        assert_eq!(moved, 99_900);
+        let read = store.read().expect("read");
+        assert_eq!(count_ids(&read, &kept).expect("count"), 99_900);
+        assert_eq!(count_ids(&read, &current).expect("count"), 0);
+        // The next session's catalog is compared with the adopted one.
+        drop(read);
+        let next = session_scope("s2", "c1");
+        let (n, all) = (next.clone(), (0..100_000u32).map(id).collect::<Vec<_>>());
+        store
+            .write(move |txn| keep_ids(txn, &n, all.iter().map(String::as_str)))
+            .await
+            .expect("keep");
+        let read = store.read().expect("read");
+        let look = absent_ids(&read, &kept, &next, None, 200_000, 10).expect("look");
+        assert!(look.ids.is_empty() && look.end, "{look:?}");
+    }
+}
