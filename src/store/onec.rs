@@ -63,7 +63,8 @@ pub fn put_session(txn: &Tx<'_>, cookie_hash: &str, session: &[u8]) -> Result<()
     Ok(())
 }
 
-/// Removes the sessions `expired` says are over (with their import states); returns them.
+/// Removes the sessions `expired` says are over (with their import states and full-catalog
+/// Ids); returns what `expired` named them (`<flow>/<session id>`, their work dirs).
 pub fn sweep_sessions(
     txn: &Tx<'_>,
     expired: impl Fn(&[u8]) -> Option<String>,
@@ -83,7 +84,9 @@ pub fn sweep_sessions(
             table.remove(k.as_str())?;
         }
     }
-    for id in &gone {
+    for rel in &gone {
+        // The session id is the last part: clearing by the whole name cleared nothing.
+        let id = rel.rsplit_once('/').map_or(rel.as_str(), |(_, id)| id);
         clear_imports(txn, id)?;
     }
     Ok(gone)
@@ -453,6 +456,46 @@ pub fn delivered(
 mod tests {
     use super::*;
     use crate::store::{MasterKey, Store};
+
+    /// An expired session leaves no import state and no kept Ids behind.
+    #[tokio::test]
+    async fn a_swept_session_takes_its_rows_along() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), MasterKey::generate()).expect("open");
+        store
+            .write(|txn| {
+                put_session(txn, "cookie-hash", b"old")?;
+                put_session(txn, "other-hash", b"new")?;
+                put_import_state(txn, "sid1", "import.xml", b"state")?;
+                put_import_state(txn, "sid2", "import.xml", b"state")?;
+                put_full_catalogs(txn, "sid1", b"cats")?;
+                keep_ids(txn, &session_scope("sid1", "c"), ["a", "b"])?;
+                keep_ids(txn, &session_scope("sid2", "c"), ["a"])?;
+                keep_ids(txn, &flow_scope("cat", "c"), ["a"])?;
+                Ok(())
+            })
+            .await
+            .expect("write");
+        let gone = store
+            .write(|txn| sweep_sessions(txn, |v| (v == b"old").then(|| "cat/sid1".to_owned())))
+            .await
+            .expect("sweep");
+        assert_eq!(gone, vec!["cat/sid1"]);
+        let read = store.read().expect("read");
+        assert_eq!(
+            import_state(&read, "sid1", "import.xml").expect("read"),
+            None
+        );
+        assert!(
+            import_state(&read, "sid2", "import.xml")
+                .expect("read")
+                .is_some()
+        );
+        assert_eq!(full_catalogs(&read, "sid1").expect("read"), None);
+        assert_eq!(count_ids(&read, &session_scope("sid1", "c")).expect("n"), 0);
+        assert_eq!(count_ids(&read, &session_scope("sid2", "c")).expect("n"), 1);
+        assert_eq!(count_ids(&read, &flow_scope("cat", "c")).expect("n"), 1);
+    }
 
     /// A 100k catalog: the session's Ids are kept in batches, the absent ones found in
     /// bounded looks, and the flow's catalog becomes the session's.
