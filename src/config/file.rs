@@ -156,13 +156,15 @@ pub struct RetryFile {
     pub max: Option<String>,
 }
 
-/// One step; exactly one of `filter`, `map`, `call`, `upsert`, `to_1c` names its kind.
+/// One step; exactly one of `filter`, `map`, `call`, `find`, `upsert`, `to_1c` names its kind.
 #[derive(Debug, Default, Deserialize)]
 pub struct StepFile {
     pub name: Option<String>,
     pub filter: Option<String>,
     pub map: Option<String>,
     pub call: Option<String>,
+    /// `system.entity` to look a record up in (ID map by `link`, else search by `match`).
+    pub find: Option<String>,
     pub upsert: Option<String>,
     /// The name of a `commerceml` sale flow: the order (`args`) waits in its outbox for 1C.
     pub to_1c: Option<String>,
@@ -171,8 +173,10 @@ pub struct StepFile {
     pub as_: Option<String>,
     #[serde(rename = "match", default)]
     pub match_: Vec<String>,
-    /// jq for the ID-map key of an upsert (default: the exchange's external_id).
+    /// jq for the ID-map key of an upsert (default: the exchange's external_id) or a find.
     pub link: Option<String>,
+    /// What a find that finds nothing does: `continue` (default), `skip`, `retry`, `reject`.
+    pub missing: Option<String>,
     /// jq for the target id in a create/find response (default `.id`).
     pub id: Option<String>,
     pub schema: Option<SchemaFile>,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::connectors::{self, BuildCtx, Connector};
-use crate::engine::flow::{Flow, Mode, NOTICES, Schema, Step, StepKind, Trigger};
+use crate::engine::flow::{Flow, Missing, Mode, NOTICES, Schema, Step, StepKind, Trigger};
 use crate::engine::jq::Jq;
 use crate::engine::retry::RetryPolicy;
 use crate::mask::{MaskPath, Masker, Secret};
@@ -626,6 +626,7 @@ fn step(
         ("filter", &s.filter),
         ("map", &s.map),
         ("call", &s.call),
+        ("find", &s.find),
         ("upsert", &s.upsert),
         ("to_1c", &s.to_1c),
     ];
@@ -633,11 +634,14 @@ fn step(
     let [(label, Some(value))] = set.as_slice() else {
         ctx.problem(
             at.to_vec(),
-            "a step sets exactly one of filter, map, call, upsert, to_1c",
+            "a step sets exactly one of filter, map, call, find, upsert, to_1c",
         );
         return None;
     };
     let vat = with(at, label);
+    if s.missing.is_some() && *label != "find" {
+        ctx.problem(with(at, "missing"), "only a find step has `missing`");
+    }
     check_status_maps(value, &vat, maps, ctx);
     if let Some(args) = &s.args {
         check_status_maps(args, &with(at, "args"), maps, ctx);
@@ -664,6 +668,52 @@ fn step(
                 None => None,
             };
             StepKind::Call { system, op, args }
+        }
+        "find" => {
+            let (system, entity) =
+                target(value, &vat, systems, ctx, |c, e| c.has_entity(e), "entity")?;
+            let missing = match s.missing.as_deref() {
+                None => Missing::Continue,
+                Some(m) => {
+                    let Some(parsed) = Missing::parse(m) else {
+                        ctx.problem(
+                            with(at, "missing"),
+                            format!("`{m}`: one of {}", Missing::NAMES.join(", ")),
+                        );
+                        return None;
+                    };
+                    parsed
+                }
+            };
+            if s.link.is_none() && s.match_.is_empty() {
+                ctx.problem(
+                    at.to_vec(),
+                    "a find needs `link` (an ID-map key), `match` (fields of args to search by), or both",
+                );
+                return None;
+            }
+            if !s.match_.is_empty() && s.args.is_none() {
+                ctx.problem(
+                    with(at, "args"),
+                    "a find with `match` needs args: the record whose fields are searched for",
+                );
+                return None;
+            }
+            StepKind::Find {
+                system,
+                entity,
+                match_fields: s.match_.clone(),
+                args: match &s.args {
+                    Some(a) => Some(ctx.jq(with(at, "args"), a)?),
+                    None => None,
+                },
+                link: match &s.link {
+                    Some(l) => Some(ctx.jq(with(at, "link"), l)?),
+                    None => None,
+                },
+                id: ctx.jq(with(at, "id"), s.id.as_deref().unwrap_or(".id"))?,
+                missing,
+            }
         }
         _ => {
             let (system, entity) =

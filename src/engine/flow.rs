@@ -130,6 +130,17 @@ pub enum StepKind {
         op: String,
         args: Option<Jq>,
     },
+    /// Looks a record up: the ID map by `link`, else a search by the `match` fields of
+    /// `args`; `missing` says what happens when there is none.
+    Find {
+        system: String,
+        entity: String,
+        match_fields: Vec<String>,
+        args: Option<Jq>,
+        link: Option<Jq>,
+        id: Jq,
+        missing: Missing,
+    },
     Upsert {
         system: String,
         entity: String,
@@ -146,12 +157,41 @@ pub enum StepKind {
     },
 }
 
+/// What a `find` step does when no record matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// The step's output says `found: false`; later steps decide.
+    Continue,
+    /// The exchange ends `skipped`, like a filter that said no.
+    Skip,
+    /// A `transient` error: retried under the flow's retry policy (the record may not be
+    /// there *yet*, e.g. an offer whose product another exchange is still creating).
+    Retry,
+    /// The exchange ends `rejected`: the input names a record that does not exist.
+    Reject,
+}
+
+impl Missing {
+    pub const NAMES: [&'static str; 4] = ["continue", "skip", "retry", "reject"];
+
+    pub fn parse(text: &str) -> Option<Missing> {
+        match text {
+            "continue" => Some(Missing::Continue),
+            "skip" => Some(Missing::Skip),
+            "retry" => Some(Missing::Retry),
+            "reject" => Some(Missing::Reject),
+            _ => None,
+        }
+    }
+}
+
 impl StepKind {
     pub fn label(&self) -> &'static str {
         match self {
             StepKind::Filter(_) => "filter",
             StepKind::Map(_) => "map",
             StepKind::Call { .. } => "call",
+            StepKind::Find { .. } => "find",
             StepKind::Upsert { .. } => "upsert",
             StepKind::ToOnec { .. } => "to_1c",
         }

@@ -13,7 +13,7 @@ use crate::store::query;
 use crate::store::records::{CallRecord, ExchangeRecord, WorkState};
 
 use super::Engine;
-use super::flow::{Flow, Step, StepKind};
+use super::flow::{Flow, Missing, Step, StepKind};
 use super::intake::ids;
 use super::jq::{Jq, JqFailure};
 
@@ -202,6 +202,10 @@ impl<'a> Run<'a> {
                 let req = sys.connector.op_request(op, &args)?;
                 (self.send(step, &sys, req, "").await?, None)
             }
+            StepKind::Find { .. } => match self.find(step, ctx).await? {
+                Some(found) => (found, None),
+                None => return Ok(None),
+            },
             StepKind::Upsert { .. } => self.upsert(step, ctx).await?,
             StepKind::ToOnec { flow, args } => (self.to_onec(flow, args, ctx).await?, None),
         };
@@ -261,6 +265,80 @@ impl<'a> Run<'a> {
             self.calls.push(record);
         }
         Ok(result?)
+    }
+
+    /// The ID map by `link`, else a search by the match fields: `{found, id, record, via}`;
+    /// nothing found is handled as the step's `missing` says (`Ok(None)`: skip).
+    async fn find(&mut self, step: &Step, ctx: &Value) -> Result<Option<Value>, RunError> {
+        let StepKind::Find {
+            system,
+            entity,
+            match_fields,
+            args,
+            link,
+            id,
+            missing,
+        } = &step.kind
+        else {
+            return Err(RunError::input("not a find step"));
+        };
+        let key = match link {
+            Some(jq) => self
+                .eval(jq, ctx)?
+                .filter(|v| !v.is_null())
+                .map(|v| text_of(&v)),
+            None => None,
+        };
+        if let Some(key) = &key
+            && let Some(target) = self.engine.idmap(system, entity, key)?
+        {
+            return Ok(Some(
+                json!({"found": true, "id": target, "record": null, "via": "id_map"}),
+            ));
+        }
+        let mut searched = String::new();
+        if !match_fields.is_empty() {
+            let record = match args {
+                Some(jq) => self.eval(jq, ctx)?.unwrap_or(Value::Null),
+                None => Value::Null,
+            };
+            let criteria = criteria(&record, match_fields)?;
+            let sys = self.engine.system(system)?;
+            let req = sys.connector.find_request(entity, &criteria)?;
+            let answer = self.send(step, &sys, req, "").await?;
+            let found = sys.connector.found_records(entity, answer)?;
+            if let Some(first) = found.first() {
+                let target = self.eval(id, first)?.map(|v| text_of(&v));
+                return Ok(Some(
+                    json!({"found": true, "id": target, "record": first, "via": "search"}),
+                ));
+            }
+            searched = criteria
+                .iter()
+                .map(|(k, v)| format!("{k}={}", text_of(v)))
+                .collect::<Vec<_>>()
+                .join(", ");
+        }
+        let what = match (&key, searched.is_empty()) {
+            (Some(k), true) => format!("no `{entity}` linked to `{k}` in `{system}`"),
+            (Some(k), false) => {
+                format!("no `{entity}` linked to `{k}` or with {searched} in `{system}`")
+            }
+            (None, _) => format!("no `{entity}` with {searched} in `{system}`"),
+        };
+        match missing {
+            Missing::Continue => Ok(Some(
+                json!({"found": false, "id": null, "record": null, "via": null}),
+            )),
+            Missing::Skip => Ok(None),
+            Missing::Retry => Err(RunError {
+                class: ErrorClass::Transient,
+                message: format!("{what} yet (the step retries: `missing = \"retry\"`)"),
+                step: None,
+                retry_after: None,
+            }),
+            Missing::Reject => Err(RunError::input(what)),
+        }
     }
 
     /// ID map, else search by the match fields, then update or create; the link is

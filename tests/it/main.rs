@@ -5,6 +5,7 @@ mod alerts;
 mod auth_matrix;
 mod bad_input;
 mod dedup;
+mod find;
 mod delivery;
 mod inbound;
 mod pages;

@@ -1,0 +1,210 @@
+//! The `find` step: a record looked up in the ID map (by `link`) or by a search (by
+//! `match`), and what a flow does when there is none (`missing`): continue, skip, reject,
+//! or retry until another exchange has created it.
+
+use serde_json::json;
+
+use crate::support::fake::Fake;
+use crate::support::{CRM_TOKEN, HOOK_TOKEN, TestApp, crm_system, id_of, shop_system};
+
+/// `lead` creates leads (linked to the shop's customer id); `note` finds the customer's
+/// lead (ID map first, then by phone) before writing a note onto it.
+fn flows(missing: &str) -> String {
+    format!(
+        r#"
+[[flows]]
+name = "lead"
+trigger = {{ webhook = {{ system = "shop" }} }}
+external_id = ".customer"
+steps = [ {{ name = "lead", upsert = "crm.lead", match = ["phone"], args = '{{phone: .trigger.phone, title: .trigger.customer}}' }} ]
+
+[[flows]]
+name = "note"
+trigger = {{ webhook = {{ system = "shop" }} }}
+key = '.id'
+retry = {{ max_attempts = 20, initial = "50ms", max = "100ms" }}
+steps = [
+  {{ name = "lead", find = "crm.lead", link = '.trigger.customer', match = ["phone"], args = '{{phone: .trigger.phone}}', missing = "{missing}", as = "lead" }},
+  {{ name = "note", call = "crm.add_note", args = '{{lead_id: .lead.id, found: .lead.found, text: .trigger.text}}' }},
+]
+"#
+    )
+}
+
+async fn start(fake: &Fake, missing: &str) -> TestApp {
+    TestApp::start(
+        &[
+            crm_system(fake.url(), CRM_TOKEN, "5s"),
+            shop_system(HOOK_TOKEN),
+            flows(missing),
+        ]
+        .concat(),
+    )
+    .await
+}
+
+async fn note(app: &TestApp, id: &str, customer: &str, phone: &str) -> u64 {
+    let (code, answer) = app
+        .hook(
+            "note",
+            &json!({"id": id, "customer": customer, "phone": phone, "text": "paid"}),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{answer}");
+    id_of(&answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_find_searches_by_match_and_later_steps_use_what_it_found() {
+    let fake = Fake::start(CRM_TOKEN).await;
+    fake.seed_lead("L-7", json!({"phone": "+77010000007", "title": "Aigul"}));
+    let app = start(&fake, "continue").await;
+    let id = note(&app, "n-1", "c-7", "+77010000007").await;
+    let done = app.wait_for(id, "succeeded").await;
+    let found = &done["steps"][0]["output"];
+    assert_eq!(found["found"], true, "{done:#}");
+    assert_eq!(found["id"], "L-7");
+    assert_eq!(found["via"], "search");
+    assert_eq!(found["record"]["title"], "Aigul");
+    assert_eq!(fake.notes()[0]["lead_id"], "L-7");
+    assert_eq!(fake.count("GET", "/leads"), 1);
+
+    // Nothing to find: `continue` runs on with `found: false`.
+    let id = note(&app, "n-2", "c-8", "+77010000008").await;
+    let done = app.wait_for(id, "succeeded").await;
+    assert_eq!(done["steps"][0]["output"]["found"], false);
+    assert_eq!(fake.notes()[1]["found"], false);
+    assert_eq!(fake.leads().len(), 1, "a find never creates");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_record_is_found_in_the_id_map_without_a_search() {
+    let fake = Fake::start(CRM_TOKEN).await;
+    let app = start(&fake, "reject").await;
+    let (code, answer) = app
+        .hook(
+            "lead",
+            &json!({"customer": "c-9", "phone": "+77010000009"}),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{answer}");
+    let created = app.wait_for(id_of(&answer), "succeeded").await;
+    let lead_id = created["steps"][0]["output"]["id"].clone();
+    let searches = fake.count("GET", "/leads");
+
+    // Another phone on purpose: the link, not the search, finds the lead.
+    let id = note(&app, "n-3", "c-9", "+77019999999").await;
+    let done = app.wait_for(id, "succeeded").await;
+    assert_eq!(done["steps"][0]["output"]["via"], "id_map", "{done:#}");
+    assert_eq!(done["steps"][0]["output"]["id"], lead_id);
+    assert_eq!(fake.count("GET", "/leads"), searches, "no search");
+    assert_eq!(fake.notes()[0]["lead_id"], lead_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_skip_and_reject_end_the_exchange_without_a_call() {
+    let fake = Fake::start(CRM_TOKEN).await;
+    let app = start(&fake, "skip").await;
+    let id = note(&app, "n-4", "c-4", "+77010000004").await;
+    app.wait_for(id, "skipped").await;
+    drop(app);
+
+    let app = start(&fake, "reject").await;
+    let id = note(&app, "n-5", "c-5", "+77010000005").await;
+    let rejected = app.wait_for(id, "rejected").await;
+    let message = rejected["last_error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("no `lead` linked to `c-5` or with phone=") && message.contains("`crm`"),
+        "{rejected:#}"
+    );
+    assert_eq!(rejected["last_error"]["step"], "lead");
+    assert_eq!(rejected["attempts"], 1);
+    assert!(fake.notes().is_empty());
+}
+
+/// An exchange about a record another exchange has not created yet waits for it: each
+/// attempt searches again (a search that found nothing is not saved), and once the record
+/// exists the exchange goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_retry_waits_for_the_record_under_the_retry_policy() {
+    let fake = Fake::start(CRM_TOKEN).await;
+    let app = start(&fake, "retry").await;
+    let id = note(&app, "n-6", "c-6", "+77010000006").await;
+    let deadline = std::time::Instant::now() + crate::support::WAIT;
+    while fake.count("GET", "/leads") < 3 {
+        assert!(std::time::Instant::now() < deadline, "not searched again");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let waiting = app.exchange(id).await;
+    assert_eq!(waiting["status"], "retrying", "{waiting:#}");
+    assert_eq!(waiting["last_error"]["class"], "transient");
+    assert!(
+        waiting["last_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("yet")),
+        "{waiting:#}"
+    );
+    assert!(fake.notes().is_empty());
+
+    // The lead arrives (its own exchange creates it): the next attempt finds it.
+    let (code, answer) = app
+        .hook(
+            "lead",
+            &json!({"customer": "c-6", "phone": "+77010000006"}),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{answer}");
+    app.wait_for(id_of(&answer), "succeeded").await;
+    let done = app.wait_for(id, "succeeded").await;
+    assert_eq!(done["steps"][0]["output"]["found"], true);
+    assert_eq!(fake.notes().len(), 1);
+    assert!(
+        done["attempts"].as_u64().is_some_and(|n| n >= 3),
+        "{done:#}"
+    );
+}
+
+#[test]
+fn find_steps_are_checked_when_the_config_loads() {
+    let base = [
+        crm_system("http://127.0.0.1:9", CRM_TOKEN, "5s"),
+        shop_system(HOOK_TOKEN),
+    ]
+    .concat();
+    let cases = [
+        (
+            r#"{ find = "crm.lead", args = '{phone: .trigger.phone}' }"#,
+            "a find needs `link`",
+        ),
+        (
+            r#"{ find = "crm.lead", match = ["phone"] }"#,
+            "a find with `match` needs args",
+        ),
+        (
+            r#"{ find = "crm.lead", link = '.trigger.id', missing = "later" }"#,
+            "`later`: one of continue, skip, retry, reject",
+        ),
+        (
+            r#"{ call = "crm.add_note", missing = "retry" }"#,
+            "only a find step has `missing`",
+        ),
+        (
+            r#"{ find = "crm.deal", link = '.trigger.id' }"#,
+            "has no entity `deal`",
+        ),
+    ];
+    for (step, says) in cases {
+        let text = format!(
+            "{base}\n[[flows]]\nname = \"f\"\ntrigger = {{ webhook = {{ system = \"shop\" }} }}\nsteps = [ {step} ]\n"
+        );
+        let err = obmen::config::load_str(std::path::Path::new("obmen.toml"), &text)
+            .err()
+            .unwrap_or_else(|| panic!("{step} was accepted"));
+        assert!(err.to_string().contains(says), "{step}: {err}");
+    }
+}
