@@ -168,6 +168,8 @@ pub struct StepFile {
     pub upsert: Option<String>,
     /// The name of a `commerceml` sale flow: the order (`args`) waits in its outbox for 1C.
     pub to_1c: Option<String>,
+    /// jq: the step runs only when this is true (else its output is `null`).
+    pub when: Option<String>,
     pub args: Option<String>,
     #[serde(rename = "as")]
     pub as_: Option<String>,

@@ -447,6 +447,7 @@ fn alert_flow(
                     op,
                     args: Some(args),
                 },
+                when: None,
                 output_as: None,
                 schema: None,
             }],
@@ -646,6 +647,13 @@ fn step(
     if let Some(args) = &s.args {
         check_status_maps(args, &with(at, "args"), maps, ctx);
     }
+    let when = match &s.when {
+        Some(w) => {
+            check_status_maps(w, &with(at, "when"), maps, ctx);
+            Some(ctx.jq(with(at, "when"), w)?)
+        }
+        None => None,
+    };
     let kind = match *label {
         "filter" => StepKind::Filter(ctx.jq(vat, value)?),
         "map" => StepKind::Map(ctx.jq(vat, value)?),
@@ -749,6 +757,7 @@ fn step(
     Some(Step {
         name,
         kind,
+        when,
         output_as: s.as_.clone(),
         schema,
     })

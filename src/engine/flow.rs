@@ -116,6 +116,8 @@ pub fn alert_flow_name(flow: &str) -> String {
 pub struct Step {
     pub name: String,
     pub kind: StepKind,
+    /// The step runs only when this is true; otherwise it is done with output `null`.
+    pub when: Option<Jq>,
     /// Name under which later steps see this step's output.
     pub output_as: Option<String>,
     pub schema: Option<Schema>,

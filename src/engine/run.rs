@@ -184,10 +184,15 @@ impl<'a> Run<'a> {
         step: &Step,
         ctx: &Value,
     ) -> Result<Option<Value>, RunError> {
+        let runs = match &step.when {
+            Some(jq) => truthy(self.eval(jq, ctx)?),
+            None => true,
+        };
         let (output, link) = match &step.kind {
+            // `when` said no: done, with nothing to show.
+            _ if !runs => (Value::Null, None),
             StepKind::Filter(jq) => {
-                let pass = matches!(self.eval(jq, ctx)?, Some(v) if !matches!(v, Value::Null | Value::Bool(false)));
-                if !pass {
+                if !truthy(self.eval(jq, ctx)?) {
                     return Ok(None);
                 }
                 (Value::Bool(true), None)
@@ -209,7 +214,7 @@ impl<'a> Run<'a> {
             StepKind::Upsert { .. } => self.upsert(step, ctx).await?,
             StepKind::ToOnec { flow, args } => (self.to_onec(flow, args, ctx).await?, None),
         };
-        if let Some(schema) = &step.schema {
+        if let Some(schema) = step.schema.as_ref().filter(|_| runs) {
             let errors = schema.errors(&output);
             if !errors.is_empty() {
                 return Err(RunError::input(format!(
@@ -472,6 +477,11 @@ impl<'a> Run<'a> {
                 retry_after: None,
             })
     }
+}
+
+/// jq's truth: anything but `null` and `false` (and no output at all).
+fn truthy(v: Option<Value>) -> bool {
+    v.is_some_and(|v| !matches!(v, Value::Null | Value::Bool(false)))
 }
 
 fn remember(ctx: &mut Value, step: &Step, output: &Value) {

@@ -208,3 +208,69 @@ fn find_steps_are_checked_when_the_config_loads() {
         assert!(err.to_string().contains(says), "{step}: {err}");
     }
 }
+
+/// `when` guards one step: an item of another kind passes it (output `null`, no call), the
+/// rest of the flow runs for both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_with_when_runs_only_for_the_items_it_names() {
+    let fake = Fake::start(CRM_TOKEN).await;
+    fake.seed_lead("L-1", json!({"phone": "+77010000001", "title": "A"}));
+    let flow = r#"
+[[flows]]
+name = "mixed"
+trigger = { webhook = { system = "shop" } }
+key = '.id'
+steps = [
+  { name = "lead", when = '.trigger.kind == "order"', find = "crm.lead", match = ["phone"], args = '{phone: .trigger.phone}', missing = "reject", as = "lead" },
+  { name = "note", call = "crm.add_note", args = '{kind: .trigger.kind, lead_id: .lead.id}' },
+]
+"#;
+    let app = TestApp::start(
+        &[
+            crm_system(fake.url(), CRM_TOKEN, "5s"),
+            shop_system(HOOK_TOKEN),
+            flow.into(),
+        ]
+        .concat(),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for (id, kind, phone) in [
+        ("m-1", "order", "+77010000001"),
+        ("m-2", "refund", "+77010000002"),
+    ] {
+        let (code, answer) = app
+            .hook(
+                "mixed",
+                &json!({"id": id, "kind": kind, "phone": phone}),
+                None,
+            )
+            .await;
+        assert_eq!(code, 200, "{answer}");
+        ids.push(id_of(&answer));
+    }
+    let order = app.wait_for(ids[0], "succeeded").await;
+    let refund = app.wait_for(ids[1], "succeeded").await;
+    assert_eq!(order["steps"][0]["output"]["id"], "L-1");
+    assert_eq!(refund["steps"][0]["done"], true, "{refund:#}");
+    assert_eq!(refund["steps"][0]["output"], json!(null));
+    assert_eq!(fake.count("GET", "/leads"), 1, "one search: the order's");
+    let mut notes: Vec<(String, serde_json::Value)> = fake
+        .notes()
+        .iter()
+        .map(|n| {
+            (
+                n["kind"].as_str().unwrap_or_default().to_owned(),
+                n["lead_id"].clone(),
+            )
+        })
+        .collect();
+    notes.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        notes,
+        [
+            ("order".to_owned(), json!("L-1")),
+            ("refund".to_owned(), json!(null))
+        ]
+    );
+}
