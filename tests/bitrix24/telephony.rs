@@ -183,7 +183,7 @@ async fn finished_calls_are_registered_finished_and_their_records_attached() {
         assert_eq!(record.filename, "1767000000.101.mp3");
         assert!(t.leads.is_empty(), "no lead for a known number");
     });
-    assert_eq!(done["steps"][4]["output"]["FILE_ID"], 9001, "{done:#}");
+    assert_eq!(done["steps"][3]["output"]["FILE_ID"], 9001, "{done:#}");
 
     // An unknown number: a lead is made (CRM_CREATE=1); the call activity is on it.
     let outgoing = pbx_call(
@@ -213,7 +213,7 @@ async fn finished_calls_are_registered_finished_and_their_records_attached() {
     });
 
     // The same number is busy next time: the lead is found, not made again; no recording,
-    // so the exchange ends at the filter before `attachRecord` (`skipped`), finished as 486.
+    // so `attachRecord` is passed by (`when`), and the call is finished as 486.
     let busy = pbx_call(
         "1767000200.103",
         "77025551234",
@@ -225,7 +225,9 @@ async fn finished_calls_are_registered_finished_and_their_records_attached() {
     );
     let (_, third) = app.pbx(&busy).await;
     let done = app.settled(id_of(&third)).await;
-    assert_eq!(done["status"], "skipped", "{done:#}");
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(done["steps"][3]["done"], true);
+    assert_eq!(done["steps"][3]["output"], Value::Null, "no record attached");
     assert_eq!(done["steps"][1]["output"]["CRM_ENTITY_TYPE"], "LEAD");
     assert_eq!(done["steps"][1]["output"]["CRM_ENTITY_ID"], lead);
     assert_eq!(done["steps"][1]["output"]["CRM_CREATED_LEAD"], Value::Null);
