@@ -770,13 +770,17 @@ async fn hostile_archives_are_refused_and_nothing_of_them_is_imported() {
     }
     let truncated = zipped(&[("import.xml", &import[..])])[..200].to_vec();
     let encrypted = mark_encrypted(zipped(&[("import.xml", &import[..])]));
-    let cases: [(&str, Vec<u8>, &str); 6] = [
+    // An archive inside, named like XML: it must not be unpacked in its turn.
+    let inner = zipped(&[("offers.xml", &vec![b' '; 1 << 20][..])]);
+    let nested = zipped(&[("import.xml", &import[..]), ("inner.xml", &inner[..])]);
+    let cases: [(&str, Vec<u8>, &str); 7] = [
         ("bomb", bomb, "zip bomb"),
         ("zip-slip", slip, "`.` and `..` are not allowed"),
         ("absolute", absolute, "it must be relative"),
         ("corrupt", corrupt, "import.xml is corrupt"),
         ("truncated", truncated, "not a readable zip"),
         ("encrypted", encrypted, "encrypted"),
+        ("nested", nested, "inner.xml is itself a zip archive"),
     ];
     for (what, archive, why) in &cases {
         let mut onec = app.onec("zipped", "catalog");

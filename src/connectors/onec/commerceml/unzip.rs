@@ -8,7 +8,8 @@
 //! absolute names, no `..`, the rules of [`safe_name`]); encrypted entries and methods
 //! other than stored/deflate are refused; each entry is read through a byte limit (its
 //! compressed size times [`MAX_RATIO`], and what the session's `upload_limit` has left),
-//! never trusting the sizes the headers claim; a CRC mismatch is an error. When anything
+//! never trusting the sizes the headers claim; a CRC mismatch is an error; an entry that
+//! is itself an archive is refused (it would be unpacked in its turn). When anything
 //! fails, what this archive wrote is deleted, so nothing of it can be imported.
 
 use std::fs::File;
@@ -172,6 +173,13 @@ fn run(archive: &Path, dir: &Path, st: &mut UnzipState, budget: Budget) -> Resul
         }
         out.sync_data()
             .map_err(|e| format!("cannot write {rel}: {e}"))?;
+        // The next mode=import unpacks every archive in the work dir: one written here
+        // would be unpacked in its turn (a nested bomb, or names never checked with these).
+        if is_archive(&path) {
+            return Err(format!(
+                "{rel} is itself a zip archive: nested archives are refused"
+            ));
+        }
         left -= n;
     }
     st.done = true;
