@@ -955,3 +955,38 @@ async fn deactivate_names_the_products_a_full_catalog_lost_once() {
         1
     );
 }
+
+/// A product 1C marks deleted (in a full catalog or a change-only one) has its `deleted`
+/// exchange from the item itself: a later full catalog without it deactivates nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_product_marked_deleted_is_not_deactivated_again() {
+    let sink = Sink::start().await;
+    let app = App::start(&sink).await;
+    let text = String::from_utf8(sample("official-samples-2.0x/import.xml")).expect("utf-8");
+    let first = text.find("<Товар>").expect("a product");
+    let end = text[first..].find("</Товар>").expect("its end") + first + "</Товар>".len();
+    let id_end = text[first..].find("</Ид>").expect("its Ид") + first + "</Ид>".len();
+    let marked = format!(
+        "{}<ПометкаУдаления>true</ПометкаУдаления>{}",
+        &text[..id_end],
+        &text[id_end..]
+    );
+    let without = format!("{}{}", &text[..first], &text[end..]);
+    let deleted = |sink: &Sink| {
+        sink.bodies()
+            .into_iter()
+            .filter(|b| b["deleted"] == true)
+            .count()
+    };
+    full_run(&app, text.as_bytes()).await;
+    // Marked deleted in a full catalog: its own deleted exchange, no deactivation.
+    let d = full_run(&app, marked.as_bytes()).await;
+    assert!(d.message().starts_with("0 products"), "{d:?}");
+    app.settle("catalog").await;
+    assert_eq!(deleted(&sink), 1);
+    // Gone from the next full catalog: already deleted, nothing more.
+    let d = full_run(&app, without.as_bytes()).await;
+    assert!(d.message().starts_with("0 products"), "{d:?}");
+    app.settle("catalog").await;
+    assert_eq!(deleted(&sink), 1, "{:#?}", sink.bodies());
+}

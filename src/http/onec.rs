@@ -936,38 +936,53 @@ fn versioned_or_catalog(versioned: bool, exchange: ExchangeType) -> bool {
     versioned || exchange == ExchangeType::Catalog
 }
 
-/// The product Ids of a batch from a full catalog (`СодержитТолькоИзменения` false or
-/// absent), for `mode=deactivate`.
+/// The product Ids of a batch for `mode=deactivate`: those of a full catalog
+/// (`СодержитТолькоИзменения` false or absent), and those marked deleted in any file.
 struct FullIds {
     catalog: String,
     formed_at: Option<String>,
+    /// Present products of a full catalog (empty for a change-only file).
     ids: Vec<String>,
+    /// Marked deleted: their own exchange says so, so they leave the flow's catalog (else
+    /// a later full catalog without them deactivated them a second time).
+    deleted: Vec<String>,
 }
 
 fn full_ids(header: &xml::Header, items: &[(xml::Kind, xml::Node)]) -> Option<FullIds> {
-    if header.only_changes == Some(true) {
-        return None;
+    let full = header.only_changes != Some(true);
+    let (mut ids, mut deleted) = (Vec::new(), Vec::new());
+    for (kind, node) in items.iter().filter(|(k, _)| *k == xml::Kind::Product) {
+        if let Some(id) = node.text_of("Ид") {
+            match map::deleted(*kind, node) {
+                true => deleted.push(id.to_owned()),
+                false if full => ids.push(id.to_owned()),
+                false => {}
+            }
+        }
     }
-    let ids: Vec<String> = items
-        .iter()
-        .filter(|(kind, _)| *kind == xml::Kind::Product)
-        .filter_map(|(_, node)| node.text_of("Ид").map(str::to_owned))
-        .collect();
-    (!ids.is_empty()).then(|| FullIds {
+    (!ids.is_empty() || !deleted.is_empty()).then(|| FullIds {
         catalog: header.catalog_id.clone().unwrap_or_default(),
         formed_at: header.formed_at.clone(),
         ids,
+        deleted,
     })
 }
 
 /// Keeps a batch's full-catalog Ids with the session; a catalog whose deactivate already
-/// ran in this session adds them to the flow's catalog straight away.
+/// ran in this session adds them to the flow's catalog straight away. Products marked
+/// deleted leave both.
 fn keep_full(
     txn: &crate::store::Tx<'_>,
     session: &str,
     flow: &str,
     full: &FullIds,
 ) -> Result<(), crate::store::StoreError> {
+    let gone = || full.deleted.iter().map(String::as_str);
+    store::remove_ids(txn, &store::flow_scope(flow, &full.catalog), gone())?;
+    store::remove_ids(txn, &store::session_scope(session, &full.catalog), gone())?;
+    if full.ids.is_empty() {
+        return Ok(());
+    }
     let mut cats = store::full_catalogs_in(txn, session)?
         .and_then(|raw| FullCatalogs::decode(&raw))
         .unwrap_or_default();
