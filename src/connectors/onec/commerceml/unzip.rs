@@ -97,7 +97,16 @@ pub fn step(archive: &Path, dir: &Path, mut state: UnzipState, budget: Budget) -
 }
 
 fn run(archive: &Path, dir: &Path, st: &mut UnzipState, budget: Budget) -> Result<(), String> {
-    let file = File::open(archive).map_err(|e| format!("cannot open the archive: {e}"))?;
+    let mut file = File::open(archive).map_err(|e| format!("cannot open the archive: {e}"))?;
+    // Before the zip crate reads the central directory into memory: an upload of up to
+    // `upload_limit` could declare millions of entries (gigabytes of index).
+    let declared = declared_entries(&mut file)
+        .map_err(|e| format!("cannot read the archive's end record: {e}"))?;
+    if declared > MAX_ENTRIES as u64 {
+        return Err(format!(
+            "the archive declares {declared} entries, more than {MAX_ENTRIES}"
+        ));
+    }
     let mut zip = ZipArchive::new(BufReader::new(file))
         .map_err(|e| format!("not a readable zip archive ({e}); was every part uploaded?"))?;
     if zip.len() > MAX_ENTRIES {
@@ -190,6 +199,49 @@ fn run(archive: &Path, dir: &Path, st: &mut UnzipState, budget: Budget) -> Resul
 }
 
 /// Names as 1C may write them on Windows (`import_files\ab\x.jpg`) read with `/`.
+/// The largest entry count any end-of-central-directory record in the archive's tail
+/// declares (ZIP64 records followed): every record a reader could fall back to, since the
+/// zip crate tries earlier ones when the last is unusable. 0 when there is none (the crate
+/// then refuses the file itself).
+fn declared_entries(file: &mut File) -> std::io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    const EOCD: &[u8; 4] = b"PK\x05\x06";
+    const LOCATOR: &[u8; 4] = b"PK\x06\x07";
+    const EOCD64: &[u8; 4] = b"PK\x06\x06";
+    let len = file.seek(SeekFrom::End(0))?;
+    // The record (22 bytes) with a comment of up to 65,535 bytes, and a ZIP64 locator before it.
+    let start = len.saturating_sub(22 + 65_535 + 20 + 4);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.take(len - start).read_to_end(&mut tail)?;
+    let u16_at = |b: &[u8], i: usize| u64::from(u16::from_le_bytes([b[i], b[i + 1]]));
+    let mut most = 0u64;
+    for at in 0..tail.len().saturating_sub(21) {
+        if &tail[at..at + 4] != EOCD {
+            continue;
+        }
+        let mut entries = u16_at(&tail, at + 10);
+        if entries == 0xFFFF && at >= 20 && &tail[at - 20..at - 16] == LOCATOR {
+            let mut offset = [0u8; 8];
+            offset.copy_from_slice(&tail[at - 12..at - 4]);
+            let offset = u64::from_le_bytes(offset);
+            let mut record = [0u8; 56];
+            if offset.checked_add(56).is_some_and(|end| end <= len) {
+                file.seek(SeekFrom::Start(offset))?;
+                file.read_exact(&mut record)?;
+                if &record[..4] == EOCD64 {
+                    let mut total = [0u8; 8];
+                    total.copy_from_slice(&record[32..40]);
+                    entries = u64::from_le_bytes(total);
+                }
+            }
+        }
+        most = most.max(entries);
+    }
+    file.seek(SeekFrom::Start(0))?;
+    Ok(most)
+}
+
 fn entry_name(raw: &str) -> String {
     raw.replace('\\', "/")
 }
@@ -344,6 +396,53 @@ mod tests {
             assert!(!work.join("import.xml").exists(), "{bad}");
             assert!(!dir.path().join("evil.xml").exists(), "{bad}");
         }
+    }
+
+    /// An end record that declares more entries than allowed is refused from the record
+    /// alone, before the central directory is read into memory (plain and ZIP64).
+    #[test]
+    fn an_archive_declaring_too_many_entries_is_refused_before_its_index_is_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let zip = archive(dir.path(), &[("import.xml", b"<x/>")]);
+        let good = std::fs::read(&zip).expect("read");
+        let eocd = good.len() - 22;
+        assert_eq!(&good[eocd..eocd + 4], b"PK\x05\x06");
+        let mut file = File::open(&zip).expect("open");
+        assert_eq!(declared_entries(&mut file).expect("read"), 1);
+
+        // A second end record after the real one (as a comment would hold it), declaring
+        // 0xFFFF entries with a ZIP64 locator pointing at a ZIP64 record of 30 million.
+        let mut bytes = good.clone();
+        let z64_at = bytes.len() as u64;
+        let mut z64 = Vec::from(*b"PK\x06\x06");
+        z64.extend_from_slice(&44u64.to_le_bytes());
+        z64.extend_from_slice(&[45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        z64.extend_from_slice(&30_000_000u64.to_le_bytes());
+        z64.extend_from_slice(&30_000_000u64.to_le_bytes());
+        z64.extend_from_slice(&0u64.to_le_bytes());
+        z64.extend_from_slice(&0u64.to_le_bytes());
+        bytes.extend_from_slice(&z64);
+        bytes.extend_from_slice(b"PK\x06\x07");
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&z64_at.to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(b"PK\x05\x06");
+        bytes.extend_from_slice(&[0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        bytes.extend_from_slice(&[0xFF; 8]);
+        bytes.extend_from_slice(&[0, 0]);
+        std::fs::write(&zip, &bytes).expect("write");
+        let st = step(&zip, dir.path(), UnzipState::default(), budget(1 << 20));
+        let e = st.error.expect("refused");
+        assert!(e.contains("declares 30000000 entries"), "{e}");
+        assert!(!dir.path().join("import.xml").exists());
+
+        // A plain record declaring 65,000 is within the limit as far as this check goes.
+        let mut bytes = good;
+        let n = bytes.len();
+        bytes[n - 12..n - 10].copy_from_slice(&65_000u16.to_le_bytes());
+        std::fs::write(&zip, &bytes).expect("write");
+        let mut file = File::open(&zip).expect("open");
+        assert_eq!(declared_entries(&mut file).expect("read"), 65_000);
     }
 
     #[test]
