@@ -7,9 +7,6 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tempfile::TempDir;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 #[path = "bitrix24/fake.rs"]
 mod fake;
@@ -19,6 +16,10 @@ mod ms_fake;
 
 use fake::{CLIENT_SECRET, Fake, WEBHOOK_TOKEN};
 
+#[path = "support/app.rs"]
+mod support;
+use support::{ADMIN, App, WAIT};
+
 #[path = "bitrix24/flows.rs"]
 mod flows;
 #[path = "bitrix24/oauth.rs"]
@@ -26,67 +27,11 @@ mod oauth;
 #[path = "bitrix24/telephony.rs"]
 mod telephony;
 
-const ADMIN: &str = "admin-token-b24-0001";
 const APP_TOKEN: &str = "app-token-b24-0001";
-const WAIT: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------- obmen under test
 
-struct App {
-    _dir: TempDir,
-    base: String,
-    client: reqwest::Client,
-    shutdown: CancellationToken,
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-fn config(dir: &TempDir, body: &str) -> (std::path::PathBuf, String) {
-    let text = format!(
-        r#"[server]
-data_dir = "{data}"
-shutdown_grace = "2s"
-
-[auth]
-tokens = [{{ name = "integrator", role = "admin", token = "{ADMIN}" }}]
-{body}"#,
-        data = dir.path().join("data").display(),
-    );
-    (dir.path().join("obmen.toml"), text)
-}
-
 impl App {
-    async fn start(body: &str) -> App {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (path, text) = config(&dir, body);
-        App::serve(dir, path, text).await
-    }
-
-    /// Runs a complete config (its own `[server]` and `[auth]`).
-    async fn serve(dir: TempDir, path: std::path::PathBuf, text: String) -> App {
-        std::fs::write(&path, &text).expect("write");
-        let loaded = obmen::config::load_str(&path, &text)
-            .unwrap_or_else(|e| panic!("the test config is invalid:\n{e}"));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let shutdown = CancellationToken::new();
-        tokio::spawn(obmen::app::serve(loaded, listener, shutdown.clone()));
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
-        App {
-            _dir: dir,
-            base,
-            client,
-            shutdown,
-        }
-    }
-
     /// An outgoing Bitrix24 event, form-encoded as the portal posts it.
     async fn event(&self, flow: &str, deal: u64, ts: u64, token: &str) -> (u16, Value) {
         let form = [
@@ -113,36 +58,6 @@ impl App {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
-    }
-
-    async fn exchange(&self, id: u64) -> Value {
-        let response = self
-            .client
-            .get(format!("{}/api/exchanges/{id}", self.base))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .expect("obmen answers");
-        response.json().await.expect("json")
-    }
-
-    async fn wait_for(&self, id: u64, status: &str) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let detail = self.exchange(id).await;
-            let now = detail["status"].as_str().unwrap_or_default().to_owned();
-            if now == status {
-                return detail;
-            }
-            let settled = matches!(
-                now.as_str(),
-                "succeeded" | "failed" | "rejected" | "duplicate"
-            );
-            if settled || Instant::now() > deadline {
-                panic!("exchange {id} is {now}, expected {status}:\n{detail:#}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 }
 
@@ -565,7 +480,7 @@ steps = [
 
     // Found by XML_ID: updated, fields the flow does not send stay.
     let run = app
-        .run_with("goods", &json!({"xml_id": "1c-chairs", "name": "Chairs"}))
+        .run("goods", &json!({"xml_id": "1c-chairs", "name": "Chairs"}))
         .await;
     let done = app.wait_for(run, "succeeded").await;
     let output = &done["steps"][0]["output"];
@@ -586,7 +501,7 @@ steps = [
     // Not found: added once; the id is the add's result, linked in the ID map.
     let before = fake.with(|p| p.calls.len());
     let run = app
-        .run_with("goods", &json!({"xml_id": "1c-table", "name": "Table"}))
+        .run("goods", &json!({"xml_id": "1c-table", "name": "Table"}))
         .await;
     let done = app.wait_for(run, "succeeded").await;
     let output = &done["steps"][0]["output"];
@@ -609,7 +524,7 @@ steps = [
     // The same product again: the ID map names it, no search.
     let before = fake.with(|p| p.calls.len());
     let run = app
-        .run_with(
+        .run(
             "goods",
             &json!({"xml_id": "1c-table", "name": "Table, oak"}),
         )
@@ -627,7 +542,7 @@ steps = [
     fake.with(|p| p.lose_product_adds = 1);
     let before = fake.with(|p| p.calls.len());
     let run = app
-        .run_with("goods", &json!({"xml_id": "1c-lamp", "name": "Lamp"}))
+        .run("goods", &json!({"xml_id": "1c-lamp", "name": "Lamp"}))
         .await;
     let done = app.wait_for(run, "succeeded").await;
     assert_eq!(
@@ -659,7 +574,7 @@ steps = [
     // answers "Not found" and the exchange fails; nothing is added behind the person's back.
     fake.with(|p| p.products.retain(|_, r| r["XML_ID"] != "1c-table"));
     let run = app
-        .run_with(
+        .run(
             "goods",
             &json!({"xml_id": "1c-table", "name": "Table, pine"}),
         )
@@ -736,8 +651,7 @@ async fn the_won_deal_example_upserts_the_counterparty_and_the_order_and_writes_
         )
         .replace("mode = \"shadow\"", "mode = \"live\"");
     assert!(!text.contains("secret:"), "every secret is filled in");
-    let path = dir.path().join("obmen.toml");
-    let app = App::serve(dir, path, text).await;
+    let app = App::serve_in(dir, text).await;
     let flow = "b24-won-deal-to-moysklad";
 
     let (code, answer) = app.event(flow, 77, 1_767_000_001, APP_TOKEN).await;
@@ -804,27 +718,6 @@ async fn the_won_deal_example_upserts_the_counterparty_and_the_order_and_writes_
     });
 }
 
-impl App {
-    /// Runs a scheduled flow now (with its stored cursor), as `obmen run` does.
-    async fn run_now(&self, flow: &str) -> u64 {
-        self.run_with(flow, &json!({})).await
-    }
-
-    /// Runs a flow now with `body` as its trigger (a manual run).
-    async fn run_with(&self, flow: &str, body: &Value) -> u64 {
-        let response = self
-            .client
-            .post(format!("{}/api/flows/{flow}/run", self.base))
-            .bearer_auth(ADMIN)
-            .json(body)
-            .send()
-            .await
-            .expect("obmen answers");
-        assert_eq!(response.status().as_u16(), 200);
-        id_of(&response.json().await.expect("json"))
-    }
-}
-
 /// A sale price as MoySklad gives it: kopecks with the price type it belongs to.
 fn sale_price(ms: &ms_fake::FakeMs, kopecks: u32) -> Value {
     let id = "672559f1-cbf3-11e1-9eb9-889ffa6f49fd";
@@ -883,12 +776,13 @@ async fn the_stock_example_pages_through_changed_products_into_bitrix24_batches(
         )
         .replace("mode = \"shadow\"", "mode = \"live\"");
     assert!(!text.contains("secret:"), "every secret is filled in");
-    let path = dir.path().join("obmen.toml");
-    let app = App::serve(dir, path, text).await;
+    let app = App::serve_in(dir, text).await;
     let flow = "moysklad-stock-to-b24";
 
     // Run 1: the first page of 25; the cursor becomes its nextHref.
-    let first = app.wait_for(app.run_now(flow).await, "succeeded").await;
+    let first = app
+        .wait_for(app.run(flow, &json!({})).await, "succeeded")
+        .await;
     let commands = |from: usize| b24.with(|p| p.batch_cmds[from..].to_vec());
     let page1 = commands(0);
     assert_eq!(page1.len(), 1 + 2 * 24, "{first:#}");
@@ -917,7 +811,8 @@ async fn the_stock_example_pages_through_changed_products_into_bitrix24_batches(
     b24.with(|p| assert_eq!(p.products[&7]["PRICE"], "878.5"));
     // Run 2: the rest (25 to 27 and the unlinked product, which is skipped); the cursor
     // becomes the last `updated`.
-    app.wait_for(app.run_now(flow).await, "succeeded").await;
+    app.wait_for(app.run(flow, &json!({})).await, "succeeded")
+        .await;
     let page2 = commands(page1.len());
     let keys: Vec<&str> = page2.iter().map(|(k, _, _)| k.as_str()).collect();
     assert_eq!(keys.len(), 7, "{keys:?}");
@@ -935,7 +830,7 @@ async fn the_stock_example_pages_through_changed_products_into_bitrix24_batches(
             "salePrices": [sale_price(&ms, 100)], "updated": "2026-02-01 10:05:00.000"}),
     );
     // (Bitrix24 has no product 40.)
-    let failed = app.run_now(flow).await;
+    let failed = app.run(flow, &json!({})).await;
     let failed = app.wait_for(failed, "failed").await;
     let error = &failed["last_error"];
     assert_eq!(error["class"], "permanent", "{failed:#}");
@@ -952,7 +847,8 @@ async fn the_stock_example_pages_through_changed_products_into_bitrix24_batches(
         p.products
             .insert(40, json!({"ID": "40", "NAME": "Product 40", "ACTIVE": "Y"}))
     });
-    app.wait_for(app.run_now(flow).await, "succeeded").await;
+    app.wait_for(app.run(flow, &json!({})).await, "succeeded")
+        .await;
     let lists: Vec<Vec<(String, String)>> = ms
         .ledger()
         .into_iter()
@@ -1006,7 +902,7 @@ steps = [ {{ name = "write", call = "b24.batch", args = '{{halt: 0, cmd: .trigge
         "deal": "crm.deal.add?fields[TITLE]=Batch%20deal",
         "contact": "crm.contact.update?id=7&fields[NAME]=From%20batch"
     });
-    let id = app.run_with("batch", &json!({"cmd": cmd})).await;
+    let id = app.run("batch", &json!({"cmd": cmd})).await;
     let failed = app.wait_for(id, "failed").await;
     let error = &failed["last_error"];
     assert_eq!(error["class"], "permanent", "{failed:#}");
@@ -1034,7 +930,7 @@ steps = [ {{ name = "write", call = "b24.batch", args = '{{halt: 0, cmd: .trigge
         "deal": format!("crm.deal.get?id={deal}"),
         "contact": "crm.contact.update?id=7&fields[NAME]=From%20batch"
     });
-    let id = app.run_with("batch", &json!({"cmd": cmd})).await;
+    let id = app.run("batch", &json!({"cmd": cmd})).await;
     let done = app.wait_for(id, "succeeded").await;
     assert_eq!(
         done["attempt_log"].as_array().map(Vec::len),

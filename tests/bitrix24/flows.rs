@@ -47,7 +47,7 @@ async fn a_failed_batch_command_fails_its_step_classified_and_named() {
         "contact": "crm.contact.update?id=$result[deal][CONTACT_ID]&fields[NAME]=From%20batch",
         "time": "server.time"
     });
-    let id = app.run_with("batch", &json!({"halt": 1, "cmd": cmd})).await;
+    let id = app.run("batch", &json!({"halt": 1, "cmd": cmd})).await;
     let done = app.wait_for(id, "succeeded").await;
     let log = done["attempt_log"].as_array().cloned().unwrap_or_default();
     assert_eq!(log.len(), 2, "{done:#}");
@@ -80,7 +80,7 @@ async fn a_failed_batch_command_fails_its_step_classified_and_named() {
 
     // Without halt every command runs; one that cannot succeed fails the step at once.
     let cmd = json!({"a": "crm.deal.get?id=5", "b": "crm.deal.get?id=404", "c": "server.time"});
-    let id = app.run_with("batch", &json!({"halt": 0, "cmd": cmd})).await;
+    let id = app.run("batch", &json!({"halt": 0, "cmd": cmd})).await;
     let failed = app.wait_for(id, "failed").await;
     assert_eq!(failed["attempts"], 1, "not retried: {failed:#}");
     let error = &failed["last_error"];
@@ -93,7 +93,7 @@ async fn a_failed_batch_command_fails_its_step_classified_and_named() {
 
     // A nested batch is a config error of the command.
     let id = app
-        .run_with(
+        .run(
             "batch",
             &json!({"halt": 0, "cmd": {"inner": "batch?halt=0"}}),
         )
@@ -140,7 +140,7 @@ steps = [
     let app = App::start(&[webhook_system(&fake, FAST), flows].concat()).await;
     let phone = "77010000005";
     let id = app
-        .run_with(
+        .run(
             "shop-order",
             &json!({"deal": "5", "name": "Aigul", "phone": phone}),
         )
@@ -201,20 +201,6 @@ steps = [
         "{detail:#}"
     );
     fake.with(|p| assert_eq!(p.comments.len(), 1));
-}
-
-impl App {
-    async fn list(&self, query: &str) -> Vec<Value> {
-        let response = self
-            .client
-            .get(format!("{}/api/exchanges?{query}", self.base))
-            .bearer_auth(super::ADMIN)
-            .send()
-            .await
-            .expect("obmen answers");
-        let page: Value = response.json().await.expect("json");
-        page["items"].as_array().cloned().unwrap_or_default()
-    }
 }
 
 /// Polls `probe` until it gives something.
@@ -367,7 +353,7 @@ async fn a_scheduled_poll_pages_by_id_and_keeps_its_cursor() {
                 }
             });
         }
-        let id = app.run_now("deals-since").await;
+        let id = app.run("deals-since", &json!({})).await;
         let done = app.wait_for(id, "succeeded").await;
         let ids: Vec<u64> = done["steps"][0]["output"]
             .as_array()
@@ -415,7 +401,7 @@ async fn a_scheduled_poll_pages_by_id_and_keeps_its_cursor() {
     );
 
     // `all_pages` with `start`: 0, 50, 100.
-    let id = app.run_with("all-contacts", &json!({})).await;
+    let id = app.run("all-contacts", &json!({})).await;
     let done = app.wait_for(id, "succeeded").await;
     assert_eq!(
         done["steps"][0]["output"].as_array().map(Vec::len),

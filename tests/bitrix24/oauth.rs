@@ -240,9 +240,7 @@ steps = [
 "#;
     let app =
         App::start(&[webhook_system(&fake, "rate_limit = \"50/s\""), flow.into()].concat()).await;
-    let id = app
-        .run_with("rename", &json!({"id": 5, "title": "Moved"}))
-        .await;
+    let id = app.run("rename", &json!({"id": 5, "title": "Moved"})).await;
     let done = app.wait_for(id, "succeeded").await;
     assert_eq!(done["steps"][1]["output"]["TITLE"], "Moved", "{done:#}");
     fake.with(|p| {
@@ -280,9 +278,7 @@ steps = [
     fake.with(|p| p.moved_to = Some(format!("{}/elsewhere", fake.url)));
     let app =
         App::start(&[webhook_system(&fake, "rate_limit = \"50/s\""), flow.into()].concat()).await;
-    let id = app
-        .run_with("rename", &json!({"id": 5, "title": "Again"}))
-        .await;
+    let id = app.run("rename", &json!({"id": 5, "title": "Again"})).await;
     let failed = app.wait_for(id, "failed").await;
     assert_eq!(failed["last_error"]["class"], "config", "{failed:#}");
     assert_eq!(

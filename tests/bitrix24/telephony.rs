@@ -58,8 +58,7 @@ async fn start_example(fake: &Fake, webhook: bool, b24_extra: &str) -> App {
         text = swap(&text, from, to);
     }
     assert!(!text.contains("secret:"), "every secret is filled in");
-    let path = dir.path().join("obmen.toml");
-    App::serve(dir, path, text).await
+    App::serve_in(dir, text).await
 }
 
 const REGISTER: &str = "telephony.externalcall.register";
@@ -227,7 +226,11 @@ async fn finished_calls_are_registered_finished_and_their_records_attached() {
     let done = app.settled(id_of(&third)).await;
     assert_eq!(done["status"], "succeeded", "{done:#}");
     assert_eq!(done["steps"][3]["done"], true);
-    assert_eq!(done["steps"][3]["output"], Value::Null, "no record attached");
+    assert_eq!(
+        done["steps"][3]["output"],
+        Value::Null,
+        "no record attached"
+    );
     assert_eq!(done["steps"][1]["output"]["CRM_ENTITY_TYPE"], "LEAD");
     assert_eq!(done["steps"][1]["output"]["CRM_ENTITY_ID"], lead);
     assert_eq!(done["steps"][1]["output"]["CRM_CREATED_LEAD"], Value::Null);
@@ -479,7 +482,7 @@ steps = [ { name = "call", call = "b24.telephony.externalcall.attachrecord", arg
 impl App {
     /// Runs a manual flow; `Ok(output)` or `Err((class, message))`.
     async fn tel(&self, flow: &str, args: Value) -> Result<Value, (String, String)> {
-        let id = self.run_with(flow, &args).await;
+        let id = self.run(flow, &args).await;
         let done = self.settled(id).await;
         if done["status"] == "succeeded" {
             return Ok(done["steps"][0]["output"].clone());
@@ -693,7 +696,7 @@ async fn the_fake_answers_register_finish_and_attach_record_as_documented() {
     // FILENAME alone: where to upload the content. The address carries the access token
     // (as the portal's does); the journal must not.
     let id = app
-        .run_with("attach", &attach(json!({"FILENAME": "call-001.mp3"})))
+        .run("attach", &attach(json!({"FILENAME": "call-001.mp3"})))
         .await;
     let detail = app.wait_for(id, "succeeded").await;
     assert!(!detail.to_string().contains("access-0001"), "{detail:#}");

@@ -56,6 +56,11 @@ impl App {
     pub async fn start_with(text: impl FnOnce(&Path) -> String) -> App {
         let dir = tempfile::tempdir().expect("temp dir");
         let text = text(&dir.path().join("data"));
+        App::serve_in(dir, text).await
+    }
+
+    /// Serves the complete config `text` (written into `dir`, whose `data` it names).
+    pub async fn serve_in(dir: TempDir, text: String) -> App {
         let path = dir.path().join("obmen.toml");
         std::fs::write(&path, &text).expect("write the config");
         let loaded = obmen::config::load_str(&path, &text)
