@@ -13,24 +13,22 @@
 mod client;
 #[path = "onec_example/portal.rs"]
 mod portal;
+#[path = "support/app.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tempfile::TempDir;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use client::OneC;
 use portal::FakePortal;
+use support::{ADMIN, App, WAIT};
 
-const ADMIN: &str = "admin-token-1c-b24-0001";
 /// Also a canary: it must never show in the journal.
 const PASSWORD: &str = "canary-1c-exchange-pass-5521";
 const APP_TOKEN: &str = "b24-app-token-canary-7710";
-const WAIT: Duration = Duration::from_secs(30);
 const EXAMPLE: &str = "examples/1c-catalog-and-orders-with-bitrix24.toml";
 
 fn samples() -> PathBuf {
@@ -41,30 +39,15 @@ fn sample(rel: &str) -> String {
     std::fs::read_to_string(samples().join(rel)).unwrap_or_else(|e| panic!("sample {rel}: {e}"))
 }
 
-struct App {
-    dir: TempDir,
-    base: String,
-    client: reqwest::Client,
-    shutdown: CancellationToken,
+/// The example with the test's addresses and secrets; nothing else changed but the retry
+/// pace and the deal flow's shadow mode.
+async fn start(portal: &FakePortal) -> App {
+    start_mode(portal, true).await
 }
 
-impl Drop for App {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-impl App {
-    /// The example with the test's addresses and secrets; nothing else changed but the
-    /// retry pace and the deal flow's shadow mode.
-    async fn start(portal: &FakePortal) -> App {
-        App::start_mode(portal, true).await
-    }
-
-    /// `live = false` keeps the deal flow in the shadow mode the example ships with.
-    async fn start_mode(portal: &FakePortal, live: bool) -> App {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let data = dir.path().join("data");
+/// `live = false` keeps the deal flow in the shadow mode the example ships with.
+async fn start_mode(portal: &FakePortal, live: bool) -> App {
+    App::start_with(|data| {
         let mut text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(EXAMPLE))
             .expect("the example");
         for (from, to) in [
@@ -102,46 +85,21 @@ impl App {
             assert!(text.contains(from), "the example no longer has {from}");
             text = text.replace(from, &to);
         }
-        let path = dir.path().join("obmen.toml");
-        std::fs::write(&path, &text).expect("write");
-        let loaded = obmen::config::load_str(&path, &text)
-            .unwrap_or_else(|e| panic!("the example is invalid:\n{e}"));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let shutdown = CancellationToken::new();
-        tokio::spawn(obmen::app::serve(loaded, listener, shutdown.clone()));
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
-        App {
-            dir,
-            base,
-            client,
-            shutdown,
-        }
-    }
+        text
+    })
+    .await
+}
 
-    async fn api(&self, path: &str) -> Value {
-        let r = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .expect("api answers");
-        assert_eq!(r.status(), StatusCode::OK, "GET {path}");
-        r.json().await.expect("json")
-    }
-
-    async fn exchange(&self, id: &Value) -> Value {
-        self.api(&format!("/api/exchanges/{id}")).await
+impl App {
+    /// One exchange by the id an answer or a list gave.
+    async fn detail(&self, id: &Value) -> Value {
+        self.exchange(id.as_u64().expect("an exchange id")).await
     }
 
     /// Exchanges of `flow`, oldest first.
     async fn exchanges(&self, flow: &str) -> Vec<Value> {
         let page = self
-            .api(&format!("/api/exchanges?flow={flow}&limit=1000"))
+            .get(&format!("/api/exchanges?flow={flow}&limit=1000"))
             .await;
         let mut all = page["items"].as_array().cloned().unwrap_or_default();
         all.sort_by_key(|e| e["id"].as_u64());
@@ -249,7 +207,7 @@ async fn the_catalog_becomes_bitrix24_products_created_once_updated_and_deactiva
             &json!({"NAME": "Стулья (старое имя)", "XML_ID": CHAIRS_WHITE, "PRICE": "1200.00"}),
         )
     });
-    let app = App::start(&portal).await;
+    let app = start(&portal).await;
     let import = sample("official-samples-2.0x/import.xml");
     let offers = sample("official-samples-2.0x/offers.xml");
 
@@ -349,7 +307,7 @@ async fn the_catalog_becomes_bitrix24_products_created_once_updated_and_deactiva
     // call an exchange made came from one of its own steps.
     let mut offers_seen = 0;
     for e in &all {
-        let detail = app.exchange(&e["id"]).await;
+        let detail = app.detail(&e["id"]).await;
         let offer = e["key"].as_str().is_some_and(|k| k.starts_with("offers"));
         offers_seen += usize::from(offer);
         let (own, other): (&[&str], &[&str]) = if offer {
@@ -403,7 +361,7 @@ async fn the_catalog_becomes_bitrix24_products_created_once_updated_and_deactiva
         .iter()
         .find(|e| e["external_id"] == TABLE_WHITE)
         .expect("the white table's exchange");
-    let detail = app.exchange(&white["id"]).await;
+    let detail = app.detail(&white["id"]).await;
     let text = detail.to_string();
     assert!(
         !text.contains(PASSWORD) && !text.contains(portal::SECRET),
@@ -493,7 +451,7 @@ async fn the_catalog_becomes_bitrix24_products_created_once_updated_and_deactiva
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offers_before_their_products_wait_and_are_delivered_once_the_goods_are_in() {
     let portal = FakePortal::start().await;
-    let app = App::start(&portal).await;
+    let app = start(&portal).await;
     let import = sample("official-samples-2.0x/import.xml");
     let offers = sample("official-samples-2.0x/offers.xml");
     catalog_run(&app, &[("offers.xml", &offers)]).await;
@@ -536,7 +494,7 @@ async fn offers_before_their_products_wait_and_are_delivered_once_the_goods_are_
     let all = app.settle("1c-catalog", 6).await;
     assert_eq!(count(&all, "succeeded"), 6, "{:?}", statuses(&all));
     for e in &waiting {
-        let done = app.exchange(&e["id"]).await;
+        let done = app.detail(&e["id"]).await;
         assert_eq!(done["status"], "succeeded", "{done:#}");
         assert!(done["attempts"].as_u64() >= Some(3), "{done:#}");
         let events = done["events"].as_array().expect("events");
@@ -647,14 +605,14 @@ async fn an_offer_goes_to_its_own_variant_first_else_to_the_product_part() {
             p.seed_product(&json!({"NAME": "Стол обеденный (Белый)", "XML_ID": TABLE_WHITE})),
         )
     });
-    let app = App::start(&portal).await;
+    let app = start(&portal).await;
     let offers = sample("official-samples-2.0x/offers.xml");
     catalog_run(&app, &[("offers.xml", &offers)]).await;
     let all = app.settle("1c-catalog", 2).await;
     assert_eq!(statuses(&all), ["succeeded", "succeeded"], "{all:#?}");
     let mut own_found = Vec::new();
     for e in &all {
-        let detail = app.exchange(&e["id"]).await;
+        let detail = app.detail(&e["id"]).await;
         let step = |name: &str| {
             detail["steps"]
                 .as_array()
@@ -718,7 +676,7 @@ async fn an_offer_goes_to_its_own_variant_first_else_to_the_product_part() {
 async fn a_lost_answer_to_an_add_is_retried_into_an_update_not_a_second_product() {
     let portal = FakePortal::start().await;
     portal.with(|p| p.lose_adds = 1);
-    let app = App::start(&portal).await;
+    let app = start(&portal).await;
     let import = sample("official-samples-2.0x/import.xml");
     // The catalog with one product.
     let (head, rest) = import.split_once("<Товары>").expect("goods");
@@ -731,7 +689,7 @@ async fn a_lost_answer_to_an_add_is_retried_into_an_update_not_a_second_product(
     assert!(summaries[0].contains("1 items (1 new"), "{summaries:?}");
     let all = app.settle("1c-catalog", 1).await;
     assert_eq!(statuses(&all), ["succeeded"], "{all:#?}");
-    let detail = app.exchange(&all[0]["id"]).await;
+    let detail = app.detail(&all[0]["id"]).await;
     assert_eq!(detail["attempts"], 2, "{detail:#}");
     assert_eq!(
         detail["attempt_log"][0]["error"]["class"], "transient",
@@ -894,7 +852,7 @@ fn seed_deals(p: &mut portal::Portal) -> Vec<u64> {
 async fn a_won_deal_reaches_1c_by_query_until_success_and_1c_answers_on_the_deal() {
     let portal = FakePortal::start().await;
     let many = portal.with(seed_deals);
-    let app = App::start(&portal).await;
+    let app = start(&portal).await;
 
     // Bitrix24 posts its events as forms; the application token is checked.
     let (s, v) = app
@@ -934,12 +892,12 @@ async fn a_won_deal_reaches_1c_by_query_until_success_and_1c_answers_on_the_deal
         2,
         "the wrong token and the deal without a buyer"
     );
-    let no_buyer = app.exchange(&ids[2]).await;
+    let no_buyer = app.detail(&ids[2]).await;
     assert!(
         no_buyer.to_string().contains("deal 1301 has no contact"),
         "{no_buyer:#}"
     );
-    let won = app.exchange(&ids[0]).await;
+    let won = app.detail(&ids[0]).await;
     let queued = won["steps"]
         .as_array()
         .and_then(|s| s.last())
@@ -1044,7 +1002,7 @@ async fn a_won_deal_reaches_1c_by_query_until_success_and_1c_answers_on_the_deal
         orders_in(app.dir.path(), &after.raw).is_empty(),
         "gone after success"
     );
-    let won = app.exchange(&ids[0]).await;
+    let won = app.detail(&ids[0]).await;
     let delivered: Vec<&Value> = won["events"]
         .as_array()
         .expect("events")
@@ -1082,7 +1040,7 @@ async fn a_won_deal_reaches_1c_by_query_until_success_and_1c_answers_on_the_deal
 
     // Nothing secret in the journal of either side.
     for e in all.iter().chain(&replies) {
-        let text = app.exchange(&e["id"]).await.to_string();
+        let text = app.detail(&e["id"]).await.to_string();
         for secret in [PASSWORD, APP_TOKEN, portal::SECRET] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
@@ -1102,7 +1060,7 @@ async fn an_older_1c_without_a_version_has_its_orders_read_at_upload() {
             deal(1287, "WON", Some(77), "15000.00", "Сделка №1287"),
         );
     });
-    let app = App::start(&portal).await;
+    let app = start(&portal).await;
     let mut onec = OneC::new(&app.base, "1c-orders", "sale");
     assert_eq!(
         onec.checkauth("site", Some(PASSWORD)).await.status,
@@ -1160,12 +1118,12 @@ async fn an_older_1c_without_a_version_has_its_orders_read_at_upload() {
 async fn as_shipped_the_deal_flow_only_shows_what_it_would_send_to_1c() {
     let portal = FakePortal::start().await;
     portal.with(seed_deals);
-    let app = App::start_mode(&portal, false).await;
+    let app = start_mode(&portal, false).await;
     let (s, v) = app.deal_event(1287, 1_767_000_010, APP_TOKEN).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let all = app.settle("b24-won-deal-to-1c", 1).await;
     assert_eq!(statuses(&all), ["dry_run"], "{all:#?}");
-    let d = app.exchange(&v["exchange_id"]).await;
+    let d = app.detail(&v["exchange_id"]).await;
     let last = d["steps"]
         .as_array()
         .and_then(|s| s.last())
