@@ -9,37 +9,22 @@
 mod client;
 #[path = "onec_commerceml/sink.rs"]
 mod sink;
+#[path = "support/app.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tempfile::TempDir;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use client::OneC;
 use sink::Sink;
+use support::{ADMIN, App};
 
-const ADMIN: &str = "admin-token-1c-0001";
 const USER: &str = "site";
 /// Also a canary: it must never show in the journal.
 const PASSWORD: &str = "canary-1c-password-7731";
-const WAIT: Duration = Duration::from_secs(30);
-
-struct App {
-    dir: TempDir,
-    base: String,
-    client: reqwest::Client,
-    shutdown: CancellationToken,
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
 
 fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/1c/commerceml")
@@ -103,70 +88,13 @@ steps = [ {{ to_1c = "orders", args = '.trigger' }} ]
     )
 }
 
-impl App {
-    async fn start(sink: &Sink) -> App {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let text = config(sink, &dir.path().join("data"));
-        let path = dir.path().join("obmen.toml");
-        std::fs::write(&path, &text).expect("write");
-        let loaded = obmen::config::load_str(&path, &text)
-            .unwrap_or_else(|e| panic!("the test config is invalid:\n{e}"));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let shutdown = CancellationToken::new();
-        tokio::spawn(obmen::app::serve(loaded, listener, shutdown.clone()));
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
-        App {
-            dir,
-            base,
-            client,
-            shutdown,
-        }
-    }
+async fn start(sink: &Sink) -> App {
+    App::start_with(|data| config(sink, data)).await
+}
 
+impl App {
     fn onec(&self, flow: &str, kind: &'static str) -> OneC {
         OneC::new(&self.base, flow, kind)
-    }
-
-    async fn api(&self, path: &str) -> Value {
-        let r = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .expect("api answers");
-        assert_eq!(r.status(), StatusCode::OK, "GET {path}");
-        r.json().await.expect("json")
-    }
-
-    async fn exchanges(&self, flow: &str) -> Vec<Value> {
-        let page = self
-            .api(&format!("/api/exchanges?flow={flow}&limit=1000"))
-            .await;
-        page["items"].as_array().cloned().unwrap_or_default()
-    }
-
-    /// Waits until no exchange of `flow` is waiting or running.
-    async fn settle(&self, flow: &str) -> Vec<Value> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let all = self.exchanges(flow).await;
-            let busy = all.iter().any(|e| {
-                matches!(
-                    e["status"].as_str(),
-                    Some("received" | "queued" | "running" | "retrying")
-                )
-            });
-            if !busy {
-                return all;
-            }
-            assert!(Instant::now() < deadline, "{flow} does not settle");
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
     }
 }
 
@@ -199,7 +127,7 @@ async fn catalog_run(app: &App, files: &[(&str, &[u8])]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_catalog_exchange_makes_one_exchange_per_item_and_a_rerun_only_duplicates() {
     let sink = Sink::start().await;
-    let app = App::start(&sink).await;
+    let app = start(&sink).await;
     let names = [
         "official-samples-2.0x/import.xml",
         "official-samples-2.0x/offers.xml",
@@ -232,7 +160,7 @@ async fn a_full_catalog_exchange_makes_one_exchange_per_item_and_a_rerun_only_du
         progress >= 8,
         "import answered progress while work remained ({progress})"
     );
-    let all = app.settle("catalog").await;
+    let all = app.settle("catalog", 0).await;
     assert_eq!(all.len(), expected, "one exchange per item");
     assert_eq!(by_status(&all, "succeeded"), expected);
     let delivered = sink.bodies();
@@ -281,7 +209,7 @@ async fn a_full_catalog_exchange_makes_one_exchange_per_item_and_a_rerun_only_du
     // The same upload again: new exchanges, every one a duplicate; nothing new is sent.
     catalog_run(&app, &as_sent(0..2)).await;
     catalog_run(&app, &as_sent(2..6)).await;
-    let all = app.settle("catalog").await;
+    let all = app.settle("catalog", 0).await;
     assert_eq!(all.len(), expected * 2);
     assert_eq!(by_status(&all, "duplicate"), expected);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -312,7 +240,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_are_checked_refusals_journaled_and_the_cookie_required() {
     let sink = Sink::start().await;
-    let app = App::start(&sink).await;
+    let app = start(&sink).await;
     let mut onec = app.onec("catalog", "catalog");
     let a = onec.checkauth(USER, None).await;
     assert_eq!(a.status, "failure", "{a:?}");
@@ -337,7 +265,7 @@ async fn logins_are_checked_refusals_journaled_and_the_cookie_required() {
     );
     assert_eq!(by_status(&all, "rejected"), 2);
     for e in &all {
-        let d = app.api(&format!("/api/exchanges/{}", e["id"])).await;
+        let d = app.get(&format!("/api/exchanges/{}", e["id"])).await;
         let text = d.to_string();
         assert!(text.contains("1c exchange (refused)"), "{text}");
         assert!(!text.contains(PASSWORD), "the password leaked: {text}");
@@ -360,7 +288,7 @@ async fn logins_are_checked_refusals_journaled_and_the_cookie_required() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_files_fail_loudly_and_unsafe_names_and_big_parts_are_refused() {
     let sink = Sink::start().await;
-    let app = App::start(&sink).await;
+    let app = start(&sink).await;
     let mut onec = app.onec("catalog", "catalog");
     assert_eq!(onec.checkauth(USER, Some(PASSWORD)).await.status, "success");
     let limit = onec.init(None).await.0;
@@ -391,7 +319,7 @@ async fn broken_files_fail_loudly_and_unsafe_names_and_big_parts_are_refused() {
     assert_eq!(a.status, "failure");
     assert!(a.message().contains("not a CommerceML"), "{a:?}");
 
-    let all = app.settle("catalog").await;
+    let all = app.settle("catalog", 0).await;
     let sources: Vec<String> = futures_details(&app, &all).await;
     assert_eq!(
         by_status(&all, "succeeded"),
@@ -439,7 +367,7 @@ async fn broken_files_fail_loudly_and_unsafe_names_and_big_parts_are_refused() {
 async fn futures_details(app: &App, all: &[Value]) -> Vec<String> {
     let mut out = Vec::new();
     for e in all {
-        let d = app.api(&format!("/api/exchanges/{}", e["id"])).await;
+        let d = app.get(&format!("/api/exchanges/{}", e["id"])).await;
         let source = d["events"][0]["source"]
             .as_str()
             .unwrap_or_default()
@@ -469,7 +397,7 @@ fn order() -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_wait_for_1c_until_it_confirms_and_its_own_orders_flow_in() {
     let sink = Sink::start().await;
-    let app = App::start(&sink).await;
+    let app = start(&sink).await;
     let r = app
         .client
         .post(format!("{}/api/flows/deal-to-1c/run", app.base))
@@ -480,7 +408,7 @@ async fn orders_wait_for_1c_until_it_confirms_and_its_own_orders_flow_in() {
         .expect("run");
     assert_eq!(r.status(), StatusCode::OK);
     let deal_exchange = r.json::<Value>().await.expect("json")["exchange_id"].clone();
-    let settled = app.settle("deal-to-1c").await;
+    let settled = app.settle("deal-to-1c", 0).await;
     assert_eq!(settled[0]["status"], "succeeded", "{settled:#?}");
 
     let mut onec = app.onec("orders", "sale");
@@ -507,7 +435,7 @@ async fn orders_wait_for_1c_until_it_confirms_and_its_own_orders_flow_in() {
     let after_text = encoding_rs::WINDOWS_1251.decode(&after.raw).0.into_owned();
     assert!(!after_text.contains("<Документ>"), "{after_text}");
     xmllint_valid(&app, &after.raw);
-    let detail = app.api(&format!("/api/exchanges/{deal_exchange}")).await;
+    let detail = app.get(&format!("/api/exchanges/{deal_exchange}")).await;
     let delivered = detail["events"]
         .as_array()
         .expect("events")
@@ -529,7 +457,7 @@ async fn orders_wait_for_1c_until_it_confirms_and_its_own_orders_flow_in() {
     onec.upload("documents-1.xml", &module, limit).await;
     assert_eq!(onec.import("orders.xml").await.0.status, "success");
     assert_eq!(onec.import("documents-1.xml").await.0.status, "success");
-    let all = app.settle("orders").await;
+    let all = app.settle("orders", 0).await;
     let expected = count(&official, "Документ") + count(&module, "Документ");
     assert_eq!(all.len(), expected);
     assert_eq!(by_status(&all, "succeeded"), expected);
@@ -571,7 +499,7 @@ fn catalog_doc(items: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deep_items_reuploads_and_the_session_upload_limit() {
     let sink = Sink::start().await;
-    let app = App::start(&sink).await;
+    let app = start(&sink).await;
     let mut onec = app.onec("catalog", "catalog");
     assert_eq!(onec.checkauth(USER, Some(PASSWORD)).await.status, "success");
     let limit = onec.init(None).await.0;
@@ -586,7 +514,7 @@ async fn deep_items_reuploads_and_the_session_upload_limit() {
     let (a, _) = onec.import("deep.xml").await;
     assert_eq!(a.status, "failure", "{a:?}");
     assert!(a.message().contains("nests deeper"), "{a:?}");
-    let all = app.settle("catalog").await;
+    let all = app.settle("catalog", 0).await;
     assert_eq!(by_status(&all, "rejected"), 1, "journaled: {all:#?}");
 
     // The same name again in the same session: its new content is read, not the saved
@@ -606,7 +534,7 @@ async fn deep_items_reuploads_and_the_session_upload_limit() {
     onec.upload("deep.xml", &one, limit).await;
     let (a, _) = onec.import("deep.xml").await;
     assert_eq!(a.status, "success", "{a:?}");
-    app.settle("catalog").await;
+    app.settle("catalog", 0).await;
     let ids: Vec<String> = sink
         .bodies()
         .iter()
@@ -677,7 +605,7 @@ fn sorted(mut v: Vec<Value>) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zipped_samples_make_the_same_exchanges_as_plain_files() {
     let sink = Sink::start().await;
-    let app = App::start(&sink).await;
+    let app = start(&sink).await;
     let old = ["import.xml", "offers.xml"].map(|n| sample(&format!("official-samples-2.0x/{n}")));
     let new = ["import.xml", "offers.xml", "prices.xml", "rests.xml"]
         .map(|n| sample(&format!("bitrix-module-3.1/{n}")));
@@ -691,7 +619,7 @@ async fn zipped_samples_make_the_same_exchanges_as_plain_files() {
     // The same files, plain on the `catalog` flow (same steps) …
     catalog_run(&app, &old_files).await;
     catalog_run(&app, &new_files).await;
-    let plain = app.settle("catalog").await;
+    let plain = app.settle("catalog", 0).await;
     let plain_bodies = sink.bodies();
     assert_eq!(plain.len(), 4 + 2 + 21 + 86 * 3);
 
@@ -707,7 +635,7 @@ async fn zipped_samples_make_the_same_exchanges_as_plain_files() {
         &["import.xml", "offers.xml", "prices.xml", "rests.xml"],
     )
     .await;
-    let zip_all = app.settle("zipped").await;
+    let zip_all = app.settle("zipped", 0).await;
     assert_eq!(zip_all.len(), plain.len(), "one exchange per item");
     assert_eq!(by_status(&zip_all, "succeeded"), plain.len());
     let zip_bodies: Vec<Value> = sink.bodies()[plain_bodies.len()..].to_vec();
@@ -725,7 +653,7 @@ async fn zipped_samples_make_the_same_exchanges_as_plain_files() {
         &["import.xml", "offers.xml", "prices.xml", "rests.xml"],
     )
     .await;
-    let again = app.settle("zipped").await;
+    let again = app.settle("zipped", 0).await;
     assert_eq!(again.len(), plain.len() * 2);
     assert_eq!(by_status(&again, "duplicate"), plain.len());
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -755,7 +683,7 @@ fn mark_encrypted(mut bytes: Vec<u8>) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_archives_are_refused_and_nothing_of_them_is_imported() {
     let sink = Sink::start().await;
-    let app = App::start(&sink).await;
+    let app = start(&sink).await;
     let import = sample("official-samples-2.0x/import.xml");
     let bomb = zipped(&[
         ("import.xml", &import[..]),
@@ -801,7 +729,7 @@ async fn hostile_archives_are_refused_and_nothing_of_them_is_imported() {
             "{what}: nothing unpacked stays: {left:?}"
         );
     }
-    let all = app.settle("zipped").await;
+    let all = app.settle("zipped", 0).await;
     assert_eq!(
         by_status(&all, "rejected"),
         cases.len(),
@@ -845,7 +773,7 @@ async fn full_run(app: &App, import: &[u8]) -> client::Answer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deactivate_names_the_products_a_full_catalog_lost_once() {
     let sink = Sink::start().await;
-    let app = App::start(&sink).await;
+    let app = start(&sink).await;
     let full = sample("official-samples-2.0x/import.xml");
     let text = String::from_utf8(full.clone()).expect("utf-8");
     assert!(text.contains("СодержитТолькоИзменения=\"false\""));
@@ -862,13 +790,13 @@ async fn deactivate_names_the_products_a_full_catalog_lost_once() {
     // The first full catalog is only remembered.
     let d = full_run(&app, &full).await;
     assert!(d.message().starts_with("0 products"), "{d:?}");
-    let all = app.settle("catalog").await;
+    let all = app.settle("catalog", 0).await;
     assert_eq!(all.len(), 4);
 
     // The next one lacks a product: exactly one `deleted` exchange for it.
     let d = full_run(&app, fewer.as_bytes()).await;
     assert!(d.message().starts_with("1 products"), "{d:?}");
-    let all = app.settle("catalog").await;
+    let all = app.settle("catalog", 0).await;
     assert_eq!(all.len(), 4 + 3 + 1, "{all:#?}");
     assert_eq!(by_status(&all, "duplicate"), 3);
     let gone: Vec<Value> = sink
@@ -889,7 +817,7 @@ async fn deactivate_names_the_products_a_full_catalog_lost_once() {
         .filter_map(|e| e["id"].as_u64())
         .max()
         .expect("exchanges of the removed product");
-    let detail = app.api(&format!("/api/exchanges/{newest}")).await;
+    let detail = app.get(&format!("/api/exchanges/{newest}")).await;
     assert!(
         detail
             .to_string()
@@ -914,7 +842,7 @@ async fn deactivate_names_the_products_a_full_catalog_lost_once() {
     );
     let d = full_run(&app, one.as_bytes()).await;
     assert!(d.message().contains("only changes"), "{d:?}");
-    let all = app.settle("catalog").await;
+    let all = app.settle("catalog", 0).await;
     assert_eq!(all.len(), 8 + 3 + 1, "only duplicates since: {all:#?}");
     assert_eq!(
         sink.bodies()
@@ -946,7 +874,7 @@ async fn deactivate_names_the_products_a_full_catalog_lost_once() {
     let a = onec.get(&format!("mode=deactivate&timestamp={t}")).await;
     assert_eq!(a.status, "failure", "{a:?}");
     assert!(a.message().contains("not imported completely"), "{a:?}");
-    app.settle("catalog").await;
+    app.settle("catalog", 0).await;
     assert_eq!(
         sink.bodies()
             .iter()
@@ -961,7 +889,7 @@ async fn deactivate_names_the_products_a_full_catalog_lost_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_product_marked_deleted_is_not_deactivated_again() {
     let sink = Sink::start().await;
-    let app = App::start(&sink).await;
+    let app = start(&sink).await;
     let text = String::from_utf8(sample("official-samples-2.0x/import.xml")).expect("utf-8");
     let first = text.find("<Товар>").expect("a product");
     let end = text[first..].find("</Товар>").expect("its end") + first + "</Товар>".len();
@@ -982,11 +910,11 @@ async fn a_product_marked_deleted_is_not_deactivated_again() {
     // Marked deleted in a full catalog: its own deleted exchange, no deactivation.
     let d = full_run(&app, marked.as_bytes()).await;
     assert!(d.message().starts_with("0 products"), "{d:?}");
-    app.settle("catalog").await;
+    app.settle("catalog", 0).await;
     assert_eq!(deleted(&sink), 1);
     // Gone from the next full catalog: already deleted, nothing more.
     let d = full_run(&app, without.as_bytes()).await;
     assert!(d.message().starts_with("0 products"), "{d:?}");
-    app.settle("catalog").await;
+    app.settle("catalog", 0).await;
     assert_eq!(deleted(&sink), 1, "{:#?}", sink.bodies());
 }

@@ -96,38 +96,6 @@ impl App {
         self.exchange(id.as_u64().expect("an exchange id")).await
     }
 
-    /// Exchanges of `flow`, oldest first.
-    async fn exchanges(&self, flow: &str) -> Vec<Value> {
-        let page = self
-            .get(&format!("/api/exchanges?flow={flow}&limit=1000"))
-            .await;
-        let mut all = page["items"].as_array().cloned().unwrap_or_default();
-        all.sort_by_key(|e| e["id"].as_u64());
-        all
-    }
-
-    /// Waits until `flow` has at least `n` exchanges and none is waiting or running.
-    async fn settle(&self, flow: &str, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let all = self.exchanges(flow).await;
-            let busy = all.iter().any(|e| {
-                matches!(
-                    e["status"].as_str(),
-                    Some("received" | "queued" | "running" | "retrying")
-                )
-            });
-            if !busy && all.len() >= n {
-                return all;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{flow} does not settle: {all:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
     /// Bitrix24 posting an outgoing event to the deal flow's hook.
     async fn deal_event(&self, deal: u64, ts: u64, token: &str) -> (StatusCode, Value) {
         let r = self

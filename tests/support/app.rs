@@ -120,6 +120,36 @@ impl App {
         page["items"].as_array().cloned().unwrap_or_default()
     }
 
+    /// The exchanges of `flow` (up to 1000), oldest first.
+    pub async fn exchanges(&self, flow: &str) -> Vec<Value> {
+        let mut all = self.list(&format!("flow={flow}&limit=1000")).await;
+        all.sort_by_key(|e| e["id"].as_u64());
+        all
+    }
+
+    /// Waits until `flow` has at least `n` exchanges and none is waiting or running; they,
+    /// oldest first.
+    pub async fn settle(&self, flow: &str, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let all = self.exchanges(flow).await;
+            let busy = all.iter().any(|e| {
+                matches!(
+                    e["status"].as_str(),
+                    Some("received" | "queued" | "running" | "retrying")
+                )
+            });
+            if !busy && all.len() >= n {
+                return all;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{flow} does not settle: {all:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Starts a manual run; the new exchange's id.
     pub async fn run(&self, flow: &str, body: &Value) -> u64 {
         let (s, v) = self
