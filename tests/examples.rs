@@ -4,6 +4,11 @@
 use std::path::Path;
 use std::process::Command;
 
+use serde_json::json;
+
+#[path = "support/app.rs"]
+mod support;
+
 const BIN: &str = env!("CARGO_BIN_EXE_obmen");
 
 /// The names of the `secret:NAME` references in a config text.
@@ -80,4 +85,54 @@ fn secret_references_are_read_from_the_text() {
 webhook_url = "secret:b24_webhook_url" # and again secret:moysklad_token"#,
     );
     assert_eq!(names, ["b24_webhook_url", "moysklad_token"]);
+}
+
+/// The template `obmen init` writes does what its comments say: a shop order in status
+/// "test" is skipped by the filter, any other goes on to the lead upsert (a dry run: the
+/// CRM address is the template's placeholder, so the search fails, after the filter).
+#[tokio::test]
+async fn the_init_template_skips_test_orders_and_upserts_the_rest() {
+    let app = support::App::start_with(|data| {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/obmen.toml"),
+        )
+        .expect("the template");
+        let mut text = text.replace(
+            "data_dir = \"data\"",
+            &format!("data_dir = {:?}", data.display().to_string()),
+        );
+        for name in secret_names(&text) {
+            let value = if name == "admin_token" {
+                support::ADMIN.to_owned()
+            } else {
+                dummy(&name)
+            };
+            text = text.replace(&format!("secret:{name}"), &value);
+        }
+        text.replace("https://crm.example.com/api", "http://127.0.0.1:9")
+    })
+    .await;
+    let dry_run = |status: &'static str| {
+        let app = &app;
+        async move {
+            let (code, report) = app
+                .send(
+                    app.client
+                        .post(app.url("/api/flows/order-to-lead/dry-run"))
+                        .bearer_auth(support::ADMIN)
+                        .json(
+                            &json!({"order": {"id": 7, "status": status, "phone": "+77010000007"}}),
+                        ),
+                )
+                .await;
+            assert_eq!(code, 200, "{report}");
+            report
+        }
+    };
+    let test = dry_run("test").await;
+    assert_eq!(test["status"], "skipped", "{test:#}");
+    let paid = dry_run("paid").await;
+    assert_ne!(paid["status"], "skipped", "{paid:#}");
+    assert_eq!(paid["steps"][0]["ran"], true, "{paid:#}");
+    assert_eq!(paid["steps"][1]["name"], "2-upsert", "{paid:#}");
 }
