@@ -34,16 +34,7 @@ const APP_TOKEN: &str = "app-token-b24-0001";
 impl App {
     /// An outgoing Bitrix24 event, form-encoded as the portal posts it.
     async fn event(&self, flow: &str, deal: u64, ts: u64, token: &str) -> (u16, Value) {
-        let form = [
-            ("event", "ONCRMDEALUPDATE".to_owned()),
-            ("event_handler_id", "41".into()),
-            ("data[FIELDS][ID]", deal.to_string()),
-            ("ts", ts.to_string()),
-            ("auth[domain]", "acme.bitrix24.kz".into()),
-            ("auth[member_id]", "0f3c".into()),
-            ("auth[application_token]", token.into()),
-        ];
-        let body = serde_urlencoded::to_string(form).expect("form");
+        let body = fake::event_body("ONCRMDEALUPDATE", deal, ts, token);
         let response = self
             .client
             .post(format!("{}/hooks/{flow}", self.base))
@@ -83,11 +74,11 @@ fn webhook_system(fake: &Fake, extra: &str) -> String {
         r#"
 [systems.b24]
 kind = "bitrix24"
-webhook_url = "{url}/rest/1/{WEBHOOK_TOKEN}/"
+webhook_url = "{url}"
 application_token = "{APP_TOKEN}"
 {extra}
 "#,
-        url = fake.url
+        url = fake.webhook_url()
     )
 }
 
@@ -640,10 +631,7 @@ async fn the_won_deal_example_upserts_the_counterparty_and_the_order_and_writes_
             &format!("\"{}\"", dir.path().join("data").display()),
         )
         .replace("secret:admin_token", ADMIN)
-        .replace(
-            "secret:b24_webhook_url",
-            &format!("{}/rest/1/{WEBHOOK_TOKEN}/", b24.url),
-        )
+        .replace("secret:b24_webhook_url", &b24.webhook_url())
         .replace("secret:b24_app_token", APP_TOKEN)
         .replace(
             "token = \"secret:moysklad_token\"",
@@ -766,10 +754,7 @@ async fn the_stock_example_pages_through_changed_products_into_bitrix24_batches(
             &format!("\"{}\"", dir.path().join("data").display()),
         )
         .replace("secret:admin_token", ADMIN)
-        .replace(
-            "secret:b24_webhook_url",
-            &format!("{}/rest/1/{WEBHOOK_TOKEN}/", b24.url),
-        )
+        .replace("secret:b24_webhook_url", &b24.webhook_url())
         .replace(
             "token = \"secret:moysklad_token\"",
             &format!("token = \"{}\"\nbase_url = \"{}\"", ms_fake::TOKEN, ms.base),
@@ -838,7 +823,7 @@ async fn the_stock_example_pages_through_changed_products_into_bitrix24_batches(
     let message = error["message"].as_str().unwrap_or_default();
     assert!(
         message.starts_with(
-            "batch command `stock_40` (catalog.product.update) failed: (no code): Not found"
+            "batch command `stock_40` (catalog.product.update) failed: (no code): Product with the specified ID does not exist"
         ) && message.contains("1 more failed: batch command `price_40` (crm.product.update)"),
         "{message}"
     );

@@ -3,12 +3,17 @@
 //! `{"result", "time"}` envelopes, pages of 50 with `total`/`next` and the `start=-1` mode,
 //! Bitrix24 error bodies (an empty `error` for CRM "Not found"), a leaky bucket answering
 //! `503 QUERY_LIMIT_EXCEEDED`, access tokens that expire (`401 expired_token`) and an OAuth
-//! server that rotates both tokens, `batch` (halt, `$result[…]`, the `[]`-for-empty quirk),
-//! a portal that moved: its old address answers `302` to the new one, and the CRM catalog's
-//! products (`crm.product.list|get|add|update`, string values, `NAME` required to add), whose
-//! `add` can be made to lose its answer: the product is made, the answer comes too late; and
-//! telephony (`telephony.externalCall.register|finish|attachRecord`, application context
-//! only; see the section at the end).
+//! server that rotates both tokens, `batch` (halt, `$result[key][0][FIELD]` references, the
+//! `[]`-for-empty quirk), a portal that moved: its old address answers `302` to the new one,
+//! the goods (tests/bitrix24/catalog.rs: `crm.product.*`, `catalog.product.update`, deal
+//! product rows), whose `crm.product.add` can be made to lose its answer (the product is made;
+//! the answer comes too late, or the proxy in front answers `504`); the form body of an
+//! outgoing event as the portal posts it; and telephony
+//! (`telephony.externalCall.register|finish|attachRecord`, application context only; see the
+//! section at the end). One fake for every test binary that talks to Bitrix24.
+
+// Shared by the test binaries that talk to Bitrix24; each uses a part of it.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +27,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
+
+#[path = "catalog.rs"]
+mod catalog;
 
 pub const WEBHOOK_TOKEN: &str = "wh7k2q9x4b24tok";
 pub const CLIENT_ID: &str = "local.b24app.1";
@@ -52,30 +60,6 @@ pub const PAGE: usize = 50;
 /// How late a lost answer comes (set the system's `timeout` well under it).
 pub const LOST_ANSWER_DELAY: Duration = Duration::from_millis(1500);
 
-/// `crm.product` fields (crm.product.fields); a filter, select or field naming another is
-/// refused.
-const PRODUCT_FIELDS: &[&str] = &[
-    "ID",
-    "CATALOG_ID",
-    "PRICE",
-    "CURRENCY_ID",
-    "NAME",
-    "CODE",
-    "DESCRIPTION",
-    "DESCRIPTION_TYPE",
-    "ACTIVE",
-    "SECTION_ID",
-    "SORT",
-    "VAT_ID",
-    "VAT_INCLUDED",
-    "MEASURE",
-    "XML_ID",
-    "DATE_CREATE",
-    "TIMESTAMP_X",
-    "MODIFIED_BY",
-    "CREATED_BY",
-];
-
 #[derive(Default)]
 pub struct Portal {
     pub deals: BTreeMap<u64, Value>,
@@ -87,8 +71,11 @@ pub struct Portal {
     /// `crm.timeline.comment.add` fields as received.
     pub comments: Vec<Value>,
     pub next_id: u64,
-    /// (method, how it was authorized) of each accepted call.
+    /// (method, how it was authorized) of each accepted call (a `batch` is one call).
     pub calls: Vec<(String, String)>,
+    /// Every method run, with its arguments: each accepted call but `batch`, and each command
+    /// of a `batch` under its own method.
+    pub runs: Vec<(String, Value)>,
     /// The `Host` of each accepted call.
     pub hosts: Vec<String>,
     /// The arguments of each accepted call of a list method.
@@ -119,9 +106,16 @@ pub struct Portal {
     pub batch_cmds: Vec<BatchCmd>,
     /// The CRM catalog (`crm.product.*`; `catalog.product.update` changes the same goods).
     pub products: BTreeMap<u64, Value>,
+    /// `quantity` of products (the trade catalog's view, `catalog.product.update`), by id.
+    pub quantity: BTreeMap<u64, Value>,
+    /// `crm.deal.productrows.get` rows by deal id.
+    pub product_rows: BTreeMap<u64, Vec<Value>>,
     /// This many more `crm.product.add` calls make the product but answer only after
     /// `LOST_ANSWER_DELAY`, past the client's timeout: the answer is lost.
     pub lose_product_adds: usize,
+    /// This many more `crm.product.add` calls make the product, then the proxy in front of
+    /// the portal gives up waiting: `504 Gateway Time-out`, an HTML page.
+    pub proxy_loses_product_adds: usize,
     /// Methods that answer `QUERY_LIMIT_EXCEEDED` this many more times inside a batch.
     pub limited_in_batch: BTreeMap<String, usize>,
     /// The portal moved: a request to the old address (`Fake::url`) answers 302 to this one.
@@ -152,11 +146,40 @@ fn envelope(result: &Value) -> Response {
 }
 
 pub fn error(status: StatusCode, code: &str, description: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": code, "error_description": description})),
-    )
-        .into_response()
+    (status, Json(error_body(code, description))).into_response()
+}
+
+/// The catalog.* methods answer numeric codes (`"error": 0`, `200040300010`); the CRM and
+/// system ones strings (possibly empty).
+fn error_body(code: &str, description: &str) -> Value {
+    let code = match code.parse::<u64>() {
+        Ok(n) => json!(n),
+        Err(_) => json!(code),
+    };
+    json!({"error": code, "error_description": description})
+}
+
+/// The form body Bitrix24 posts for an event of an outbound webhook
+/// (`application/x-www-form-urlencoded`, PHP-style keys).
+pub fn event_body(event: &str, id: u64, ts: u64, application_token: &str) -> String {
+    let pairs = [
+        ("event", event.to_owned()),
+        ("event_handler_id", "41".to_owned()),
+        ("data[FIELDS][ID]", id.to_string()),
+        ("ts", ts.to_string()),
+        ("auth[domain]", "acme.bitrix24.kz".to_owned()),
+        (
+            "auth[client_endpoint]",
+            "https://acme.bitrix24.kz/rest/".to_owned(),
+        ),
+        (
+            "auth[server_endpoint]",
+            "https://oauth.bitrix24.tech/rest/".to_owned(),
+        ),
+        ("auth[member_id]", "0f3c".to_owned()),
+        ("auth[application_token]", application_token.to_owned()),
+    ];
+    serde_urlencoded::to_string(pairs).expect("form")
 }
 
 impl Fake {
@@ -189,29 +212,20 @@ impl Fake {
         }
     }
 
+    /// The inbound-webhook URL (user 1), ending with `/`.
+    pub fn webhook_url(&self) -> String {
+        format!("{}/rest/1/{WEBHOOK_TOKEN}/", self.url)
+    }
+
     pub fn with<T>(&self, f: impl FnOnce(&mut Portal) -> T) -> T {
         f(&mut self.portal.lock().expect("portal"))
     }
 }
 
 impl Portal {
-    /// Adds a product as if made in the portal by hand; returns its id.
-    pub fn seed_product(&mut self, fields: &Value) -> u64 {
-        self.next_id += 1;
-        let id = self.next_id;
-        let mut record = json!({"ID": id.to_string(), "CATALOG_ID": "25", "ACTIVE": "Y",
-            "CURRENCY_ID": "RUB", "PRICE": null, "XML_ID": null, "DESCRIPTION": null});
-        merge_text(&mut record, Some(fields));
-        self.products.insert(id, record);
-        id
-    }
-
-    /// The products whose `XML_ID` is `xml_id`.
-    pub fn by_xml_id(&self, xml_id: &str) -> Vec<&Value> {
-        self.products
-            .values()
-            .filter(|p| p["XML_ID"] == xml_id)
-            .collect()
+    /// Methods run so far (`runs`), in order.
+    pub fn methods(&self) -> Vec<String> {
+        self.runs.iter().map(|(m, _)| m.clone()).collect()
     }
 }
 
@@ -261,7 +275,11 @@ fn call(
             Ok(v) => v,
             Err(_) => {
                 return (
-                    error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "bad body"),
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        "INVALID_REQUEST",
+                        "The request body is not JSON",
+                    ),
                     false,
                 );
             }
@@ -370,26 +388,38 @@ fn call(
     p.level += 1.0;
     p.calls.push((method.clone(), how.into()));
     p.hosts.push(host);
-    if let Some(answer) = telephony(&mut p, &method, &args, how) {
-        return answer;
-    }
     if method == "batch" {
         return (batch(&mut p, &args), false);
+    }
+    p.runs.push((method.clone(), args.clone()));
+    if let Some(answer) = telephony(&mut p, &method, &args, how) {
+        return answer;
     }
     let answer = match dispatch(&mut p, &method, &args) {
         Ok(body) => Json(body).into_response(),
         Err((status, code, description)) => error(status, code, &description),
     };
-    let lose =
-        method == "crm.product.add" && answer.status().is_success() && p.lose_product_adds > 0;
+    let made = method == "crm.product.add" && answer.status().is_success();
+    if made && p.proxy_loses_product_adds > 0 {
+        // Made on the portal; the proxy in front gave up waiting for the answer.
+        p.proxy_loses_product_adds -= 1;
+        let page = "<html><head><title>504 Gateway Time-out</title></head></html>";
+        let gone = (
+            StatusCode::GATEWAY_TIMEOUT,
+            [("content-type", "text/html")],
+            page,
+        );
+        return (gone.into_response(), false);
+    }
+    let lose = made && p.lose_product_adds > 0;
     if lose {
         p.lose_product_adds -= 1;
     }
     (answer, lose)
 }
 
-/// Form pairs with PHP-style keys (`fields[PHONE][0][VALUE]`) as nested JSON; values stay
-/// strings, as Bitrix24 receives them.
+/// Form pairs with PHP-style keys (`fields[PHONE][0][VALUE]`, `select[]`) as nested JSON;
+/// values stay strings, as Bitrix24 receives them; `a[]=x&a[]=y` is a list.
 pub fn nested(pairs: &[(String, String)]) -> Value {
     let mut root = Map::new();
     for (key, value) in pairs {
@@ -411,6 +441,13 @@ fn insert(map: &mut Map<String, Value>, path: &[String], value: String) {
     let Some((first, rest)) = path.split_first() else {
         return;
     };
+    if rest.len() == 1 && rest[0].is_empty() {
+        let slot = map.entry(first.clone()).or_insert_with(|| json!([]));
+        if let Value::Array(items) = slot {
+            items.push(Value::String(value));
+        }
+        return;
+    }
     if rest.is_empty() {
         map.insert(first.clone(), Value::String(value));
         return;
@@ -430,7 +467,7 @@ fn id_arg(args: &Value) -> Option<u64> {
 fn number(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.parse().ok(),
+        Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
 }
@@ -441,6 +478,14 @@ fn digits(s: &str) -> String {
 
 fn not_found() -> Refusal {
     (StatusCode::BAD_REQUEST, "", "Not found".into())
+}
+
+fn invalid_id() -> Refusal {
+    (
+        StatusCode::BAD_REQUEST,
+        "",
+        "ID is not defined or invalid.".into(),
+    )
 }
 
 fn merge(record: &mut Value, fields: Option<&Value>) {
@@ -454,24 +499,22 @@ fn merge(record: &mut Value, fields: Option<&Value>) {
 /// The whole answer body of one method (`result`, and `total`/`next` for lists).
 fn dispatch(p: &mut Portal, method: &str, args: &Value) -> Result<Value, Refusal> {
     let ok = |v: Value| Ok(envelope_body(&v));
+    if let Some(answer) = catalog::call(p, method, args) {
+        return answer;
+    }
     match method {
         "server.time" => ok(json!("2026-11-27T10:00:00+03:00")),
-        "crm.deal.get" => match id_arg(args).and_then(|id| p.deals.get(&id)) {
-            Some(deal) => ok(deal.clone()),
-            None => Err(not_found()),
-        },
-        "crm.contact.get" => match id_arg(args).and_then(|id| p.contacts.get(&id)) {
-            Some(contact) => ok(contact.clone()),
-            None => Err(not_found()),
-        },
-        "crm.deal.update" | "crm.contact.update" => {
-            let Some(id) = id_arg(args) else {
-                return Err((
-                    StatusCode::BAD_REQUEST,
-                    "",
-                    "ID is not defined or invalid.".into(),
-                ));
+        "crm.deal.get" | "crm.contact.get" => {
+            let id = id_arg(args).ok_or_else(invalid_id)?;
+            let table = if method == "crm.deal.get" {
+                &p.deals
+            } else {
+                &p.contacts
             };
+            table.get(&id).cloned().map_or_else(|| Err(not_found()), ok)
+        }
+        "crm.deal.update" | "crm.contact.update" => {
+            let id = id_arg(args).ok_or_else(invalid_id)?;
             let table = if method == "crm.deal.update" {
                 &mut p.deals
             } else {
@@ -495,73 +538,6 @@ fn dispatch(p: &mut Portal, method: &str, args: &Value) -> Result<Value, Refusal
                 p.deals.insert(id, record);
             }
             ok(json!(id))
-        }
-        "catalog.product.update" => match id_arg(args).and_then(|id| p.products.get(&id)) {
-            // The stock side of the same goods; its camelCase fields are not kept here.
-            Some(_) => ok(json!(true)),
-            None => Err(not_found()),
-        },
-        "crm.product.list" => {
-            p.list_args.push((method.to_owned(), args.clone()));
-            check_names(
-                args["filter"]
-                    .as_object()
-                    .into_iter()
-                    .flat_map(|f| f.keys()),
-                "filter",
-            )?;
-            check_names(
-                args["select"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .filter(|s| *s != "*"),
-                "select",
-            )?;
-            list(p.products.values().cloned().collect(), args, false)
-        }
-        "crm.product.get" => match id_arg(args).and_then(|id| p.products.get(&id)) {
-            Some(product) => ok(product.clone()),
-            None => Err(not_found()),
-        },
-        "crm.product.add" => {
-            let Some(fields) = args.get("fields").filter(|f| f.is_object()) else {
-                return Err((
-                    StatusCode::BAD_REQUEST,
-                    "",
-                    "Fields are not specified.".into(),
-                ));
-            };
-            check_names(
-                fields.as_object().into_iter().flat_map(|f| f.keys()),
-                "field",
-            )?;
-            if fields["NAME"].as_str().is_none_or(|n| n.trim().is_empty()) {
-                return Err((
-                    StatusCode::BAD_REQUEST,
-                    "",
-                    "The field NAME is required.".into(),
-                ));
-            }
-            ok(json!(p.seed_product(fields)))
-        }
-        "crm.product.update" => {
-            let Some(id) = id_arg(args) else {
-                return Err((
-                    StatusCode::BAD_REQUEST,
-                    "",
-                    "ID is not defined or invalid.".into(),
-                ));
-            };
-            let fields = args.get("fields").cloned().unwrap_or(json!({}));
-            check_names(
-                fields.as_object().into_iter().flat_map(|f| f.keys()),
-                "field",
-            )?;
-            let product = p.products.get_mut(&id).ok_or_else(not_found)?;
-            merge_text(product, Some(&fields));
-            ok(json!(true))
         }
         "crm.duplicate.findbycomm" => {
             if args["type"] != "PHONE" && args["type"] != "EMAIL" {
@@ -643,42 +619,6 @@ fn dispatch(p: &mut Portal, method: &str, args: &Value) -> Result<Value, Refusal
     }
 }
 
-/// Refuses a `crm.product` filter key (after its prefix), select entry or field that
-/// `crm.product.fields` does not list (`PROPERTY_<n>` are the catalog's properties).
-fn check_names<S: AsRef<str>>(
-    names: impl IntoIterator<Item = S>,
-    what: &str,
-) -> Result<(), Refusal> {
-    for name in names {
-        let name = name.as_ref();
-        let field = ["!=", ">=", "<=", ">", "<", "=", "!"]
-            .iter()
-            .find_map(|op| name.strip_prefix(op))
-            .unwrap_or(name);
-        if !PRODUCT_FIELDS.contains(&field) && !field.starts_with("PROPERTY_") {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                "",
-                format!("Unknown {what}: {field}"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Field values as the classic CRM keeps them: strings (numbers written as text).
-fn merge_text(record: &mut Value, fields: Option<&Value>) {
-    if let (Value::Object(r), Some(Value::Object(f))) = (record, fields) {
-        for (k, v) in f {
-            let v = match v {
-                Value::Number(n) => Value::String(n.to_string()),
-                other => other.clone(),
-            };
-            r.insert(k.clone(), v);
-        }
-    }
-}
-
 /// `crm.item.*`: camelCase fields, answers under `item` / `items`.
 fn item(p: &mut Portal, action: &str, args: &Value) -> Result<Value, Refusal> {
     let Some(type_id) = number(&args["entityTypeId"]) else {
@@ -739,7 +679,8 @@ fn item(p: &mut Portal, action: &str, args: &Value) -> Result<Value, Refusal> {
 }
 
 /// A classic list: `filter` with the prefixes `>`, `>=`, `<`, `<=`, `=`, `!` (numbers compare
-/// as numbers), `order`, `select`, pages of 50 from `start` with `total` and `next`; `start=-1`
+/// as numbers, a list value is "one of"), `order`, `select`, pages of 50 from `start` with
+/// `total` and `next`; `start=-1`
 /// gives the first 50 without counting (no `total`, no `next`). An unknown filter field of
 /// `crm.item.list` is `INVALID_ARG_VALUE`.
 fn list(rows: Vec<Value>, args: &Value, strict: bool) -> Result<Value, Refusal> {
@@ -761,6 +702,7 @@ fn list(rows: Vec<Value>, args: &Value, strict: bool) -> Result<Value, Refusal> 
     }
     let text = |v: &Value| match v {
         Value::String(s) => s.clone(),
+        Value::Null => String::new(),
         other => other.to_string(),
     };
     let compare = |got: &Value, want: &Value| match (number(got), number(want)) {
@@ -772,14 +714,17 @@ fn list(rows: Vec<Value>, args: &Value, strict: bool) -> Result<Value, Refusal> 
         .filter(|r| {
             conds.iter().all(|(op, field, want)| {
                 let got = r.get(field).cloned().unwrap_or(Value::Null);
-                let ord = compare(&got, want);
+                let one_of = |w: &Value| match w {
+                    Value::Array(options) => options.iter().any(|o| compare(&got, o).is_eq()),
+                    single => compare(&got, single).is_eq(),
+                };
                 match *op {
-                    ">" => ord.is_gt(),
-                    ">=" => ord.is_ge(),
-                    "<" => ord.is_lt(),
-                    "<=" => ord.is_le(),
-                    "!" | "!=" => ord.is_ne(),
-                    _ => ord.is_eq(),
+                    ">" => compare(&got, want).is_gt(),
+                    ">=" => compare(&got, want).is_ge(),
+                    "<" => compare(&got, want).is_lt(),
+                    "<=" => compare(&got, want).is_le(),
+                    "!" | "!=" => !one_of(want),
+                    _ => one_of(want),
                 }
             })
         })
@@ -829,9 +774,9 @@ fn list(rows: Vec<Value>, args: &Value, strict: bool) -> Result<Value, Refusal> 
     Ok(body)
 }
 
-/// `batch`: each command runs like a call of its own (query-string arguments, `$result[k][f]`
-/// replaced by an earlier result); `halt` stops at the first failure. HTTP 200 whatever the
-/// commands did; empty collections are `[]`.
+/// `batch`: each command runs like a call of its own (query-string arguments,
+/// `$result[key][0][FIELD]` replaced by an earlier result); `halt` stops at the first failure.
+/// HTTP 200 whatever the commands did; empty collections are `[]`.
 fn batch(p: &mut Portal, args: &Value) -> Response {
     let Some(cmd) = args["cmd"].as_object() else {
         return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "cmd required");
@@ -844,15 +789,18 @@ fn batch(p: &mut Portal, args: &Value) -> Response {
         );
     }
     let halt = matches!(&args["halt"], Value::Number(n) if n.as_i64() != Some(0))
-        || args["halt"] == json!(true);
+        || args["halt"] == json!(true)
+        || args["halt"] == json!("1");
     let (mut result, mut errors) = (Map::new(), Map::new());
     let (mut totals, mut nexts, mut times) = (Map::new(), Map::new(), Map::new());
     for (key, line) in cmd {
-        let line = substitute(line.as_str().unwrap_or_default(), &result);
+        let line = references(line.as_str().unwrap_or_default(), &result);
         let (method, query) = line.split_once('?').unwrap_or((&line, ""));
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
         p.batch_cmds
             .push((key.clone(), method.to_owned(), pairs.clone()));
+        let sub_args = nested(&pairs);
+        p.runs.push((method.to_owned(), sub_args.clone()));
         let limited = p.limited_in_batch.get_mut(method).filter(|n| **n > 0);
         let answer = if method == "batch" {
             Err((
@@ -868,7 +816,7 @@ fn batch(p: &mut Portal, args: &Value) -> Response {
                 "Too many requests".into(),
             ))
         } else {
-            dispatch(p, method, &nested(&pairs))
+            dispatch(p, method, &sub_args)
         };
         match answer {
             Ok(mut body) => {
@@ -882,10 +830,7 @@ fn batch(p: &mut Portal, args: &Value) -> Response {
                 times.insert(key.clone(), body["time"].take());
             }
             Err((_, code, description)) => {
-                errors.insert(
-                    key.clone(),
-                    json!({"error": code, "error_description": description}),
-                );
+                errors.insert(key.clone(), error_body(code, &description));
                 if halt {
                     break;
                 }
@@ -906,29 +851,38 @@ fn batch(p: &mut Portal, args: &Value) -> Response {
     }))
 }
 
-/// `$result[key][field]` → that field of an earlier command's result.
-fn substitute(line: &str, results: &Map<String, Value>) -> String {
+/// `$result[key][0][ID]` in a command: the value at that path of an earlier command's
+/// result. A path that leads nowhere (an empty list) is left as written, so the command
+/// sees no valid value and fails.
+fn references(line: &str, results: &Map<String, Value>) -> String {
     let mut out = String::new();
     let mut rest = line;
     while let Some(at) = rest.find("$result[") {
         out.push_str(&rest[..at]);
-        let tail = &rest[at + "$result[".len()..];
-        let parsed = tail.split_once(']').and_then(|(key, after)| {
-            let after = after.strip_prefix('[')?;
-            let (field, after) = after.split_once(']')?;
-            Some((key, field, after))
-        });
-        let Some((key, field, after)) = parsed else {
-            out.push_str("$result[");
-            rest = tail;
-            continue;
-        };
-        let value = &results.get(key).cloned().unwrap_or(Value::Null)[field];
-        out.push_str(&match value {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        });
-        rest = after;
+        let tail = &rest[at + "$result".len()..];
+        let mut path = Vec::new();
+        let mut end = 0;
+        while tail[end..].starts_with('[') {
+            let Some(close) = tail[end..].find(']') else {
+                break;
+            };
+            path.push(&tail[end + 1..end + close]);
+            end += close + 1;
+        }
+        let mut value = path.first().and_then(|k| results.get(*k));
+        for seg in path.iter().skip(1) {
+            value = value.and_then(|v| match v {
+                Value::Array(items) => seg.parse::<usize>().ok().and_then(|i| items.get(i)),
+                Value::Object(m) => m.get(*seg),
+                _ => None,
+            });
+        }
+        match value {
+            Some(Value::String(s)) => out.push_str(s),
+            Some(v @ Value::Number(_)) => out.push_str(&v.to_string()),
+            _ => out.push_str(&rest[at..at + "$result".len() + end]),
+        }
+        rest = &tail[end..];
     }
     out.push_str(rest);
     out
