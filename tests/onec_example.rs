@@ -1,7 +1,7 @@
 //! The shipped example `examples/1c-catalog-and-orders-with-bitrix24.toml`, run as written
 //! (only addresses, secrets, the data dir, the retry pace and shadow → live substituted)
 //! against a test that plays 1C over real HTTP (tests/onec_example/client.rs) and a fake
-//! Bitrix24 portal that answers like the documented REST API (tests/onec_example/portal.rs):
+//! Bitrix24 portal that answers like the documented REST API (tests/bitrix24/fake.rs):
 //! 1C's goods become Bitrix24 products (upserted by XML_ID: created once — also when the
 //! answer to the add is lost —, updated, deactivated when 1C marks them deleted, nothing
 //! sent again for a re-upload), 1C's offers set their price and stock (an offer before its
@@ -11,8 +11,8 @@
 
 #[path = "onec_commerceml/client.rs"]
 mod client;
-#[path = "onec_example/portal.rs"]
-mod portal;
+#[path = "bitrix24/fake.rs"]
+mod fake;
 #[path = "support/app.rs"]
 mod support;
 
@@ -23,7 +23,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use client::OneC;
-use portal::FakePortal;
+use fake::Fake;
 use support::{ADMIN, App, WAIT};
 
 /// Also a canary: it must never show in the journal.
@@ -41,12 +41,12 @@ fn sample(rel: &str) -> String {
 
 /// The example with the test's addresses and secrets; nothing else changed but the retry
 /// pace and the deal flow's shadow mode.
-async fn start(portal: &FakePortal) -> App {
+async fn start(portal: &Fake) -> App {
     start_mode(portal, true).await
 }
 
 /// `live = false` keeps the deal flow in the shadow mode the example ships with.
-async fn start_mode(portal: &FakePortal, live: bool) -> App {
+async fn start_mode(portal: &Fake, live: bool) -> App {
     App::start_with(|data| {
         let mut text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(EXAMPLE))
             .expect("the example");
@@ -58,7 +58,7 @@ async fn start_mode(portal: &FakePortal, live: bool) -> App {
             ("\"secret:admin_token\"", format!("\"{ADMIN}\"")),
             (
                 "\"secret:b24_webhook_url\"",
-                format!("\"{}\"", portal.webhook_url),
+                format!("\"{}\"", portal.webhook_url()),
             ),
             ("\"secret:b24_app_token\"", format!("\"{APP_TOKEN}\"")),
             (
@@ -102,7 +102,7 @@ impl App {
             .client
             .post(format!("{}/hooks/b24-won-deal-to-1c", self.base))
             .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(portal::event_body("ONCRMDEALUPDATE", deal, ts, token))
+            .body(fake::event_body("ONCRMDEALUPDATE", deal, ts, token))
             .send()
             .await
             .expect("hook answers");
@@ -168,7 +168,7 @@ const CHAIRS_OTHER: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_catalog_becomes_bitrix24_products_created_once_updated_and_deactivated_by_xml_id() {
-    let portal = FakePortal::start().await;
+    let portal = Fake::start().await;
     // One of the goods was already linked by hand: it is found by XML_ID, not made twice.
     let known = portal.with(|p| {
         p.seed_product(
@@ -246,7 +246,7 @@ async fn the_catalog_becomes_bitrix24_products_created_once_updated_and_deactiva
         "nothing but searches besides: {methods:?}"
     );
     let stock: Vec<Value> = portal.with(|p| {
-        p.calls
+        p.runs
             .iter()
             .filter(|(m, _)| m == "catalog.product.update")
             .map(|(_, a)| a.clone())
@@ -259,7 +259,7 @@ async fn the_catalog_becomes_bitrix24_products_created_once_updated_and_deactiva
         "{stock:?}"
     );
     let finds: Vec<Value> = portal.with(|p| {
-        p.calls
+        p.runs
             .iter()
             .filter(|(m, _)| m == "crm.product.list")
             .map(|(_, a)| a.clone())
@@ -332,17 +332,17 @@ async fn the_catalog_becomes_bitrix24_products_created_once_updated_and_deactiva
     let detail = app.detail(&white["id"]).await;
     let text = detail.to_string();
     assert!(
-        !text.contains(PASSWORD) && !text.contains(portal::SECRET),
+        !text.contains(PASSWORD) && !text.contains(fake::WEBHOOK_TOKEN),
         "{text}"
     );
     assert!(text.contains("crm.product.add"), "{detail:#}");
 
     // 1C sends the same files again: all duplicates, Bitrix24 hears nothing.
-    let calls_before = portal.with(|p| p.calls.len());
+    let calls_before = portal.with(|p| p.runs.len());
     catalog_run(&app, &[("import.xml", &import), ("offers.xml", &offers)]).await;
     let all = app.settle("1c-catalog", 12).await;
     assert_eq!(count(&all, "duplicate"), 6, "{:?}", statuses(&all));
-    assert_eq!(portal.with(|p| p.calls.len()), calls_before);
+    assert_eq!(portal.with(|p| p.runs.len()), calls_before);
 
     // Then a change: the white table renamed, the other table marked for deletion, and a
     // new product that is already deleted in 1C.
@@ -364,7 +364,7 @@ async fn the_catalog_becomes_bitrix24_products_created_once_updated_and_deactiva
             product_block(&import, TABLE_OTHER),
             &format!("{gone}\n{never}"),
         );
-    let calls_before = portal.with(|p| p.calls.len());
+    let calls_before = portal.with(|p| p.runs.len());
     let summaries = catalog_run(&app, &[("import.xml", &changed)]).await;
     assert!(
         summaries[0].contains("5 items (3 new, 2 duplicates"),
@@ -418,7 +418,7 @@ async fn the_catalog_becomes_bitrix24_products_created_once_updated_and_deactiva
 /// leaves the price.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offers_before_their_products_wait_and_are_delivered_once_the_goods_are_in() {
-    let portal = FakePortal::start().await;
+    let portal = Fake::start().await;
     let app = start(&portal).await;
     let import = sample("official-samples-2.0x/import.xml");
     let offers = sample("official-samples-2.0x/offers.xml");
@@ -511,7 +511,7 @@ async fn offers_before_their_products_wait_and_are_delivered_once_the_goods_are_
             "<Количество>5</Количество>",
             1,
         );
-    let calls_before = portal.with(|p| p.calls.len());
+    let calls_before = portal.with(|p| p.runs.len());
     catalog_run(&app, &[("offers.xml", &changed)]).await;
     let all = app.settle("1c-catalog", 8).await;
     assert_eq!(
@@ -534,7 +534,7 @@ async fn offers_before_their_products_wait_and_are_delivered_once_the_goods_are_
         &format!("<Ид>{TABLE_WHITE}</Ид>\n<ПометкаУдаления>true</ПометкаУдаления>"),
         1,
     );
-    let calls_before = portal.with(|p| p.calls.len());
+    let calls_before = portal.with(|p| p.runs.len());
     catalog_run(&app, &[("offers.xml", &gone)]).await;
     let all = app.settle("1c-catalog", 10).await;
     assert_eq!(
@@ -562,7 +562,7 @@ async fn offers_before_their_products_wait_and_are_delivered_once_the_goods_are_
 /// an exchange that links products without their characteristics).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_goes_to_its_own_variant_first_else_to_the_product_part() {
-    let portal = FakePortal::start().await;
+    let portal = Fake::start().await;
     // The product part first: the search for both XML_IDs lists it first, so the variant is
     // found only by looking up the exact Ид.
     let (product, variant) = portal.with(|p| {
@@ -622,7 +622,7 @@ async fn an_offer_goes_to_its_own_variant_first_else_to_the_product_part() {
         "the other colour, on the product: {product:#}"
     );
     let mut updated: Vec<Value> = portal.with(|p| {
-        p.calls
+        p.runs
             .iter()
             .filter(|(m, _)| m == "crm.product.update")
             .map(|(_, a)| a["id"].clone())
@@ -642,8 +642,8 @@ async fn an_offer_goes_to_its_own_variant_first_else_to_the_product_part() {
 /// not two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_answer_to_an_add_is_retried_into_an_update_not_a_second_product() {
-    let portal = FakePortal::start().await;
-    portal.with(|p| p.lose_adds = 1);
+    let portal = Fake::start().await;
+    portal.with(|p| p.proxy_loses_product_adds = 1);
     let app = start(&portal).await;
     let import = sample("official-samples-2.0x/import.xml");
     // The catalog with one product.
@@ -770,13 +770,13 @@ fn number(v: &Value) -> f64 {
 /// delivery typed in by hand), 1400 won in pipeline 2 with more goods than a page of
 /// `crm.product.list` (50) holds, 1300 still open, 1301 won without a contact. Returns the
 /// ids of 1400's goods.
-fn seed_deals(p: &mut portal::Portal) -> Vec<u64> {
+fn seed_deals(p: &mut fake::Portal) -> Vec<u64> {
     let table = p.seed_product(&json!({"NAME": "Стол обеденный (Белый)", "XML_ID": TABLE_WHITE}));
     let chairs = p.seed_product(&json!({"NAME": "Стулья (Белый)", "XML_ID": CHAIRS_WHITE}));
     let title = "Сделка №1287 «Столы & стулья»";
     p.deals
         .insert(1287, deal(1287, "WON", Some(77), "150500.00", title));
-    p.rows.insert(
+    p.product_rows.insert(
         1287,
         vec![
             row(1287, 1, table, "Стол обеденный (Белый)", 45000.5, 2),
@@ -804,21 +804,21 @@ fn seed_deals(p: &mut portal::Portal) -> Vec<u64> {
     let rows = (0..)
         .zip(&many)
         .map(|(i, id)| row(1400, i, *id, &format!("Товар {i}"), 1.0, 1));
-    p.rows.insert(1400, rows.collect());
+    p.product_rows.insert(1400, rows.collect());
     p.deals.insert(
         1300,
         deal(1300, "C2:PREPARATION", Some(77), "10.00", "Ещё думает"),
     );
     p.deals
         .insert(1301, deal(1301, "WON", None, "10.00", "Без покупателя"));
-    p.rows
+    p.product_rows
         .insert(1301, vec![row(1301, 1, table, "Стол", 10.0, 1)]);
     many
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_won_deal_reaches_1c_by_query_until_success_and_1c_answers_on_the_deal() {
-    let portal = FakePortal::start().await;
+    let portal = Fake::start().await;
     let many = portal.with(seed_deals);
     let app = start(&portal).await;
 
@@ -875,7 +875,7 @@ async fn a_won_deal_reaches_1c_by_query_until_success_and_1c_answers_on_the_deal
     assert_eq!(queued["order_id"], "B24-1287");
     // Deal 1400's goods take two pages (the two deals run side by side).
     let mut starts = portal.with(|p| {
-        p.calls
+        p.runs
             .iter()
             .filter(|(m, _)| m == "crm.product.list")
             .map(|(_, a)| a["start"].as_u64())
@@ -1009,7 +1009,7 @@ async fn a_won_deal_reaches_1c_by_query_until_success_and_1c_answers_on_the_deal
     // Nothing secret in the journal of either side.
     for e in all.iter().chain(&replies) {
         let text = app.detail(&e["id"]).await.to_string();
-        for secret in [PASSWORD, APP_TOKEN, portal::SECRET] {
+        for secret in [PASSWORD, APP_TOKEN, fake::WEBHOOK_TOKEN] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
     }
@@ -1021,7 +1021,7 @@ async fn a_won_deal_reaches_1c_by_query_until_success_and_1c_answers_on_the_deal
 /// its last part closes the document.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_1c_without_a_version_has_its_orders_read_at_upload() {
-    let portal = FakePortal::start().await;
+    let portal = Fake::start().await;
     portal.with(|p| {
         p.deals.insert(
             1287,
@@ -1084,7 +1084,7 @@ async fn an_older_1c_without_a_version_has_its_orders_read_at_upload() {
 /// it would queue, and 1C is given nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_shipped_the_deal_flow_only_shows_what_it_would_send_to_1c() {
-    let portal = FakePortal::start().await;
+    let portal = Fake::start().await;
     portal.with(seed_deals);
     let app = start_mode(&portal, false).await;
     let (s, v) = app.deal_event(1287, 1_767_000_010, APP_TOKEN).await;
@@ -1112,13 +1112,13 @@ async fn as_shipped_the_deal_flow_only_shows_what_it_would_send_to_1c() {
 /// The fake portal is no "200 to everything": it answers like the documented REST API.
 #[tokio::test]
 async fn the_fake_portal_answers_like_bitrix24() {
-    let portal = FakePortal::start().await;
+    let portal = Fake::start().await;
     let http = reqwest::Client::builder()
         .no_proxy()
         .build()
         .expect("client");
     let call = |method: &str, body: Value| {
-        http.post(format!("{}{method}.json", portal.webhook_url))
+        http.post(format!("{}{method}.json", portal.webhook_url()))
             .json(&body)
             .send()
     };
@@ -1127,8 +1127,8 @@ async fn the_fake_portal_answers_like_bitrix24() {
         (status, r.json::<Value>().await.expect("json"))
     };
     let wrong = portal
-        .webhook_url
-        .replace(portal::SECRET, "not-the-secret-01");
+        .webhook_url()
+        .replace(fake::WEBHOOK_TOKEN, "not-the-secret-01");
     let (s, v) = read(
         http.post(format!("{wrong}crm.deal.get"))
             .json(&json!({"id": 1}))
@@ -1167,7 +1167,7 @@ async fn the_fake_portal_answers_like_bitrix24() {
     assert_eq!(s, StatusCode::BAD_REQUEST, "NAME is required");
     // A form body works too; `*.add` answers the new id.
     let r = http
-        .post(format!("{}crm.product.add", portal.webhook_url))
+        .post(format!("{}crm.product.add", portal.webhook_url()))
         .header("Content-Type", "application/x-www-form-urlencoded")
         .body("fields%5BNAME%5D=%D0%A1%D1%82%D0%BE%D0%BB&fields%5BXML_ID%5D=a%23b")
         .send()
