@@ -1045,6 +1045,14 @@ impl Telephony {
     pub fn call(&self, call_id: &str) -> Option<&ExternalCall> {
         self.calls.iter().find(|c| c.call_id == call_id)
     }
+
+    /// Where the call `call_id` is among the calls, if it is active (`finished = false`) or
+    /// finished (`true`).
+    fn index_of(&self, call_id: &str, finished: bool) -> Option<usize> {
+        self.calls
+            .iter()
+            .position(|c| c.call_id == call_id && c.finished.is_some() == finished)
+    }
 }
 
 /// Answers a `telephony.externalcall.*` call, with whether the answer is to be lost; `None`
@@ -1271,12 +1279,7 @@ fn tel_finish(p: &mut Portal, args: &Value, how: &str) -> Result<Value, Refusal>
     // the active calls into the statistics, and its one documented lookup error is "Call is
     // not found (call should be registered prior to finishing)": so a finished call is not
     // found again. Inference, not a documented fact.
-    let Some(index) = p
-        .telephony
-        .calls
-        .iter()
-        .position(|c| c.call_id == call_id && c.finished.is_none())
-    else {
+    let Some(index) = p.telephony.index_of(&call_id, false) else {
         return Err(core(
             "Call is not found (call should be registered prior to finishing)",
         ));
@@ -1380,12 +1383,7 @@ fn tel_attach_record(p: &mut Portal, args: &Value) -> Result<Value, Refusal> {
     }
     let empty = |d: &str| (StatusCode::BAD_REQUEST, "", d.to_owned());
     let call_id = arg_text(args, "CALL_ID").unwrap_or_default();
-    let Some(index) = p
-        .telephony
-        .calls
-        .iter()
-        .position(|c| c.call_id == call_id && c.finished.is_some())
-    else {
+    let Some(index) = p.telephony.index_of(&call_id, true) else {
         return Err(empty(
             "Call is not found in the statistic table. It looks like it is not finished yet.",
         ));
