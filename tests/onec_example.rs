@@ -245,26 +245,14 @@ async fn the_catalog_becomes_bitrix24_products_created_once_updated_and_deactiva
         8 + called("crm.product.list"),
         "nothing but searches besides: {methods:?}"
     );
-    let stock: Vec<Value> = portal.with(|p| {
-        p.runs
-            .iter()
-            .filter(|(m, _)| m == "catalog.product.update")
-            .map(|(_, a)| a.clone())
-            .collect()
-    });
+    let stock = portal.with(|p| p.args_of("catalog.product.update"));
     assert!(
         stock
             .iter()
             .all(|a| a["fields"]["quantity"].as_f64() == Some(0.0)),
         "{stock:?}"
     );
-    let finds: Vec<Value> = portal.with(|p| {
-        p.runs
-            .iter()
-            .filter(|(m, _)| m == "crm.product.list")
-            .map(|(_, a)| a.clone())
-            .collect()
-    });
+    let finds = portal.with(|p| p.args_of("crm.product.list"));
     assert!(
         finds
             .iter()
@@ -621,13 +609,8 @@ async fn an_offer_goes_to_its_own_variant_first_else_to_the_product_part() {
         product["PRICE"], "7",
         "the other colour, on the product: {product:#}"
     );
-    let mut updated: Vec<Value> = portal.with(|p| {
-        p.runs
-            .iter()
-            .filter(|(m, _)| m == "crm.product.update")
-            .map(|(_, a)| a["id"].clone())
-            .collect()
-    });
+    let updates = portal.with(|p| p.args_of("crm.product.update"));
+    let mut updated: Vec<Value> = updates.iter().map(|a| a["id"].clone()).collect();
     updated.sort_by_key(Value::to_string);
     assert_eq!(
         updated,
@@ -874,13 +857,8 @@ async fn a_won_deal_reaches_1c_by_query_until_success_and_1c_answers_on_the_deal
     assert_eq!(queued["action"], "queued", "{won:#}");
     assert_eq!(queued["order_id"], "B24-1287");
     // Deal 1400's goods take two pages (the two deals run side by side).
-    let mut starts = portal.with(|p| {
-        p.runs
-            .iter()
-            .filter(|(m, _)| m == "crm.product.list")
-            .map(|(_, a)| a["start"].as_u64())
-            .collect::<Vec<_>>()
-    });
+    let lists = portal.with(|p| p.args_of("crm.product.list"));
+    let mut starts: Vec<Option<u64>> = lists.iter().map(|a| a["start"].as_u64()).collect();
     starts.sort_unstable();
     assert_eq!(starts, [None, None, Some(50)]);
 

@@ -227,6 +227,12 @@ impl Portal {
     pub fn methods(&self) -> Vec<String> {
         self.runs.iter().map(|(m, _)| m.clone()).collect()
     }
+
+    /// The arguments of every run of `method`, in order.
+    pub fn args_of(&self, method: &str) -> Vec<Value> {
+        let runs = self.runs.iter().filter(|(m, _)| m == method);
+        runs.map(|(_, a)| a.clone()).collect()
+    }
 }
 
 fn host(headers: &HeaderMap) -> String {
