@@ -823,7 +823,7 @@ async fn the_stock_example_pages_through_changed_products_into_bitrix24_batches(
     let message = error["message"].as_str().unwrap_or_default();
     assert!(
         message.starts_with(
-            "batch command `stock_40` (catalog.product.update) failed: (no code): Product with the specified ID does not exist"
+            "batch command `stock_40` (catalog.product.update) failed: 0: Product with the specified ID does not exist"
         ) && message.contains("1 more failed: batch command `price_40` (crm.product.update)"),
         "{message}"
     );

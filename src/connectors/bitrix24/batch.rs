@@ -158,7 +158,7 @@ impl Failed {
                 .unwrap_or_default()
                 .to_owned()
         };
-        let code = text("error");
+        let code = errors::code_of(e).unwrap_or_default();
         let reset = result
             .pointer(&format!("/result_time/{}/operating_reset_at", escape(key)))
             .and_then(Value::as_f64)

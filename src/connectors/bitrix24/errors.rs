@@ -27,13 +27,23 @@ pub fn is_expired(code: &str) -> bool {
 /// The error code and description of a Bitrix24 error body, if it is one.
 pub fn error_of(body: &[u8]) -> Option<(String, String)> {
     let v: Value = serde_json::from_slice(body).ok()?;
-    let code = v.get("error")?.as_str()?.to_owned();
+    let code = code_of(&v)?;
     let description = v
         .get("error_description")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
     Some((code, description))
+}
+
+/// The `error` of an error body as text: CRM methods answer a code (`"ACCESS_DENIED"`, or
+/// `""` for "Not found"), the `catalog.*` methods a number (`0`, `100`, `200040300010`).
+pub fn code_of(v: &Value) -> Option<String> {
+    match v.get("error")? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 /// The class of an answer: `None` for a success.
@@ -181,5 +191,28 @@ mod tests {
             class(502, "<html>bad gateway</html>"),
             Some(ErrorClass::Transient)
         );
+    }
+
+    /// The catalog methods' numeric codes are read, not lost as "(no code)".
+    #[test]
+    fn numeric_codes_of_catalog_methods_are_named() {
+        let e = classify(&answer(
+            400,
+            r#"{"error":200040300010,"error_description":"Insufficient rights to read catalog"}"#,
+        ))
+        .expect("error");
+        assert_eq!(e.class, ErrorClass::Permanent);
+        assert!(
+            e.message.contains("400 200040300010: Insufficient"),
+            "{}",
+            e.message
+        );
+        let e = classify(&answer(
+            400,
+            r#"{"error":0,"error_description":"Product with the specified ID does not exist"}"#,
+        ))
+        .expect("error");
+        assert!(e.message.contains("400 0: Product"), "{}", e.message);
+        assert_eq!(class(500, r#"{"error":100}"#), Some(ErrorClass::Transient));
     }
 }
