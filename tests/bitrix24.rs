@@ -249,11 +249,12 @@ async fn a_storm_of_300_exchanges_against_the_leaky_bucket_all_succeeds_and_refu
     const DEALS: u64 = 300;
     let fake = Fake::start().await;
     // The portal's bucket (50 deep, draining 2/s), scaled down 20x in time: draining 40/s,
-    // and 34 deep so that obmen's "40/s" (a token bucket allowing a burst of 40) overflows it
-    // by a handful while the events come in faster than 40/s; from then on obmen's outbound
-    // rate keeps to the drain.
+    // and 30 deep so that obmen's "36/s" (a token bucket allowing a burst of 36) overflows it
+    // by a handful while the events come in faster than that; from then on obmen's outbound
+    // rate stays under the drain, which leaves the bucket room for the jitter of a busy
+    // machine (at exactly the drain rate a full bucket has none).
     fake.with(|p| {
-        p.capacity = 34.0;
+        p.capacity = 30.0;
         p.per_second = 40.0;
     });
     for id in 1..=DEALS {
@@ -268,20 +269,23 @@ steps = [ { name = "deal", call = "b24.crm.deal.get", args = '{id: .trigger.data
 "#;
     let app = App::start(
         &[
-            webhook_system(&fake, "rate_limit = \"40/s\"\nconcurrency = 4"),
+            webhook_system(&fake, "rate_limit = \"36/s\"\nconcurrency = 4"),
             flow.into(),
         ]
         .concat(),
     )
     .await;
-    // The events arrive over ~4 s, faster than obmen may call the portal.
+    // The first 40 events at once (obmen's burst then overflows the bucket whatever the
+    // machine's pace), the rest over ~3 s, still faster than obmen may call the portal.
     let started = Instant::now();
     let mut ids = Vec::new();
     for deal in 1..=DEALS {
         let (code, answer) = app.event("deals", deal, 1_767_000_000, APP_TOKEN).await;
         assert_eq!(code, 200, "{answer}");
         ids.push(id_of(&answer));
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        if deal > 40 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
     let mut details = Vec::new();
     for id in ids {
@@ -301,10 +305,9 @@ steps = [ { name = "deal", call = "b24.crm.deal.get", args = '{id: .trigger.data
             p.refused_by_bucket >= 1,
             "the first burst overflowed the bucket"
         );
-        // 6 by design (a burst of 40 into 34); the fake measures arrivals, which a busy
-        // 2-core machine delays and bunches (12 seen with the other tests running at once).
+        // 6 by design (a burst of 36 into 30).
         assert!(
-            p.refused_by_bucket <= 16,
+            p.refused_by_bucket <= 10,
             "only a handful of QUERY_LIMIT_EXCEEDED: {}",
             p.refused_by_bucket
         );
