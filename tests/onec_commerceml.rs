@@ -874,6 +874,24 @@ async fn deactivate_names_the_products_a_full_catalog_lost_once() {
     let a = onec.get(&format!("mode=deactivate&timestamp={t}")).await;
     assert_eq!(a.status, "failure", "{a:?}");
     assert!(a.message().contains("not imported completely"), "{a:?}");
+    // Nor is one with a file 1C uploaded and never asked to import.
+    let t = timestamp(&onec.checkauth(USER, Some(PASSWORD)).await);
+    let limit = onec.init(None).await.0;
+    onec.upload("import.xml", &full, limit).await;
+    onec.upload(
+        "offers.xml",
+        &sample("official-samples-2.0x/offers.xml"),
+        limit,
+    )
+    .await;
+    assert_eq!(onec.import("import.xml").await.0.status, "success");
+    let a = onec.get(&format!("mode=deactivate&timestamp={t}")).await;
+    assert_eq!(a.status, "failure", "{a:?}");
+    assert!(
+        a.message()
+            .contains("offers.xml was uploaded but not imported"),
+        "{a:?}"
+    );
     app.settle("catalog", 0).await;
     assert_eq!(
         sink.bodies()

@@ -794,7 +794,7 @@ impl Ctx {
         if given.unwrap_or(0) == 0 {
             return failure("mode=deactivate needs timestamp= (the one checkauth answered)");
         }
-        if let Err(why) = self.every_file_imported() {
+        if let Err(why) = self.every_file_imported().await {
             return failure(&format!("{why}: nothing is deactivated"));
         }
         let mut cats = match self.session_catalogs() {
@@ -843,24 +843,43 @@ impl Ctx {
 
     /// A catalog is whole only when every file (and archive) of the session was read to
     /// its end without an error: otherwise products would be missing that 1C still has.
-    fn every_file_imported(&self) -> Result<(), String> {
-        let read = self
-            .state
-            .engine
-            .store
-            .read()
-            .map_err(|e| format!("cannot read the import state: {e}"))?;
-        let all = store::imports_of(&read, &self.session.id)
-            .map_err(|e| format!("cannot read the import state: {e}"))?;
+    /// That includes an XML file or archive 1C uploaded and never asked to import.
+    async fn every_file_imported(&self) -> Result<(), String> {
+        let all = {
+            let read = self
+                .state
+                .engine
+                .store
+                .read()
+                .map_err(|e| format!("cannot read the import state: {e}"))?;
+            store::imports_of(&read, &self.session.id)
+                .map_err(|e| format!("cannot read the import state: {e}"))?
+        };
+        let mut whole = std::collections::HashSet::new();
         for (file, raw) in all {
-            let whole = match file.strip_prefix(ZIP_STATE) {
+            let done = match file.strip_prefix(ZIP_STATE) {
                 Some(_) => UnzipState::decode(&raw).is_some_and(|s| s.done && s.error.is_none()),
                 None => {
                     ImportState::decode(&raw).is_some_and(|s| s.cursor.done && s.error.is_none())
                 }
             };
-            if !whole {
+            if !done {
                 return Err(format!("{file} was not imported completely"));
+            }
+            whole.insert(file);
+        }
+        let dir = self.dir();
+        let held = tokio::task::spawn_blocking(move || importable_files(&dir))
+            .await
+            .unwrap_or_default();
+        for (name, archive) in held {
+            let state = if archive {
+                format!("{ZIP_STATE}{name}")
+            } else {
+                name.clone()
+            };
+            if !whole.contains(&state) {
+                return Err(format!("{name} was uploaded but not imported"));
             }
         }
         Ok(())
@@ -994,6 +1013,36 @@ fn keep_full(
     };
     cat.items += store::keep_ids(txn, &scope, full.ids.iter().map(String::as_str))?;
     store::put_full_catalogs(txn, session, &cats.encode())
+}
+
+/// The files of a session's work dir an import reads (relative names with `/`, and whether
+/// each is an archive): XML files and, at the top, zip archives; pictures are not.
+fn importable_files(dir: &std::path::Path) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    let mut todo = vec![(dir.to_path_buf(), String::new())];
+    while let Some((d, prefix)) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let rel = format!("{prefix}{name}");
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => todo.push((entry.path(), format!("{rel}/"))),
+                Ok(t) if t.is_file() => {
+                    if name.to_ascii_lowercase().ends_with(".xml") {
+                        out.push((rel, false));
+                    } else if prefix.is_empty() && unzip::is_archive(&entry.path()) {
+                        out.push((rel, true));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 /// Top-level files of the work dir that are zip archives (XML and pictures never are).
