@@ -126,6 +126,8 @@ fn run(archive: &Path, dir: &Path, st: &mut UnzipState, budget: Budget) -> Resul
         }
     }
     let mut left = budget.bytes_left;
+    // A set beside the saved list: an archive may hold up to MAX_ENTRIES XML files.
+    let mut seen: std::collections::HashSet<String> = st.written.iter().cloned().collect();
     // At least one entry per step, however long opening the archive took: else a slow
     // open answered `progress` for ever.
     let first = st.next;
@@ -156,7 +158,7 @@ fn run(archive: &Path, dir: &Path, st: &mut UnzipState, budget: Budget) -> Resul
             std::fs::create_dir_all(parent).map_err(|e| format!("cannot write {rel}: {e}"))?;
         }
         let mut out = File::create(&path).map_err(|e| format!("cannot write {rel}: {e}"))?;
-        if !st.written.contains(&rel) {
+        if seen.insert(rel.clone()) {
             st.written.push(rel.clone());
         }
         // One byte over the cap tells a bomb from an entry that just fits.
