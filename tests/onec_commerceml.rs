@@ -41,15 +41,10 @@ fn count(bytes: &[u8], tag: &str) -> usize {
         .count()
 }
 
-fn config(sink: &Sink, data: &Path) -> String {
+/// The systems and flows under test: every item to the sink; a tight upload limit; orders.
+fn flows(sink: &Sink) -> String {
     format!(
-        r#"[server]
-data_dir = "{data}"
-shutdown_grace = "2s"
-
-[auth]
-tokens = [ {{ name = "integrator", role = "admin", token = "{ADMIN}" }} ]
-
+        r#"
 [systems.sink]
 kind = "http"
 base_url = "{base}"
@@ -82,14 +77,13 @@ name = "deal-to-1c"
 trigger = {{ manual = {{}} }}
 steps = [ {{ to_1c = "orders", args = '.trigger' }} ]
 "#,
-        data = data.display(),
         base = sink.base,
         token = sink::TOKEN,
     )
 }
 
 async fn start(sink: &Sink) -> App {
-    App::start_with(|data| config(sink, data)).await
+    App::start(&flows(sink)).await
 }
 
 impl App {
