@@ -147,17 +147,33 @@ impl<'a> Run<'a> {
                 .get(i)
                 .is_some_and(|s| s.done_at.is_some());
             let saved = work.outputs.get(i).cloned().flatten();
-            if let (true, Some(saved)) = (done, saved) {
+            // A step `when` passed did nothing: its `when` is asked again (a manual retry
+            // after a config fix sees the new one); still false, it stays passed.
+            if done && saved.as_deref() == Some(PASSED) {
+                match self.runs(step, &ctx) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        remember(&mut ctx, step, &Value::Null);
+                        continue;
+                    }
+                    Err(mut e) => {
+                        e.step = Some(step.name.clone());
+                        return RunEnd::Failed(e);
+                    }
+                }
+            } else if let (true, Some(saved)) = (done, saved) {
                 let value: Value = serde_json::from_str(&saved).unwrap_or(Value::Null);
                 remember(&mut ctx, step, &value);
                 self.outputs[i] = Some(value);
                 continue;
             }
             match self.step(i, step, &ctx).await {
-                Ok(Some(value)) => {
+                Ok(Some(Some(value))) => {
                     remember(&mut ctx, step, &value);
                     self.outputs[i] = Some(value);
                 }
+                // Passed by `when`: later steps see `null`; the run reports it as not run.
+                Ok(Some(None)) => remember(&mut ctx, step, &Value::Null),
                 Ok(None) => return RunEnd::Skipped,
                 Err(mut e) => {
                     e.step = Some(step.name.clone());
@@ -177,17 +193,23 @@ impl<'a> Run<'a> {
         Value::Object(ctx)
     }
 
-    /// Runs one step; `Ok(None)` means a filter stopped the exchange.
+    /// Whether the step's `when` (if any) lets it run.
+    fn runs(&self, step: &Step, ctx: &Value) -> Result<bool, RunError> {
+        Ok(match &step.when {
+            Some(jq) => truthy(self.eval(jq, ctx)?),
+            None => true,
+        })
+    }
+
+    /// Runs one step; `Ok(None)` means a filter stopped the exchange, `Ok(Some(None))` that
+    /// `when` passed the step.
     async fn step(
         &mut self,
         index: usize,
         step: &Step,
         ctx: &Value,
-    ) -> Result<Option<Value>, RunError> {
-        let runs = match &step.when {
-            Some(jq) => truthy(self.eval(jq, ctx)?),
-            None => true,
-        };
+    ) -> Result<Option<Option<Value>>, RunError> {
+        let runs = self.runs(step, ctx)?;
         let (output, link) = match &step.kind {
             // `when` said no: done, with nothing to show.
             _ if !runs => (Value::Null, None),
@@ -226,7 +248,12 @@ impl<'a> Run<'a> {
         if self.persist {
             let checkpoint = Checkpoint {
                 index,
-                output: output.to_string(),
+                // The work copy tells a passed step from one whose output was `null`.
+                output: if runs {
+                    output.to_string()
+                } else {
+                    PASSED.to_owned()
+                },
                 masked: self.masker.json(&output),
                 link,
             };
@@ -236,11 +263,21 @@ impl<'a> Run<'a> {
                 self.checkpoint(checkpoint).await?;
             }
         }
-        Ok(Some(output))
+        Ok(Some(runs.then_some(output)))
     }
 
     fn eval(&self, jq: &Jq, ctx: &Value) -> Result<Option<Value>, RunError> {
         Ok(jq.first(ctx.clone(), &self.flow.status_maps)?)
+    }
+
+    /// The target id of a search hit; none (or `null`) is an error, not the id "null".
+    fn found_id(&self, id: &Jq, record: &Value, entity: &str) -> Result<String, RunError> {
+        key_text(self.eval(id, record)?).ok_or_else(|| {
+            RunError::input(format!(
+                "the `{entity}` found has no id at `{}`; set the step's `id`",
+                id.source()
+            ))
+        })
     }
 
     /// Sends one request. The idempotency key is `<exchange id>:<step>`, plus `key_suffix`
@@ -288,10 +325,7 @@ impl<'a> Run<'a> {
             return Err(RunError::input("not a find step"));
         };
         let key = match link {
-            Some(jq) => self
-                .eval(jq, ctx)?
-                .filter(|v| !v.is_null())
-                .map(|v| text_of(&v)),
+            Some(jq) => key_text(self.eval(jq, ctx)?),
             None => None,
         };
         if let Some(key) = &key
@@ -313,7 +347,7 @@ impl<'a> Run<'a> {
             let answer = self.send(step, &sys, req, "").await?;
             let found = sys.connector.found_records(entity, answer)?;
             if let Some(first) = found.first() {
-                let target = self.eval(id, first)?.map(|v| text_of(&v));
+                let target = self.found_id(id, first, entity)?;
                 return Ok(Some(
                     json!({"found": true, "id": target, "record": first, "via": "search"}),
                 ));
@@ -326,10 +360,11 @@ impl<'a> Run<'a> {
         }
         let what = match (&key, searched.is_empty()) {
             (Some(k), true) => format!("no `{entity}` linked to `{k}` in `{system}`"),
+            (None, true) => format!("no `{entity}` in `{system}`: `link` gave no ID-map key"),
             (Some(k), false) => {
                 format!("no `{entity}` linked to `{k}` or with {searched} in `{system}`")
             }
-            (None, _) => format!("no `{entity}` with {searched} in `{system}`"),
+            (None, false) => format!("no `{entity}` with {searched} in `{system}`"),
         };
         match missing {
             Missing::Continue => Ok(Some(
@@ -366,7 +401,8 @@ impl<'a> Run<'a> {
         };
         let record = self.eval(args, ctx)?.unwrap_or(Value::Null);
         let link_key = match link {
-            Some(jq) => self.eval(jq, ctx)?.map(|v| text_of(&v)),
+            // `null` or `""` is no key: it would tie every such record to one target.
+            Some(jq) => key_text(self.eval(jq, ctx)?),
             None => self.external_id.clone(),
         };
         let sys = self.engine.system(system)?;
@@ -380,7 +416,7 @@ impl<'a> Run<'a> {
             let answer = self.send(step, &sys, req, "").await?;
             let found = sys.connector.found_records(entity, answer)?;
             if let Some(first) = found.first() {
-                existing = self.eval(id, first)?.map(|v| text_of(&v));
+                existing = Some(self.found_id(id, first, entity)?);
             }
         }
         let (action, target_id, response) = match existing {
@@ -396,7 +432,7 @@ impl<'a> Run<'a> {
                 let req = sys.connector.create_request(entity, &record)?;
                 let response = self.send(step, &sys, req, "").await?;
                 let created = if self.live {
-                    self.eval(id, &response)?.map(|v| text_of(&v))
+                    key_text(self.eval(id, &response)?)
                 } else {
                     None
                 };
@@ -479,6 +515,9 @@ impl<'a> Run<'a> {
     }
 }
 
+/// The work copy's output of a step `when` passed (no step output serializes to it).
+const PASSED: &str = "";
+
 /// jq's truth: anything but `null` and `false` (and no output at all).
 fn truthy(v: Option<Value>) -> bool {
     v.is_some_and(|v| !matches!(v, Value::Null | Value::Bool(false)))
@@ -505,6 +544,15 @@ fn criteria(record: &Value, fields: &[String]) -> Result<Map<String, Value>, Run
         }
     }
     Ok(out)
+}
+
+/// An ID-map key or target id as text; `null` and `""` name nothing.
+fn key_text(v: Option<Value>) -> Option<String> {
+    match v? {
+        Value::Null => None,
+        Value::String(s) if s.is_empty() => None,
+        other => Some(text_of(&other)),
+    }
 }
 
 fn text_of(v: &Value) -> String {

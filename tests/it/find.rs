@@ -274,3 +274,128 @@ steps = [
         ]
     );
 }
+
+/// A `link` that gives `null` (or `""`) is no ID-map key: two such records are two
+/// records, not one record linked under the key "null".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upsert_link_that_gives_null_links_nothing() {
+    let fake = Fake::start(CRM_TOKEN).await;
+    let flow = r#"
+[[flows]]
+name = "lead"
+trigger = { webhook = { system = "shop" } }
+key = '.id'
+steps = [ { name = "lead", upsert = "crm.lead", link = '.trigger.customer', args = '{phone: .trigger.phone}' } ]
+"#;
+    let app = TestApp::start(
+        &[
+            crm_system(fake.url(), CRM_TOKEN, "5s"),
+            shop_system(HOOK_TOKEN),
+            flow.into(),
+        ]
+        .concat(),
+    )
+    .await;
+    for (id, customer, phone) in [
+        ("u-1", json!(null), "+77010000101"),
+        ("u-2", json!(null), "+77010000102"),
+        ("u-3", json!(""), "+77010000103"),
+    ] {
+        let (code, answer) = app
+            .hook(
+                "lead",
+                &json!({"id": id, "customer": customer, "phone": phone}),
+                None,
+            )
+            .await;
+        assert_eq!(code, 200, "{answer}");
+        let done = app.wait_for(id_of(&answer), "succeeded").await;
+        assert_eq!(done["steps"][0]["output"]["action"], "created", "{done:#}");
+    }
+    assert_eq!(fake.leads().len(), 3, "{:?}", fake.leads());
+}
+
+/// An `id` that finds nothing in a found or created record is an error, never the id "null".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_that_gives_null_is_an_error_not_the_id_null() {
+    let fake = Fake::start(CRM_TOKEN).await;
+    fake.seed_lead("L-5", json!({"phone": "+77010000005", "title": "B"}));
+    let flow = r#"
+[[flows]]
+name = "found"
+trigger = { webhook = { system = "shop" } }
+key = '.id'
+steps = [ { name = "lead", find = "crm.lead", match = ["phone"], args = '{phone: .trigger.phone}', id = '.crm_id' } ]
+
+[[flows]]
+name = "made"
+trigger = { webhook = { system = "shop" } }
+key = '.id'
+steps = [ { name = "lead", upsert = "crm.lead", link = '.trigger.customer', args = '{phone: .trigger.phone}', id = '.crm_id' } ]
+"#;
+    let app = TestApp::start(
+        &[
+            crm_system(fake.url(), CRM_TOKEN, "5s"),
+            shop_system(HOOK_TOKEN),
+            flow.into(),
+        ]
+        .concat(),
+    )
+    .await;
+    let payload = json!({"id": "i-1", "customer": "c-1", "phone": "+77010000005"});
+    let (code, answer) = app.hook("found", &payload, None).await;
+    assert_eq!(code, 200, "{answer}");
+    let found = app.wait_for(id_of(&answer), "rejected").await;
+    assert!(
+        found["last_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no id at `.crm_id`")),
+        "{found:#}"
+    );
+    let payload = json!({"id": "i-2", "customer": "c-2", "phone": "+77010000006"});
+    let (code, answer) = app.hook("made", &payload, None).await;
+    assert_eq!(code, 200, "{answer}");
+    let made = app.wait_for(id_of(&answer), "rejected").await;
+    assert!(
+        made["last_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no id at `.crm_id`")),
+        "{made:#}"
+    );
+}
+
+/// A dry run shows a step `when` passed as not run (it sent and computed nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_shows_a_step_when_passed_as_not_run() {
+    let fake = Fake::start(CRM_TOKEN).await;
+    let flow = r#"
+[[flows]]
+name = "mixed"
+trigger = { webhook = { system = "shop" } }
+key = '.id'
+steps = [
+  { name = "lead", when = '.trigger.kind == "order"', find = "crm.lead", match = ["phone"], args = '{phone: .trigger.phone}', as = "lead" },
+  { name = "note", map = '{lead: .lead}' },
+]
+"#;
+    let app = TestApp::start(
+        &[
+            crm_system(fake.url(), CRM_TOKEN, "5s"),
+            shop_system(HOOK_TOKEN),
+            flow.into(),
+        ]
+        .concat(),
+    )
+    .await;
+    let report = app
+        .post(
+            "/api/flows/mixed/dry-run",
+            Some(&json!({"id": "d-1", "kind": "refund", "phone": "+77010000001"})),
+        )
+        .await;
+    assert_eq!(report["status"], "dry_run", "{report:#}");
+    assert_eq!(report["steps"][0]["ran"], false, "{report:#}");
+    assert_eq!(report["steps"][1]["ran"], true, "{report:#}");
+    assert_eq!(report["steps"][1]["output"], json!({"lead": null}));
+    assert_eq!(fake.count("GET", "/leads"), 0);
+}
