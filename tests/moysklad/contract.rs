@@ -196,10 +196,16 @@ impl Contract {
                     .iter()
                     .find(|(n, _)| n == &p.name)
                     .map(|(_, v)| v.clone()),
-                "query" => query
-                    .iter()
-                    .find(|(n, _)| n == &p.name)
-                    .map(|(_, v)| v.clone()),
+                "query" => {
+                    let mut given = query.iter().filter(|(n, _)| n == &p.name);
+                    let first = given.next().map(|(_, v)| v.clone());
+                    // Every parameter of the spec is one value: a repeated key is a request
+                    // MoySklad reads one way and the fake perhaps another.
+                    if given.next().is_some() {
+                        errs.push(format!("{here}: query parameter `{}` is repeated", p.name));
+                    }
+                    first
+                }
                 "header" => headers
                     .get(p.name.as_str())
                     .and_then(|v| v.to_str().ok())
@@ -272,4 +278,19 @@ fn typed(text: &str, schema: &Value) -> Value {
         },
         _ => json!(text),
     }
+}
+
+#[test]
+fn a_repeated_query_parameter_is_a_violation() {
+    let query = [
+        ("limit".to_owned(), "2".to_owned()),
+        ("limit".to_owned(), "5000".to_owned()),
+    ];
+    let (op, errs) =
+        contract().check_request("GET", "/entity/product", &query, &HeaderMap::new(), None);
+    assert!(op.is_some(), "{errs:?}");
+    assert!(
+        errs.iter().any(|e| e.contains("`limit` is repeated")),
+        "{errs:?}"
+    );
 }
