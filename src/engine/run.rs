@@ -328,36 +328,29 @@ impl<'a> Run<'a> {
             Some(jq) => key_text(self.eval(jq, ctx)?),
             None => None,
         };
-        if let Some(key) = &key
-            && let Some(target) = self.engine.idmap(system, entity, key)?
-        {
-            return Ok(Some(
-                json!({"found": true, "id": target, "record": null, "via": "id_map"}),
-            ));
-        }
-        let mut searched = String::new();
-        if !match_fields.is_empty() {
-            let record = match args {
-                Some(jq) => self.eval(jq, ctx)?.unwrap_or(Value::Null),
-                None => Value::Null,
-            };
-            let criteria = criteria(&record, match_fields)?;
-            let sys = self.engine.system(system)?;
-            let req = sys.connector.find_request(entity, &criteria)?;
-            let answer = self.send(step, &sys, req, "").await?;
-            let found = sys.connector.found_records(entity, answer)?;
-            if let Some(first) = found.first() {
-                let target = self.found_id(id, first, entity)?;
+        let record = match args {
+            Some(jq) => self.eval(jq, ctx)?.unwrap_or(Value::Null),
+            None => Value::Null,
+        };
+        let target = Target {
+            system,
+            entity,
+            match_fields,
+            id,
+        };
+        let searched = match self.locate(step, &target, key.as_deref(), &record).await? {
+            Located::IdMap(id) => {
                 return Ok(Some(
-                    json!({"found": true, "id": target, "record": first, "via": "search"}),
+                    json!({"found": true, "id": id, "record": null, "via": "id_map"}),
                 ));
             }
-            searched = criteria
-                .iter()
-                .map(|(k, v)| format!("{k}={}", text_of(v)))
-                .collect::<Vec<_>>()
-                .join(", ");
-        }
+            Located::Search(id, first) => {
+                return Ok(Some(
+                    json!({"found": true, "id": id, "record": first, "via": "search"}),
+                ));
+            }
+            Located::Missing(searched) => searched,
+        };
         let what = match (&key, searched.is_empty()) {
             (Some(k), true) => format!("no `{entity}` linked to `{k}` in `{system}`"),
             (None, true) => format!("no `{entity}` in `{system}`: `link` gave no ID-map key"),
@@ -379,6 +372,41 @@ impl<'a> Run<'a> {
             }),
             Missing::Reject => Err(RunError::input(what)),
         }
+    }
+
+    /// The ID map by `key`, else a search by the match fields of `record` (when the step
+    /// has any): what a find or an upsert looks for before it decides.
+    async fn locate(
+        &mut self,
+        step: &Step,
+        t: &Target<'_>,
+        key: Option<&str>,
+        record: &Value,
+    ) -> Result<Located, RunError> {
+        if let Some(key) = key
+            && let Some(id) = self.engine.idmap(t.system, t.entity, key)?
+        {
+            return Ok(Located::IdMap(id));
+        }
+        if t.match_fields.is_empty() {
+            return Ok(Located::Missing(String::new()));
+        }
+        let criteria = criteria(record, t.match_fields)?;
+        let sys = self.engine.system(t.system)?;
+        let req = sys.connector.find_request(t.entity, &criteria)?;
+        let answer = self.send(step, &sys, req, "").await?;
+        let found = sys.connector.found_records(t.entity, answer)?;
+        if let Some(first) = found.into_iter().next() {
+            let id = self.found_id(t.id, &first, t.entity)?;
+            return Ok(Located::Search(id, first));
+        }
+        Ok(Located::Missing(
+            criteria
+                .iter()
+                .map(|(k, v)| format!("{k}={}", text_of(v)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ))
     }
 
     /// ID map, else search by the match fields, then update or create; the link is
@@ -405,20 +433,20 @@ impl<'a> Run<'a> {
             Some(jq) => key_text(self.eval(jq, ctx)?),
             None => self.external_id.clone(),
         };
-        let sys = self.engine.system(system)?;
-        let mut existing = match &link_key {
-            Some(key) => self.engine.idmap(system, entity, key)?,
-            None => None,
+        let target = Target {
+            system,
+            entity,
+            match_fields,
+            id,
         };
-        if existing.is_none() && !match_fields.is_empty() {
-            let criteria = criteria(&record, match_fields)?;
-            let req = sys.connector.find_request(entity, &criteria)?;
-            let answer = self.send(step, &sys, req, "").await?;
-            let found = sys.connector.found_records(entity, answer)?;
-            if let Some(first) = found.first() {
-                existing = Some(self.found_id(id, first, entity)?);
-            }
-        }
+        let existing = match self
+            .locate(step, &target, link_key.as_deref(), &record)
+            .await?
+        {
+            Located::IdMap(id) | Located::Search(id, _) => Some(id),
+            Located::Missing(_) => None,
+        };
+        let sys = self.engine.system(system)?;
         let (action, target_id, response) = match existing {
             Some(target) => {
                 let req = sys.connector.update_request(entity, &target, &record)?;
@@ -513,6 +541,23 @@ impl<'a> Run<'a> {
                 retry_after: None,
             })
     }
+}
+
+/// Where a find or an upsert looks: `system.entity`, the fields it searches by, and the jq
+/// that reads a hit's id.
+struct Target<'a> {
+    system: &'a str,
+    entity: &'a str,
+    match_fields: &'a [String],
+    id: &'a Jq,
+}
+
+/// What [`Run::locate`] found: by the ID map, by a search (with the record), or nothing
+/// (with the search criteria as text, empty when there was no search).
+enum Located {
+    IdMap(String),
+    Search(String, Value),
+    Missing(String),
 }
 
 /// The work copy's output of a step `when` passed (no step output serializes to it).
