@@ -399,3 +399,58 @@ steps = [
     assert_eq!(report["steps"][1]["output"], json!({"lead": null}));
     assert_eq!(fake.count("GET", "/leads"), 0);
 }
+
+/// A step `when` passed is decided again on a manual retry: after a config fix that makes
+/// its `when` true (deployed with a restart), the retry runs it, and the steps after it see
+/// its output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_when_passed_runs_on_a_retry_after_its_when_is_fixed() {
+    let fake = Fake::start(CRM_TOKEN).await;
+    fake.seed_lead("L-3", json!({"phone": "+77010000003", "title": "C"}));
+    fake.break_with_422(axum::http::Method::POST, "/notes");
+    let flow = |when: &str| {
+        format!(
+            r#"
+[[flows]]
+name = "vip"
+trigger = {{ webhook = {{ system = "shop" }} }}
+key = '.id'
+retry = {{ max_attempts = 1 }}
+steps = [
+  {{ name = "lead", when = '{when}', find = "crm.lead", match = ["phone"], args = '{{phone: .trigger.phone}}', as = "lead" }},
+  {{ name = "note", call = "crm.add_note", args = '{{lead_id: .lead.id}}' }},
+]
+"#
+        )
+    };
+    let systems = [
+        crm_system(fake.url(), CRM_TOKEN, "5s"),
+        shop_system(HOOK_TOKEN),
+    ]
+    .concat();
+    // The shipped `when` has a typo: it never holds.
+    let app = TestApp::start(&format!("{systems}{}", flow(".trigger.vpi == true"))).await;
+    let (code, answer) = app
+        .hook(
+            "vip",
+            &json!({"id": "v-1", "vip": true, "phone": "+77010000003"}),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{answer}");
+    let id = id_of(&answer);
+    let failed = app.wait_for(id, "failed").await;
+    assert_eq!(failed["steps"][0]["done"], true, "{failed:#}");
+    assert_eq!(fake.count("GET", "/leads"), 0);
+
+    let app = app
+        .restart(&format!("{systems}{}", flow(".trigger.vip == true")))
+        .await;
+    fake.fix();
+    app.post(&format!("/api/exchanges/{id}/retry"), None).await;
+    let done = app.wait_for(id, "succeeded").await;
+    assert_eq!(done["steps"][0]["output"]["id"], "L-3", "{done:#}");
+    assert_eq!(fake.count("GET", "/leads"), 1);
+    let notes = fake.notes();
+    assert_eq!(notes.last().expect("a note")["lead_id"], "L-3");
+}

@@ -51,6 +51,23 @@ inbound = {{ token_header = "X-Hook-Token", token = "{token}" }}
     )
 }
 
+/// `[server]` and `[auth]` (the admin and the viewer token), then `body`.
+fn config(data: &Path, body: &str) -> String {
+    format!(
+        r#"[server]
+data_dir = "{data}"
+shutdown_grace = "2s"
+
+[auth]
+tokens = [
+  {{ name = "integrator", role = "admin", token = "{ADMIN}" }},
+  {{ name = "client", role = "viewer", token = "{VIEWER}" }},
+]
+{body}"#,
+        data = data.display(),
+    )
+}
+
 /// obmen under test (tests/support/app.rs) with the viewer token besides the admin's, and
 /// the calls of the engine tests.
 pub struct TestApp {
@@ -67,22 +84,15 @@ impl std::ops::Deref for TestApp {
 impl TestApp {
     /// Starts obmen with `[server]` and `[auth]` filled in and `body` (systems and flows).
     pub async fn start(body: &str) -> TestApp {
-        let app = app::App::start_with(|data| {
-            format!(
-                r#"[server]
-data_dir = "{data}"
-shutdown_grace = "2s"
+        let app = app::App::start_with(|data| config(data, body)).await;
+        TestApp { app }
+    }
 
-[auth]
-tokens = [
-  {{ name = "integrator", role = "admin", token = "{ADMIN}" }},
-  {{ name = "client", role = "viewer", token = "{VIEWER}" }},
-]
-{body}"#,
-                data = data.display(),
-            )
-        })
-        .await;
+    /// Stops obmen and starts it again on the same data file with another `body` (a
+    /// changed config, as an integrator deploys a fix).
+    pub async fn restart(self, body: &str) -> TestApp {
+        let (dir, data) = self.app.stop().await;
+        let app = app::App::serve_in(dir, config(&data, body)).await;
         TestApp { app }
     }
 
