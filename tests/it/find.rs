@@ -32,26 +32,36 @@ steps = [
 }
 
 async fn start(fake: &Fake, missing: &str) -> TestApp {
+    with_crm(fake, &flows(missing)).await
+}
+
+/// obmen with the fake CRM (`crm`), the shop's webhooks (`shop`) and `flows`.
+async fn with_crm(fake: &Fake, flows: &str) -> TestApp {
     TestApp::start(
         &[
             crm_system(fake.url(), CRM_TOKEN, "5s"),
             shop_system(HOOK_TOKEN),
-            flows(missing),
+            flows.to_owned(),
         ]
         .concat(),
     )
     .await
 }
 
-async fn note(app: &TestApp, id: &str, customer: &str, phone: &str) -> u64 {
-    let (code, answer) = app
-        .hook(
-            "note",
-            &json!({"id": id, "customer": customer, "phone": phone, "text": "paid"}),
-            None,
-        )
-        .await;
+/// A shop webhook to `flow`, answered 200: the answer.
+async fn send(app: &TestApp, flow: &str, payload: &serde_json::Value) -> serde_json::Value {
+    let (code, answer) = app.hook(flow, payload, None).await;
     assert_eq!(code, 200, "{answer}");
+    answer
+}
+
+async fn note(app: &TestApp, id: &str, customer: &str, phone: &str) -> u64 {
+    let answer = send(
+        app,
+        "note",
+        &json!({"id": id, "customer": customer, "phone": phone, "text": "paid"}),
+    )
+    .await;
     id_of(&answer)
 }
 
@@ -82,14 +92,12 @@ async fn a_find_searches_by_match_and_later_steps_use_what_it_found() {
 async fn a_linked_record_is_found_in_the_id_map_without_a_search() {
     let fake = Fake::start(CRM_TOKEN).await;
     let app = start(&fake, "reject").await;
-    let (code, answer) = app
-        .hook(
-            "lead",
-            &json!({"customer": "c-9", "phone": "+77010000009"}),
-            None,
-        )
-        .await;
-    assert_eq!(code, 200, "{answer}");
+    let answer = send(
+        &app,
+        "lead",
+        &json!({"customer": "c-9", "phone": "+77010000009"}),
+    )
+    .await;
     let created = app.wait_for(id_of(&answer), "succeeded").await;
     let lead_id = created["steps"][0]["output"]["id"].clone();
     let searches = fake.count("GET", "/leads");
@@ -151,14 +159,12 @@ async fn missing_retry_waits_for_the_record_under_the_retry_policy() {
     assert!(fake.notes().is_empty());
 
     // The lead arrives (its own exchange creates it): the next attempt finds it.
-    let (code, answer) = app
-        .hook(
-            "lead",
-            &json!({"customer": "c-6", "phone": "+77010000006"}),
-            None,
-        )
-        .await;
-    assert_eq!(code, 200, "{answer}");
+    let answer = send(
+        &app,
+        "lead",
+        &json!({"customer": "c-6", "phone": "+77010000006"}),
+    )
+    .await;
     app.wait_for(id_of(&answer), "succeeded").await;
     let done = app.wait_for(id, "succeeded").await;
     assert_eq!(done["steps"][0]["output"]["found"], true);
@@ -225,28 +231,18 @@ steps = [
   { name = "note", call = "crm.add_note", args = '{kind: .trigger.kind, lead_id: .lead.id}' },
 ]
 "#;
-    let app = TestApp::start(
-        &[
-            crm_system(fake.url(), CRM_TOKEN, "5s"),
-            shop_system(HOOK_TOKEN),
-            flow.into(),
-        ]
-        .concat(),
-    )
-    .await;
+    let app = with_crm(&fake, flow).await;
     let mut ids = Vec::new();
     for (id, kind, phone) in [
         ("m-1", "order", "+77010000001"),
         ("m-2", "refund", "+77010000002"),
     ] {
-        let (code, answer) = app
-            .hook(
-                "mixed",
-                &json!({"id": id, "kind": kind, "phone": phone}),
-                None,
-            )
-            .await;
-        assert_eq!(code, 200, "{answer}");
+        let answer = send(
+            &app,
+            "mixed",
+            &json!({"id": id, "kind": kind, "phone": phone}),
+        )
+        .await;
         ids.push(id_of(&answer));
     }
     let order = app.wait_for(ids[0], "succeeded").await;
@@ -287,28 +283,18 @@ trigger = { webhook = { system = "shop" } }
 key = '.id'
 steps = [ { name = "lead", upsert = "crm.lead", link = '.trigger.customer', args = '{phone: .trigger.phone}' } ]
 "#;
-    let app = TestApp::start(
-        &[
-            crm_system(fake.url(), CRM_TOKEN, "5s"),
-            shop_system(HOOK_TOKEN),
-            flow.into(),
-        ]
-        .concat(),
-    )
-    .await;
+    let app = with_crm(&fake, flow).await;
     for (id, customer, phone) in [
         ("u-1", json!(null), "+77010000101"),
         ("u-2", json!(null), "+77010000102"),
         ("u-3", json!(""), "+77010000103"),
     ] {
-        let (code, answer) = app
-            .hook(
-                "lead",
-                &json!({"id": id, "customer": customer, "phone": phone}),
-                None,
-            )
-            .await;
-        assert_eq!(code, 200, "{answer}");
+        let answer = send(
+            &app,
+            "lead",
+            &json!({"id": id, "customer": customer, "phone": phone}),
+        )
+        .await;
         let done = app.wait_for(id_of(&answer), "succeeded").await;
         assert_eq!(done["steps"][0]["output"]["action"], "created", "{done:#}");
     }
@@ -333,18 +319,9 @@ trigger = { webhook = { system = "shop" } }
 key = '.id'
 steps = [ { name = "lead", upsert = "crm.lead", link = '.trigger.customer', args = '{phone: .trigger.phone}', id = '.crm_id' } ]
 "#;
-    let app = TestApp::start(
-        &[
-            crm_system(fake.url(), CRM_TOKEN, "5s"),
-            shop_system(HOOK_TOKEN),
-            flow.into(),
-        ]
-        .concat(),
-    )
-    .await;
+    let app = with_crm(&fake, flow).await;
     let payload = json!({"id": "i-1", "customer": "c-1", "phone": "+77010000005"});
-    let (code, answer) = app.hook("found", &payload, None).await;
-    assert_eq!(code, 200, "{answer}");
+    let answer = send(&app, "found", &payload).await;
     let found = app.wait_for(id_of(&answer), "rejected").await;
     assert!(
         found["last_error"]["message"]
@@ -353,8 +330,7 @@ steps = [ { name = "lead", upsert = "crm.lead", link = '.trigger.customer', args
         "{found:#}"
     );
     let payload = json!({"id": "i-2", "customer": "c-2", "phone": "+77010000006"});
-    let (code, answer) = app.hook("made", &payload, None).await;
-    assert_eq!(code, 200, "{answer}");
+    let answer = send(&app, "made", &payload).await;
     let made = app.wait_for(id_of(&answer), "rejected").await;
     assert!(
         made["last_error"]["message"]
@@ -378,15 +354,7 @@ steps = [
   { name = "note", map = '{lead: .lead}' },
 ]
 "#;
-    let app = TestApp::start(
-        &[
-            crm_system(fake.url(), CRM_TOKEN, "5s"),
-            shop_system(HOOK_TOKEN),
-            flow.into(),
-        ]
-        .concat(),
-    )
-    .await;
+    let app = with_crm(&fake, flow).await;
     let report = app
         .post(
             "/api/flows/mixed/dry-run",
@@ -430,14 +398,12 @@ steps = [
     .concat();
     // The shipped `when` has a typo: it never holds.
     let app = TestApp::start(&format!("{systems}{}", flow(".trigger.vpi == true"))).await;
-    let (code, answer) = app
-        .hook(
-            "vip",
-            &json!({"id": "v-1", "vip": true, "phone": "+77010000003"}),
-            None,
-        )
-        .await;
-    assert_eq!(code, 200, "{answer}");
+    let answer = send(
+        &app,
+        "vip",
+        &json!({"id": "v-1", "vip": true, "phone": "+77010000003"}),
+    )
+    .await;
     let id = id_of(&answer);
     let failed = app.wait_for(id, "failed").await;
     assert_eq!(failed["steps"][0]["done"], true, "{failed:#}");
