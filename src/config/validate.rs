@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::connectors::{self, BuildCtx, Connector};
-use crate::engine::flow::{Flow, Missing, Mode, NOTICES, Schema, Step, StepKind, Trigger};
+use crate::engine::flow::{Flow, Lookup, Missing, Mode, NOTICES, Schema, Step, StepKind, Trigger};
 use crate::engine::jq::Jq;
 use crate::engine::retry::RetryPolicy;
 use crate::mask::{MaskPath, Masker, Secret};
@@ -708,18 +708,11 @@ fn step(
                 return None;
             }
             StepKind::Find {
-                system,
-                entity,
-                match_fields: s.match_.clone(),
+                lookup: lookup(s, at, system, entity, ctx)?,
                 args: match &s.args {
                     Some(a) => Some(ctx.jq(with(at, "args"), a)?),
                     None => None,
                 },
-                link: match &s.link {
-                    Some(l) => Some(ctx.jq(with(at, "link"), l)?),
-                    None => None,
-                },
-                id: ctx.jq(with(at, "id"), s.id.as_deref().unwrap_or(".id"))?,
                 missing,
             }
         }
@@ -734,15 +727,8 @@ fn step(
                 return None;
             };
             StepKind::Upsert {
-                system,
-                entity,
-                match_fields: s.match_.clone(),
+                lookup: lookup(s, at, system, entity, ctx)?,
                 args: ctx.jq(with(at, "args"), args)?,
-                link: match &s.link {
-                    Some(l) => Some(ctx.jq(with(at, "link"), l)?),
-                    None => None,
-                },
-                id: ctx.jq(with(at, "id"), s.id.as_deref().unwrap_or(".id"))?,
             }
         }
     };
@@ -760,6 +746,26 @@ fn step(
         when,
         output_as: s.as_.clone(),
         schema,
+    })
+}
+
+/// A find's or an upsert's `match`, `link` and `id` (default `.id`).
+fn lookup(
+    s: &StepFile,
+    at: &[PathSeg],
+    system: String,
+    entity: String,
+    ctx: &mut Ctx<'_>,
+) -> Option<Lookup> {
+    Some(Lookup {
+        system,
+        entity,
+        match_fields: s.match_.clone(),
+        link: match &s.link {
+            Some(l) => Some(ctx.jq(with(at, "link"), l)?),
+            None => None,
+        },
+        id: ctx.jq(with(at, "id"), s.id.as_deref().unwrap_or(".id"))?,
     })
 }
 

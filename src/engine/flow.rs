@@ -132,24 +132,17 @@ pub enum StepKind {
         op: String,
         args: Option<Jq>,
     },
-    /// Looks a record up: the ID map by `link`, else a search by the `match` fields of
-    /// `args`; `missing` says what happens when there is none.
+    /// Looks a record up (`lookup`, the search by the `match` fields of `args`);
+    /// `missing` says what happens when there is none.
     Find {
-        system: String,
-        entity: String,
-        match_fields: Vec<String>,
+        lookup: Lookup,
         args: Option<Jq>,
-        link: Option<Jq>,
-        id: Jq,
         missing: Missing,
     },
+    /// Looks the record `args` makes up, then updates it or creates it.
     Upsert {
-        system: String,
-        entity: String,
-        match_fields: Vec<String>,
+        lookup: Lookup,
         args: Jq,
-        link: Option<Jq>,
-        id: Jq,
     },
     /// Queues the order `args` makes in the outbox of the sale flow `flow`, for 1C's next
     /// `mode=query` (replacing an undelivered one with the same `id`).
@@ -157,6 +150,18 @@ pub enum StepKind {
         flow: String,
         args: Jq,
     },
+}
+
+/// Where a find or an upsert looks a record up: the ID map by `link` (an upsert without one:
+/// the exchange's external_id), then a search in `system.entity` by `match_fields`; `id`
+/// reads the target's id from a hit or a create answer.
+#[derive(Debug)]
+pub struct Lookup {
+    pub system: String,
+    pub entity: String,
+    pub match_fields: Vec<String>,
+    pub link: Option<Jq>,
+    pub id: Jq,
 }
 
 /// What a `find` step does when no record matches.

@@ -6,14 +6,14 @@ use serde_json::{Map, Value, json};
 
 use crate::connectors::CallError;
 use crate::connectors::transport::CallCtx;
-use crate::mask::{Masked, Masker};
+use crate::mask::Masker;
 use crate::model::{ErrorClass, now_ms};
-use crate::store::ops::{self, Link};
+use crate::store::ops::{self, Checkpoint, Link};
 use crate::store::query;
 use crate::store::records::{CallRecord, ExchangeRecord, WorkState};
 
 use super::Engine;
-use super::flow::{Flow, Missing, Step, StepKind};
+use super::flow::{Flow, Lookup, Missing, Step, StepKind};
 use super::intake::ids;
 use super::jq::{Jq, JqFailure};
 
@@ -83,15 +83,6 @@ pub struct Run<'a> {
     /// The exchange's external id and key as jq programs and the ID map see them.
     external_id: Option<String>,
     key: Option<String>,
-}
-
-/// A finished step waiting to be written.
-#[derive(Debug)]
-pub struct Checkpoint {
-    pub index: usize,
-    pub output: String,
-    pub masked: Masked,
-    pub link: Option<Link>,
 }
 
 impl<'a> Run<'a> {
@@ -229,11 +220,18 @@ impl<'a> Run<'a> {
                 let req = sys.connector.op_request(op, &args)?;
                 (self.send(step, &sys, req, "").await?, None)
             }
-            StepKind::Find { .. } => match self.find(step, ctx).await? {
+            StepKind::Find {
+                lookup,
+                args,
+                missing,
+            } => match self
+                .find(step, lookup, args.as_ref(), *missing, ctx)
+                .await?
+            {
                 Some(found) => (found, None),
                 None => return Ok(None),
             },
-            StepKind::Upsert { .. } => self.upsert(step, ctx).await?,
+            StepKind::Upsert { lookup, args } => self.upsert(step, lookup, args, ctx).await?,
             StepKind::ToOnec { flow, args } => (self.to_onec(flow, args, ctx).await?, None),
         };
         if let Some(schema) = step.schema.as_ref().filter(|_| runs) {
@@ -311,20 +309,15 @@ impl<'a> Run<'a> {
 
     /// The ID map by `link`, else a search by the match fields: `{found, id, record, via}`;
     /// nothing found is handled as the step's `missing` says (`Ok(None)`: skip).
-    async fn find(&mut self, step: &Step, ctx: &Value) -> Result<Option<Value>, RunError> {
-        let StepKind::Find {
-            system,
-            entity,
-            match_fields,
-            args,
-            link,
-            id,
-            missing,
-        } = &step.kind
-        else {
-            return Err(RunError::input("not a find step"));
-        };
-        let key = match link {
+    async fn find(
+        &mut self,
+        step: &Step,
+        lookup: &Lookup,
+        args: Option<&Jq>,
+        missing: Missing,
+        ctx: &Value,
+    ) -> Result<Option<Value>, RunError> {
+        let key = match &lookup.link {
             Some(jq) => key_text(self.eval(jq, ctx)?),
             None => None,
         };
@@ -332,13 +325,7 @@ impl<'a> Run<'a> {
             Some(jq) => self.eval(jq, ctx)?.unwrap_or(Value::Null),
             None => Value::Null,
         };
-        let target = Target {
-            system,
-            entity,
-            match_fields,
-            id,
-        };
-        let searched = match self.locate(step, &target, key.as_deref(), &record).await? {
+        let searched = match self.locate(step, lookup, key.as_deref(), &record).await? {
             Located::IdMap(id) => {
                 return Ok(Some(
                     json!({"found": true, "id": id, "record": null, "via": "id_map"}),
@@ -351,6 +338,7 @@ impl<'a> Run<'a> {
             }
             Located::Missing(searched) => searched,
         };
+        let (entity, system) = (&lookup.entity, &lookup.system);
         let what = match (&key, searched.is_empty()) {
             (Some(k), true) => format!("no `{entity}` linked to `{k}` in `{system}`"),
             (None, true) => format!("no `{entity}` in `{system}`: `link` gave no ID-map key"),
@@ -379,25 +367,25 @@ impl<'a> Run<'a> {
     async fn locate(
         &mut self,
         step: &Step,
-        t: &Target<'_>,
+        t: &Lookup,
         key: Option<&str>,
         record: &Value,
     ) -> Result<Located, RunError> {
         if let Some(key) = key
-            && let Some(id) = self.engine.idmap(t.system, t.entity, key)?
+            && let Some(id) = self.engine.idmap(&t.system, &t.entity, key)?
         {
             return Ok(Located::IdMap(id));
         }
         if t.match_fields.is_empty() {
             return Ok(Located::Missing(String::new()));
         }
-        let criteria = criteria(record, t.match_fields)?;
-        let sys = self.engine.system(t.system)?;
-        let req = sys.connector.find_request(t.entity, &criteria)?;
+        let criteria = criteria(record, &t.match_fields)?;
+        let sys = self.engine.system(&t.system)?;
+        let req = sys.connector.find_request(&t.entity, &criteria)?;
         let answer = self.send(step, &sys, req, "").await?;
-        let found = sys.connector.found_records(t.entity, answer)?;
+        let found = sys.connector.found_records(&t.entity, answer)?;
         if let Some(first) = found.into_iter().next() {
-            let id = self.found_id(t.id, &first, t.entity)?;
+            let id = self.found_id(&t.id, &first, &t.entity)?;
             return Ok(Located::Search(id, first));
         }
         Ok(Located::Missing(
@@ -414,33 +402,21 @@ impl<'a> Run<'a> {
     async fn upsert(
         &mut self,
         step: &Step,
+        lookup: &Lookup,
+        args: &Jq,
         ctx: &Value,
     ) -> Result<(Value, Option<Link>), RunError> {
-        let StepKind::Upsert {
-            system,
-            entity,
-            match_fields,
-            args,
-            link,
-            id,
-        } = &step.kind
-        else {
-            return Err(RunError::input("not an upsert step"));
-        };
+        let Lookup {
+            system, entity, id, ..
+        } = lookup;
         let record = self.eval(args, ctx)?.unwrap_or(Value::Null);
-        let link_key = match link {
+        let link_key = match &lookup.link {
             // `null` or `""` is no key: it would tie every such record to one target.
             Some(jq) => key_text(self.eval(jq, ctx)?),
             None => self.external_id.clone(),
         };
-        let target = Target {
-            system,
-            entity,
-            match_fields,
-            id,
-        };
         let existing = match self
-            .locate(step, &target, link_key.as_deref(), &record)
+            .locate(step, lookup, link_key.as_deref(), &record)
             .await?
         {
             Located::IdMap(id) | Located::Search(id, _) => Some(id),
@@ -541,15 +517,6 @@ impl<'a> Run<'a> {
                 retry_after: None,
             })
     }
-}
-
-/// Where a find or an upsert looks: `system.entity`, the fields it searches by, and the jq
-/// that reads a hit's id.
-struct Target<'a> {
-    system: &'a str,
-    entity: &'a str,
-    match_fields: &'a [String],
-    id: &'a Jq,
 }
 
 /// What [`Run::locate`] found: by the ID map, by a search (with the record), or nothing

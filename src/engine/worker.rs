@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use crate::mask::Masker;
 use crate::model::{ErrorClass, Status, now_ms};
-use crate::store::ops::{self, Claimed, Outcome};
+use crate::store::ops::{self, Checkpoint, Claimed, Outcome};
 use crate::store::query;
 use crate::store::records::{AttemptRecord, CallRecord, ErrorSummary, ExchangeRecord};
 
 use super::Engine;
 use super::flow::Mode;
-use super::run::{Checkpoint, Run, RunEnd, RunError};
+use super::run::{Run, RunEnd, RunError};
 
 const CLAIM_BATCH: usize = 64;
 /// Longest sleep without looking at the queue: bounds the effect of a clock jump.
@@ -189,13 +189,7 @@ impl Engine {
                 if let Some(c) = &cursor {
                     ops::set_cursor(txn, &flow_name, c)?;
                 }
-                let last = checkpoint.map(|c| ops::LastStep {
-                    index: c.index,
-                    output: c.output,
-                    masked: c.masked,
-                    link: c.link,
-                });
-                let rec = ops::finish_run(txn, id, last, attempt, outcome, now)?;
+                let rec = ops::finish_run(txn, id, checkpoint, attempt, outcome, now)?;
                 let digest = match &rec {
                     Some(r) => crate::store::groups::digest(txn, r)?,
                     None => None,
@@ -207,10 +201,11 @@ impl Engine {
             Ok(_) if retry_at.is_some() => self.wake.notify_one(),
             Ok((Some(rec), digest)) => {
                 if rec.status == Status::Failed {
-                    // The notice carries the trigger masked like the exchange's journal.
+                    // The notice carries the trigger masked as the exchange's journal keeps it.
                     let trigger = serde_json::from_str(&trigger)
-                        .map(|t| masker.json(&t))
                         .ok()
+                        .zip(flow.as_ref())
+                        .map(|(t, f)| f.masked_payload(&masker, &t))
                         .and_then(|m| serde_json::from_str(m.as_str()).ok())
                         .unwrap_or(serde_json::Value::Null);
                     self.alert(&rec, trigger).await;

@@ -392,9 +392,10 @@ pub fn checkpoint(
     put(txn, &rec)
 }
 
-/// The last step of a run, recorded in the commit that records the attempt.
+/// A finished step: written by [`checkpoint`], or (the last step of a run) by
+/// [`finish_run`] in the commit that records the attempt.
 #[derive(Debug)]
-pub struct LastStep {
+pub struct Checkpoint {
     pub index: usize,
     pub output: String,
     pub masked: Masked,
@@ -495,7 +496,7 @@ pub fn finish_attempt(
 pub fn finish_run(
     txn: &Tx<'_>,
     id: u64,
-    last: Option<LastStep>,
+    last: Option<Checkpoint>,
     attempt: AttemptRecord,
     outcome: Outcome,
     now: Millis,
