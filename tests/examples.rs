@@ -134,5 +134,37 @@ async fn the_init_template_skips_test_orders_and_upserts_the_rest() {
     let paid = dry_run("paid").await;
     assert_ne!(paid["status"], "skipped", "{paid:#}");
     assert_eq!(paid["steps"][0]["ran"], true, "{paid:#}");
+    assert_eq!(
+        paid["steps"][0]["output"], true,
+        "the filter passes it: {paid:#}"
+    );
+    // The upsert ran: its search by phone was sent to the CRM (a closed port here), so the
+    // dry run fails on the connection, not before it.
+    assert_eq!(paid["status"], "failed", "{paid:#}");
     assert_eq!(paid["steps"][1]["name"], "2-upsert", "{paid:#}");
+    assert_eq!(paid["steps"][1]["kind"], "upsert", "{paid:#}");
+    let errors = paid["errors"].as_array().expect("errors");
+    assert!(
+        errors.len() == 1
+            && errors[0]
+                .as_str()
+                .is_some_and(|e| e.contains("cannot connect")),
+        "{paid:#}"
+    );
+    let requests = paid["requests"].as_array().expect("requests");
+    assert_eq!(requests.len(), 1, "{paid:#}");
+    let search = &requests[0];
+    assert_eq!(search["step"], "2-upsert", "{paid:#}");
+    assert_eq!(search["method"], "GET", "{paid:#}");
+    assert_eq!(
+        search["url"], "http://127.0.0.1:9/leads?phone=%2B77010000007",
+        "{paid:#}"
+    );
+    assert_eq!(search["sent"], true, "{paid:#}");
+    assert_eq!(
+        search["status"],
+        serde_json::Value::Null,
+        "no answer: {paid:#}"
+    );
+    assert_eq!(search["headers"]["Authorization"], "***", "{paid:#}");
 }
