@@ -21,8 +21,9 @@ use super::{Answer, BoxFuture, CallError, Connector, OutboundRequest};
 /// How much of a request or response body the journal keeps.
 pub const BODY_EXCERPT: usize = 4096;
 
-/// The longest a connector's pacing may hold back a system (Bitrix24's operating-limit
-/// reset, the longest wait any connector documents, is at most 10 minutes).
+/// The longest a connector's pacing may hold back a system, whatever the connector asks: a
+/// guard for the shared mechanism (an unbounded wait would stall every call, and a huge one
+/// overflow `Instant`); a connector clamps its own waits tighter (MoySklad: 60 s).
 pub const MAX_HOLD: Duration = Duration::from_secs(600);
 
 /// One configured system, ready to call.

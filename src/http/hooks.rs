@@ -101,24 +101,31 @@ pub async fn receive(
     let payload = connector
         .parse_inbound(&inbound)
         .map_err(ApiError::bad_request)?;
-    // One exchange per trigger the delivery carries; the answer names the first one kept.
-    let mut accepted = Vec::new();
-    for payload in connector.split_inbound(payload) {
-        let event = Event {
+    // One exchange per trigger the delivery carries, all in one durable commit; the answer
+    // names the first one kept.
+    let events: Vec<Event> = connector
+        .split_inbound(payload)
+        .into_iter()
+        .map(|payload| Event {
             source: "webhook",
             payload,
             request_id: request_id.clone(),
-        };
-        accepted.push(engine.accept(&flow, event).await?);
-    }
+        })
+        .collect();
+    // No guard: the batch is always written.
+    let accepted = engine
+        .accept_batch(&flow, &events, |_| Ok(true), |_, _| Ok(()))
+        .await?
+        .unwrap_or_default();
     let shown = accepted
         .iter()
         .position(|a| a.status != Status::Rejected)
         .unwrap_or(0);
-    if accepted.is_empty() {
-        return Err(ApiError::bad_request("the delivery holds no event"));
-    }
-    Ok(HookAnswer::reply(accepted.swap_remove(shown)))
+    let answer = accepted
+        .into_iter()
+        .nth(shown)
+        .ok_or_else(|| ApiError::bad_request("the delivery holds no event"))?;
+    Ok(HookAnswer::reply(answer))
 }
 
 impl HookAnswer {

@@ -65,9 +65,9 @@ pub fn errors_in(v: &Value) -> Vec<(Option<i64>, String)> {
         .collect()
 }
 
-/// A wait header in ms, clamped to [`MAX_WAIT`].
+/// A wait header in ms (callers clamp the wait they settle on to [`MAX_WAIT`]).
 fn header_ms(headers: &reqwest::header::HeaderMap, name: &str) -> Option<Duration> {
-    header_u64(headers, name).map(|ms| Duration::from_millis(ms).min(MAX_WAIT))
+    header_u64(headers, name).map(Duration::from_millis)
 }
 
 fn header_u64(headers: &reqwest::header::HeaderMap, name: &str) -> Option<u64> {
@@ -151,7 +151,8 @@ pub fn classify(answer: &Answer) -> Option<CallError> {
     let h = &answer.headers;
     err.retry_after = header_ms(h, "x-lognex-retry-after")
         .or_else(|| header_ms(h, "x-lognex-reset").filter(|d| !d.is_zero()))
-        .or_else(|| retry_after(h, SystemTime::now()).map(|d| d.min(MAX_WAIT)));
+        .or_else(|| retry_after(h, SystemTime::now()))
+        .map(|d| d.min(MAX_WAIT));
     if class == ErrorClass::RateLimited && err.retry_after.is_none() {
         err.retry_after = Some(DEFAULT_WAIT);
     }

@@ -241,7 +241,8 @@ impl MoySkladConnector {
             return self.fetch(href);
         }
         let mut req = self.request(reqwest::Method::GET, entity_path);
-        if let Some(limit) = obj.get("limit")
+        // `null` is no limit (the query below leaves nulls out), as it was before the check.
+        if let Some(limit) = obj.get("limit").filter(|v| !v.is_null())
             && !limit
                 .as_u64()
                 .or_else(|| limit.as_str().and_then(|t| t.parse().ok()))

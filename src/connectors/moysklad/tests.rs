@@ -148,6 +148,10 @@ fn config_needs_one_auth_and_builds_requests() {
         );
     }
     assert!(c.op_request("product.list", &json!({"limit": "5"})).is_ok());
+    assert!(
+        c.op_request("product.list", &json!({"limit": null}))
+            .is_ok()
+    );
 }
 
 #[test]
