@@ -317,9 +317,13 @@ impl Ctx {
     /// sends (or not) is kept: it tells how an order file is to be read.
     async fn init(&self, version: Option<String>) -> Response {
         let _ = std::fs::remove_dir_all(self.dir());
-        let versioned = version.is_some();
         let mut session = self.session.clone();
         session.client_version = version;
+        // zip=no: 1C then sends the XML files themselves; zip=yes: one archive, unpacked at
+        // the first mode=import (docs/connectors/1c.md). An older module's order file is
+        // read at upload, where no archive could be unpacked.
+        let zip = self.trigger.zip && !session.reads_at_upload(self.trigger.exchange);
+        let versioned = session.client_version.is_some();
         let (id, hash) = (self.session.id.clone(), self.cookie_hash.clone());
         if let Err(e) = self
             .state
@@ -333,10 +337,6 @@ impl Ctx {
         {
             return failure(&format!("the journal cannot commit now: {e}"));
         }
-        // zip=no: 1C then sends the XML files themselves; zip=yes: one archive, unpacked at
-        // the first mode=import (docs/connectors/1c.md). An older module's order file is
-        // read at upload, where no archive could be unpacked.
-        let zip = self.trigger.zip && versioned_or_catalog(versioned, self.trigger.exchange);
         let limit = format!("file_limit={}", self.trigger.file_limit);
         let zip_line = if zip { "zip=yes" } else { "zip=no" };
         let mut lines = vec![zip_line.to_owned(), limit];
@@ -947,12 +947,6 @@ impl Ctx {
         let _ = std::fs::remove_dir_all(self.dir());
         reply(StatusCode::OK, "success", &["done"])
     }
-}
-
-/// An older module's order exchange (`type=sale` without `version=`) reads its file at
-/// upload, where no archive could be unpacked: it is always answered `zip=no`.
-fn versioned_or_catalog(versioned: bool, exchange: ExchangeType) -> bool {
-    versioned || exchange == ExchangeType::Catalog
 }
 
 /// The product Ids of a batch for `mode=deactivate`: those of a full catalog
