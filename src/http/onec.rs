@@ -375,7 +375,10 @@ impl Ctx {
         }
         // Parts are bounded one by one; the session's files together are bounded here, so
         // an endless upload cannot fill the disk.
-        let held = held_bytes(&self.dir());
+        let dir = self.dir();
+        let Ok(held) = tokio::task::spawn_blocking(move || held_bytes(&dir)).await else {
+            return failure("cannot measure this session's uploads; send the part again");
+        };
         if held.saturating_add(bytes.len() as u64) > self.trigger.upload_limit {
             return failure(&format!(
                 "this session already holds {held} bytes of uploads: another {} would pass \
@@ -1009,9 +1012,26 @@ fn keep_full(
     store::put_full_catalogs(txn, session, &cats.encode())
 }
 
-/// The files of a session's work dir an import reads (relative names with `/`, and whether
-/// each is an archive): XML files and, at the top, zip archives; pictures are not.
-fn importable_files(dir: &std::path::Path) -> Vec<(String, bool)> {
+fn summary(file: &str, s: &ImportState) -> String {
+    format!(
+        "{file}: {} items ({} new, {} duplicates, {} rejected)",
+        s.cursor.items, s.new, s.duplicates, s.rejected
+    )
+}
+
+/// One file under a session's work dir.
+struct WorkFile {
+    /// Relative name, with `/`.
+    rel: String,
+    len: u64,
+    /// Directly in the work dir (where 1C's archives are uploaded), not unpacked below.
+    top_level: bool,
+    path: PathBuf,
+}
+
+/// Every file under a session's work dir (missing dir: none). It reads the disk: call it
+/// inside `spawn_blocking`. Names are UTF-8 (`safe_name` made every one of them).
+fn work_files(dir: &std::path::Path) -> Vec<WorkFile> {
     let mut out = Vec::new();
     let mut todo = vec![(dir.to_path_buf(), String::new())];
     while let Some((d, prefix)) = todo.pop() {
@@ -1025,13 +1045,12 @@ fn importable_files(dir: &std::path::Path) -> Vec<(String, bool)> {
             let rel = format!("{prefix}{name}");
             match entry.file_type() {
                 Ok(t) if t.is_dir() => todo.push((entry.path(), format!("{rel}/"))),
-                Ok(t) if t.is_file() => {
-                    if name.to_ascii_lowercase().ends_with(".xml") {
-                        out.push((rel, false));
-                    } else if prefix.is_empty() && unzip::is_archive(&entry.path()) {
-                        out.push((rel, true));
-                    }
-                }
+                Ok(t) if t.is_file() => out.push(WorkFile {
+                    rel,
+                    len: entry.metadata().map_or(0, |m| m.len()),
+                    top_level: prefix.is_empty(),
+                    path: entry.path(),
+                }),
                 _ => {}
             }
         }
@@ -1039,45 +1058,39 @@ fn importable_files(dir: &std::path::Path) -> Vec<(String, bool)> {
     out
 }
 
+/// The files an import reads (and whether each is an archive): XML files and, at the
+/// top, zip archives; pictures are not.
+fn importable_files(dir: &std::path::Path) -> Vec<(String, bool)> {
+    work_files(dir)
+        .into_iter()
+        .filter_map(|f| {
+            if unzip::wanted(&f.rel) {
+                Some((f.rel, false))
+            } else if f.top_level && unzip::is_archive(&f.path) {
+                Some((f.rel, true))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
 /// Top-level files of the work dir that are zip archives (XML and pictures never are).
 fn archives_in(dir: &std::path::Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out: Vec<String> = entries
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .filter(|e| unzip::is_archive(&e.path()))
-        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+    let mut out: Vec<String> = work_files(dir)
+        .into_iter()
+        .filter(|f| f.top_level && unzip::is_archive(&f.path))
+        .map(|f| f.rel)
         .collect();
     out.sort();
     out
 }
 
-fn summary(file: &str, s: &ImportState) -> String {
-    format!(
-        "{file}: {} items ({} new, {} duplicates, {} rejected)",
-        s.cursor.items, s.new, s.duplicates, s.rejected
-    )
-}
-
-/// Bytes of all the files in a session's work dir (missing dir: none).
+/// Bytes of all the files in a session's work dir.
 fn held_bytes(dir: &std::path::Path) -> u64 {
-    let mut total = 0u64;
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            match entry.metadata() {
-                Ok(m) if m.is_dir() => todo.push(entry.path()),
-                Ok(m) => total = total.saturating_add(m.len()),
-                Err(_) => {}
-            }
-        }
-    }
-    total
+    work_files(dir)
+        .iter()
+        .fold(0u64, |total, f| total.saturating_add(f.len))
 }
 
 /// Appends a part to the file and syncs it: `success` means the bytes are on disk.

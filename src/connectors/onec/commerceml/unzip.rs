@@ -76,7 +76,7 @@ pub fn is_archive(path: &Path) -> bool {
 }
 
 /// An entry that is written out: XML files (import.xml, offers.xml …), at any depth.
-fn wanted(name: &str) -> bool {
+pub fn wanted(name: &str) -> bool {
     name.rsplit('.')
         .next()
         .is_some_and(|ext| ext.eq_ignore_ascii_case("xml"))
