@@ -33,22 +33,20 @@ const APP_TOKEN: &str = "app-token-b24-0001";
 
 impl App {
     /// An outgoing Bitrix24 event, form-encoded as the portal posts it.
-    async fn event(&self, flow: &str, deal: u64, ts: u64, token: &str) -> (u16, Value) {
-        let body = fake::event_body("ONCRMDEALUPDATE", deal, ts, token);
-        let response = self
-            .client
-            .post(format!("{}/hooks/{flow}", self.base))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .expect("obmen answers");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    async fn event(
+        &self,
+        flow: &str,
+        deal: u64,
+        ts: u64,
+        token: &str,
+    ) -> (reqwest::StatusCode, Value) {
+        self.send(
+            self.client
+                .post(self.url(&format!("/hooks/{flow}")))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(fake::event_body("ONCRMDEALUPDATE", deal, ts, token)),
         )
+        .await
     }
 }
 

@@ -98,20 +98,13 @@ impl App {
 
     /// Bitrix24 posting an outgoing event to the deal flow's hook.
     async fn deal_event(&self, deal: u64, ts: u64, token: &str) -> (StatusCode, Value) {
-        let r = self
-            .client
-            .post(format!("{}/hooks/b24-won-deal-to-1c", self.base))
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(fake::event_body("ONCRMDEALUPDATE", deal, ts, token))
-            .send()
-            .await
-            .expect("hook answers");
-        let status = r.status();
-        let text = r.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        self.send(
+            self.client
+                .post(self.url("/hooks/b24-won-deal-to-1c"))
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(fake::event_body("ONCRMDEALUPDATE", deal, ts, token)),
         )
+        .await
     }
 }
 

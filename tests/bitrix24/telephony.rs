@@ -80,17 +80,14 @@ fn pbx_call(
 }
 
 impl App {
-    async fn pbx(&self, body: &Value) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}/hooks/pbx-call", self.base))
-            .header("X-Obmen-Token", HOOK_TOKEN)
-            .json(body)
-            .send()
-            .await
-            .expect("obmen answers");
-        let status = response.status().as_u16();
-        (status, response.json().await.expect("json"))
+    async fn pbx(&self, body: &Value) -> (StatusCode, Value) {
+        self.send(
+            self.client
+                .post(self.url("/hooks/pbx-call"))
+                .header("X-Obmen-Token", HOOK_TOKEN)
+                .json(body),
+        )
+        .await
     }
 
     /// Waits until the exchange is settled (not queued, running or retrying).
