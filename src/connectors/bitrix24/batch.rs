@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::connectors::CallError;
 use crate::model::ErrorClass;
 
-use super::errors;
+use super::{errors, ops};
 
 /// Failed commands named in a step's error, beyond which only a count is given.
 const NAMED: usize = 5;
@@ -72,8 +72,12 @@ pub fn failure(args: &Value, result: &Value) -> Option<CallError> {
     }
     // Retrying sends the whole batch again: a create that succeeded would be made twice.
     // No duplicates at the target, so a person decides (the created ids are named).
-    let created = created(commands, result, failed);
-    if first.class.is_retryable() && !created.is_empty() {
+    let created = if first.class.is_retryable() {
+        created(commands, &method, result, failed)
+    } else {
+        Vec::new()
+    };
+    if !created.is_empty() {
         message.push_str(&format!(
             "; not retried: the batch already created {} — sending it again would create \
              {} twice; check the target and retry by hand",
@@ -90,16 +94,17 @@ pub fn failure(args: &Value, result: &Value) -> Option<CallError> {
 /// The creating commands (`*.add`) that succeeded, as "`key` (method) id N".
 fn created(
     commands: Option<&serde_json::Map<String, Value>>,
+    method_of: &dyn Fn(&str) -> Option<String>,
     result: &Value,
     failed: &serde_json::Map<String, Value>,
 ) -> Vec<String> {
     let Some(cmd) = commands else {
         return Vec::new();
     };
-    cmd.iter()
-        .filter_map(|(key, line)| {
-            let method = line.as_str()?.split('?').next()?;
-            if !is_create(method) || failed.contains_key(key) {
+    cmd.keys()
+        .filter_map(|key| {
+            let method = method_of(key)?;
+            if !ops::is_create(&method) || failed.contains_key(key) {
                 return None;
             }
             let answer = result.get("result")?.get(key)?;
@@ -109,11 +114,6 @@ fn created(
             Some(format!("`{key}` ({method}){id}"))
         })
         .collect()
-}
-
-/// `crm.deal.add`, `tasks.task.add`, `crm.item.add`…: Bitrix24's creating methods.
-fn is_create(method: &str) -> bool {
-    method.to_ascii_lowercase().ends_with(".add")
 }
 
 /// The new record's id: the bare result (`crm.*.add`) or its `id` (`crm.item.add` gives
@@ -152,12 +152,6 @@ struct Failed {
 
 impl Failed {
     fn new(key: &str, method: Option<String>, e: &Value, result: &Value) -> Failed {
-        let text = |f: &str| {
-            e.get(f)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
         let code = errors::code_of(e).unwrap_or_default();
         let reset = result
             .pointer(&format!("/result_time/{}/operating_reset_at", escape(key)))
@@ -168,7 +162,11 @@ impl Failed {
             key: key.to_owned(),
             method,
             code,
-            description: text("error_description"),
+            description: e
+                .get("error_description")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
             class,
             wait,
         }

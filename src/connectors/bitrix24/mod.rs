@@ -410,7 +410,7 @@ impl Connector for Bitrix24Connector {
         if method == "batch" {
             return Ok(batch_result(result));
         }
-        let added = method.ends_with(".add");
+        let added = ops::is_create(&method);
         Ok(match result {
             id @ (Value::Number(_) | Value::String(_)) if added => json!({ "id": id }),
             // `crm.item.add|update` answer `{"item": {…}}`: its id is lifted beside it.
@@ -611,7 +611,15 @@ mod tests {
         let (c, _, _) = build(r#"webhook_url = "https://acme.bitrix24.kz/rest/1/tok3n-abc123""#);
         let c = c.expect("built");
         let base = "https://acme.bitrix24.kz/rest/1/tok3n-abc123/";
-        assert!(c.has_entity("crm.product"));
+        assert!(c.has_entity("crm.product") && !c.has_entity("crm.products"));
+        // No duplicate search for products, whatever the match field is called.
+        let by_email = c
+            .find_request(
+                "crm.product",
+                json!({"EMAIL": "a@b.kz"}).as_object().expect("object"),
+            )
+            .expect("find");
+        assert_eq!(by_email.url, format!("{base}crm.product.list.json"));
         let criteria = json!({"XML_ID": "1c-guid-1"});
         let find = c
             .find_request("crm.product", criteria.as_object().expect("object"))
@@ -635,6 +643,11 @@ mod tests {
             c.found_records("crm.product", none)
                 .expect("records")
                 .is_empty()
+        );
+        // An answer of another shape is an error, not "nothing found".
+        assert!(
+            c.found_records("crm.product", json!({"items": []}))
+                .is_err()
         );
 
         let record = json!({"NAME": "Стол", "XML_ID": "1c-guid-1", "ACTIVE": "Y"});
