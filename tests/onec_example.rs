@@ -16,13 +16,13 @@ mod fake;
 #[path = "support/app.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use client::OneC;
+use client::{OneC, samples, xmllint_valid};
 use fake::Fake;
 use support::{ADMIN, App, WAIT};
 
@@ -30,10 +30,6 @@ use support::{ADMIN, App, WAIT};
 const PASSWORD: &str = "canary-1c-exchange-pass-5521";
 const APP_TOKEN: &str = "b24-app-token-canary-7710";
 const EXAMPLE: &str = "examples/1c-catalog-and-orders-with-bitrix24.toml";
-
-fn samples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/1c/commerceml")
-}
 
 fn sample(rel: &str) -> String {
     std::fs::read_to_string(samples().join(rel)).unwrap_or_else(|e| panic!("sample {rel}: {e}"))
@@ -716,24 +712,6 @@ fn orders_in(dir: &Path, doc: &[u8]) -> Vec<Value> {
         .iter()
         .map(|(kind, node)| map::payload(*kind, node, &src))
         .collect()
-}
-
-/// The document against the CommerceML 2.09 schema, with xmllint.
-fn xmllint_valid(dir: &Path, doc: &[u8]) {
-    let file = dir.join("query-xsd.xml");
-    std::fs::write(&file, doc).expect("write");
-    let out = std::process::Command::new("xmllint")
-        .arg("--noout")
-        .arg("--schema")
-        .arg(samples().join("xsd/commerceml-2.09.xsd"))
-        .arg(&file)
-        .output()
-        .expect("xmllint (Debian libxml2-utils; .ci/run installs it)");
-    assert!(
-        out.status.success(),
-        "the query answer breaks commerceml-2.09.xsd:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn number(v: &Value) -> f64 {

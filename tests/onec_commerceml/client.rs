@@ -4,6 +4,8 @@
 //! `progress`, and for orders `query` / `success`. Answers are read as windows-1251 text
 //! lines. Shared by tests/onec_commerceml.rs and tests/onec_example.rs.
 
+use std::path::{Path, PathBuf};
+
 use reqwest::StatusCode;
 
 pub struct OneC {
@@ -156,4 +158,31 @@ pub fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// The CommerceML fixtures: the official samples and the schemas.
+// Unused by tests/onec_commerceml.rs until it drops its own copy.
+#[allow(dead_code)]
+pub fn samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/1c/commerceml")
+}
+
+/// The document (written into `dir`) against the CommerceML 2.09 schema, with xmllint.
+// Unused by tests/onec_commerceml.rs until it drops its own copy.
+#[allow(dead_code)]
+pub fn xmllint_valid(dir: &Path, doc: &[u8]) {
+    let file = dir.join("query.xml");
+    std::fs::write(&file, doc).expect("write");
+    let out = std::process::Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(samples().join("xsd/commerceml-2.09.xsd"))
+        .arg(&file)
+        .output()
+        .expect("xmllint (Debian libxml2-utils; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "the query answer breaks commerceml-2.09.xsd:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
