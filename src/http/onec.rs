@@ -240,7 +240,7 @@ async fn checkauth(
             let gone = store::sweep_sessions(txn, |raw| {
                 Session::decode(raw)
                     .filter(|s| s.expired(now))
-                    .map(|s| format!("{}/{}", s.flow, s.id))
+                    .map(|s| (s.flow, s.id))
             })?;
             store::put_session(txn, &hash, &bytes)?;
             Ok(gone)
@@ -250,9 +250,9 @@ async fn checkauth(
         Ok(gone) => gone,
         Err(e) => return failure(&format!("the journal cannot commit now: {e}")),
     };
-    let root = data_dir(state).join("1c");
-    for rel in swept {
-        let _ = std::fs::remove_dir_all(root.join(rel));
+    let data = data_dir(state);
+    for (flow, id) in swept {
+        let _ = std::fs::remove_dir_all(work_dir(&data, &flow, &id));
     }
     let sessid = format!("sessid={}", session::token());
     let timestamp = format!("timestamp={}", now / 1000);

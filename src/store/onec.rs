@@ -64,29 +64,27 @@ pub fn put_session(txn: &Tx<'_>, cookie_hash: &str, session: &[u8]) -> Result<()
 }
 
 /// Removes the sessions `expired` says are over (with their import states and full-catalog
-/// Ids); returns what `expired` named them (`<flow>/<session id>`, their work dirs).
+/// Ids); returns the (flow, session id) `expired` named for each (their work dirs).
 pub fn sweep_sessions(
     txn: &Tx<'_>,
-    expired: impl Fn(&[u8]) -> Option<String>,
-) -> Result<Vec<String>, StoreError> {
+    expired: impl Fn(&[u8]) -> Option<(String, String)>,
+) -> Result<Vec<(String, String)>, StoreError> {
     let mut gone = Vec::new();
     {
         let mut table = txn.open_table(ONEC_SESSIONS)?;
         let mut keys = Vec::new();
         for row in table.iter()? {
             let (k, v) = row?;
-            if let Some(id) = expired(v.value()) {
+            if let Some(named) = expired(v.value()) {
                 keys.push(k.value().to_owned());
-                gone.push(id);
+                gone.push(named);
             }
         }
         for k in keys {
             table.remove(k.as_str())?;
         }
     }
-    for rel in &gone {
-        // The session id is the last part: clearing by the whole name cleared nothing.
-        let id = rel.rsplit_once('/').map_or(rel.as_str(), |(_, id)| id);
+    for (_, id) in &gone {
         clear_imports(txn, id)?;
     }
     Ok(gone)
@@ -477,10 +475,14 @@ mod tests {
             .await
             .expect("write");
         let gone = store
-            .write(|txn| sweep_sessions(txn, |v| (v == b"old").then(|| "cat/sid1".to_owned())))
+            .write(|txn| {
+                sweep_sessions(txn, |v| {
+                    (v == b"old").then(|| ("cat".to_owned(), "sid1".to_owned()))
+                })
+            })
             .await
             .expect("sweep");
-        assert_eq!(gone, vec!["cat/sid1"]);
+        assert_eq!(gone, vec![("cat".to_owned(), "sid1".to_owned())]);
         let read = store.read().expect("read");
         assert_eq!(
             import_state(&read, "sid1", "import.xml").expect("read"),
