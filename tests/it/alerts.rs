@@ -36,7 +36,7 @@ async fn failures_and_their_digest_are_delivered_through_the_alert_flow() {
         )
         .await;
     let id = id_of(&answer);
-    app.wait_for_within(id, "failed", WAIT).await;
+    app.wait_for(id, "failed").await;
 
     let notes = wait_for_notes(&fake, 2).await;
     let kinds: Vec<&str> = notes.iter().filter_map(|n| n["kind"].as_str()).collect();
@@ -67,7 +67,7 @@ async fn failures_and_their_digest_are_delivered_through_the_alert_flow() {
     // Fixed and retried: the flow succeeds, and the digest says the problem stopped.
     fake.fix();
     app.post(&format!("/api/exchanges/{id}/retry"), None).await;
-    app.wait_for_within(id, "succeeded", WAIT).await;
+    app.wait_for(id, "succeeded").await;
     let notes = wait_for_notes(&fake, 3).await;
     assert_eq!(notes[2]["kind"], "errors.stopped", "{notes:?}");
 
@@ -131,7 +131,7 @@ steps = [ { name = "lead", call = "crm.create_lead", args = '{phone: .trigger.ph
         )
         .await;
     let id = id_of(&answer);
-    app.wait_for_within(id, "failed", WAIT).await;
+    app.wait_for(id, "failed").await;
     let notes = wait_for_notes(&fake, 1).await;
     assert_eq!(notes[0]["kind"], "exchange.failed");
     assert_eq!(notes[0]["order"], "o-10", "the record is addressable");

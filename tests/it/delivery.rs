@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::support::fake::{Fake, Fault};
 use crate::support::{
-    CRM_TOKEN, HOOK_TOKEN, TestApp, WAIT, crm_system, error_classes, id_of, shop_system,
+    CRM_TOKEN, HOOK_TOKEN, TestApp, crm_system, error_classes, id_of, shop_system,
 };
 
 const UPSERT_FLOW: &str = r#"
@@ -57,7 +57,7 @@ async fn webhook_creates_the_record_once_with_request_id_and_a_complete_journal(
     assert_eq!(answer["status"], "queued");
     assert_eq!(answer["request_id"], "it-req-0001");
     let id = id_of(&answer);
-    let detail = app.wait_for_within(id, "succeeded", WAIT).await;
+    let detail = app.wait_for(id, "succeeded").await;
 
     // Exactly one creation, after a search by the match field.
     let creates = fake.requests("POST", "/leads");
@@ -171,7 +171,7 @@ async fn flaky_target_is_retried_by_class_and_retry_after_is_honoured() {
         .await;
     assert_eq!(code, 200, "{answer}");
     let id = id_of(&answer);
-    let detail = app.wait_for_within(id, "succeeded", WAIT).await;
+    let detail = app.wait_for(id, "succeeded").await;
 
     assert_eq!(
         error_classes(&detail),

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::support::fake::Fake;
-use crate::support::{TestApp, WAIT, id_of};
+use crate::support::{TestApp, id_of};
 
 const QUERY_TOKEN: &str = "query-token-it-0042";
 const API_KEY: &str = "api-key-it-77aa";
@@ -50,7 +50,7 @@ steps = [ {{ call = "keyed.probe", args = '{{phone: .trigger.id}}' }} ]
     assert_eq!(app.post_raw("/hooks/q", body, &ct).await.0, 401);
 
     // The fake refuses the key (it expects a bearer): the call is made and journaled.
-    let detail = app.wait_for_within(id, "failed", WAIT).await;
+    let detail = app.wait_for(id, "failed").await;
     let call = &detail["attempt_log"][0]["calls"][0];
     assert_eq!(call["headers"]["X-Api-Key"], json!("***"), "{call}");
     assert!(!detail.to_string().contains(API_KEY));

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::support::fake::Fake;
 use crate::support::{
-    ADMIN, CRM_TOKEN, HOOK_TOKEN, TestApp, VIEWER, WAIT, crm_system, id_of, shop_system,
+    ADMIN, CRM_TOKEN, HOOK_TOKEN, TestApp, VIEWER, crm_system, id_of, shop_system,
 };
 
 const FLOW: &str = r#"
@@ -48,7 +48,7 @@ async fn seeded(extra: &str) -> (TestApp, Fake, u64) {
         .await;
     assert_eq!(code, 200, "{answer}");
     let id = id_of(&answer);
-    app.wait_for_within(id, "failed", WAIT).await;
+    app.wait_for(id, "failed").await;
     (app, fake, id)
 }
 
@@ -216,7 +216,7 @@ async fn login_sets_a_strict_cookie_and_actions_need_the_csrf_token() {
         post_form(&app, &retry, &cookie, &[("csrf", &csrf)]).await,
         StatusCode::SEE_OTHER
     );
-    let done = app.wait_for_within(id, "succeeded", WAIT).await;
+    let done = app.wait_for(id, "succeeded").await;
     let manual = done["events"]
         .as_array()
         .expect("events")

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use crate::support::fake::{Fake, Fault};
 use crate::support::{
-    CRM_TOKEN, HOOK_TOKEN, TestApp, VIEWER, WAIT, all_bytes, crm_system, error_classes, id_of,
-    pretty, shop_system,
+    CRM_TOKEN, HOOK_TOKEN, TestApp, VIEWER, all_bytes, crm_system, error_classes, id_of, pretty,
+    shop_system,
 };
 
 const PHONE: &str = "+7 701 555 00 67";
@@ -81,7 +81,7 @@ async fn personal_data_reaches_the_target_and_only_partial_masks_reach_the_api()
     let id = id_of(&answer);
     let mut seen = vec![("webhook answer", answer.to_string())];
 
-    let detail = app.wait_for_within(id, "failed", WAIT).await;
+    let detail = app.wait_for(id, "failed").await;
     assert_eq!(error_classes(&detail), ["permanent"]);
 
     // The target got the real values, the external id among them: only the journal masks.

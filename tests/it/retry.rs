@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::support::fake::Fake;
 use crate::support::{
-    ADMIN, CRM_TOKEN, HOOK_TOKEN, TestApp, WAIT, crm_system, error_classes, id_of, shop_system,
+    ADMIN, CRM_TOKEN, HOOK_TOKEN, TestApp, crm_system, error_classes, id_of, shop_system,
 };
 
 const FLOWS: &str = r#"
@@ -54,7 +54,7 @@ async fn permanent_error_fails_at_once_and_manual_retry_keeps_history() {
     let (fake, app) = start().await;
     fake.break_with_422(Method::POST, "/leads");
     let id = send(&app, "to-crm", "r-1").await;
-    let failed = app.wait_for_within(id, "failed", WAIT).await;
+    let failed = app.wait_for(id, "failed").await;
     assert_eq!(
         failed["attempts"], 1,
         "a permanent error burns no further attempts"
@@ -74,7 +74,7 @@ async fn permanent_error_fails_at_once_and_manual_retry_keeps_history() {
     let requeued = app.post(&format!("/api/exchanges/{id}/retry"), None).await;
     assert_eq!(requeued["id"], id);
     assert_eq!(requeued["status"], "queued");
-    let done = app.wait_for_within(id, "succeeded", WAIT).await;
+    let done = app.wait_for(id, "succeeded").await;
     assert_eq!(done["attempts"], 2);
     let log = done["attempt_log"].as_array().expect("attempt log");
     assert_eq!(log.len(), 2, "the failed attempt stays in the history");
@@ -111,7 +111,7 @@ async fn bulk_retry_requeues_what_the_filter_matches() {
     }
     let other = send(&app, "to-crm", "r-2").await;
     for &id in bulk.iter().chain([&other]) {
-        app.wait_for_within(id, "failed", WAIT).await;
+        app.wait_for(id, "failed").await;
     }
     assert_eq!(fake.leads().len(), 0);
 
@@ -121,7 +121,7 @@ async fn bulk_retry_requeues_what_the_filter_matches() {
         .await;
     assert_eq!(counts, json!({"matched": 3, "requeued": 3}));
     for &id in &bulk {
-        let done = app.wait_for_within(id, "succeeded", WAIT).await;
+        let done = app.wait_for(id, "succeeded").await;
         assert_eq!(done["attempts"], 2);
     }
     assert_eq!(

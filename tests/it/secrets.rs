@@ -5,7 +5,7 @@ use axum::http::Method;
 use serde_json::json;
 
 use crate::support::fake::{Fake, Fault};
-use crate::support::{ADMIN, TestApp, VIEWER, WAIT, all_bytes, crm_system, error_classes, id_of};
+use crate::support::{ADMIN, TestApp, VIEWER, all_bytes, crm_system, error_classes, id_of};
 
 const CANARY_TOKEN: &str = "CANARY-tok-9f8e7d6c5b4a";
 const CANARY_HOOK: &str = "CANARY-hook-1a2b3c4d5e";
@@ -66,7 +66,7 @@ async fn a_canary_secret_appears_in_no_answer_and_not_in_the_data_file() {
     assert_eq!(code, 403);
     seen.push(("refusal", refused.to_string()));
 
-    let detail = app.wait_for_within(id, "failed", WAIT).await;
+    let detail = app.wait_for(id, "failed").await;
     assert_eq!(error_classes(&detail), ["transient", "transient"]);
     // The target really echoed the token, and obmen really sent it: the masking is what hid it.
     let posts = fake.requests("POST", "/leads");

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::support::fake::Fake;
-use crate::support::{CRM_TOKEN, HOOK_TOKEN, TestApp, WAIT, crm_system, id_of, shop_system};
+use crate::support::{CRM_TOKEN, HOOK_TOKEN, TestApp, crm_system, id_of, shop_system};
 
 const FLOWS: &str = r#"
 [[flows]]
@@ -129,7 +129,7 @@ async fn dry_run_and_shadow_mode_send_nothing_mutating() {
         )
         .await;
     assert_eq!(code, 200, "{answer}");
-    let detail = app.wait_for_within(id_of(&answer), "dry_run", WAIT).await;
+    let detail = app.wait_for(id_of(&answer), "dry_run").await;
     let shadow_calls = calls(&detail["attempt_log"][0]["calls"]);
     let update = by_method(&shadow_calls, "PATCH");
     assert_eq!(update["sent"], false);
@@ -165,7 +165,7 @@ async fn unmapped_status_and_schema_violation_are_rejected() {
         )
         .await;
     assert_eq!(code, 200, "{answer}");
-    let detail = app.wait_for_within(id_of(&answer), "rejected", WAIT).await;
+    let detail = app.wait_for(id_of(&answer), "rejected").await;
     let error = &detail["last_error"];
     assert_eq!(error["class"], "input");
     let message = error["message"].as_str().unwrap_or_default();

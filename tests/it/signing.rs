@@ -11,9 +11,7 @@ use axum::http::{HeaderMap, Method};
 use serde_json::{Map, Value, json};
 
 use crate::support::fake::{Fake, Fault, Received};
-use crate::support::{
-    CRM_TOKEN, HOOK_TOKEN, TestApp, WAIT, attempts, crm_system, id_of, shop_system,
-};
+use crate::support::{CRM_TOKEN, HOOK_TOKEN, TestApp, attempts, crm_system, id_of, shop_system};
 
 /// 32 random bytes in the spec's `whsec_<base64>` form.
 const SIGN_SECRET: &str = "whsec_pkgg3KdRmjMN9RNmt2TeAgwVPRFLZhcPQ89KwFiOq/4=";
@@ -132,7 +130,7 @@ async fn deliveries_are_signed_per_standard_webhooks_and_verified_by_the_referen
     let (code, answer) = app.hook("notify-customer", &payload, None).await;
     assert_eq!(code, 200, "{answer}");
     let id = id_of(&answer);
-    let detail = app.wait_for_within(id, "succeeded", WAIT).await;
+    let detail = app.wait_for(id, "succeeded").await;
 
     let posts = fake.requests("POST", "/leads");
     assert_eq!(posts.len(), 2, "a failed delivery and its retry");

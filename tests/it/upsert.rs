@@ -6,7 +6,7 @@ use axum::http::Method;
 use serde_json::json;
 
 use crate::support::fake::Fake;
-use crate::support::{CRM_TOKEN, HOOK_TOKEN, TestApp, WAIT, crm_system, id_of, shop_system};
+use crate::support::{CRM_TOKEN, HOOK_TOKEN, TestApp, crm_system, id_of, shop_system};
 
 const FLOW: &str = r#"
 [[flows]]
@@ -46,7 +46,7 @@ async fn upsert_updates_what_exists_and_retry_resumes_at_the_failed_step() {
         .await;
     assert_eq!(code, 200, "{answer}");
     let id = id_of(&answer);
-    let failed = app.wait_for_within(id, "failed", WAIT).await;
+    let failed = app.wait_for(id, "failed").await;
 
     // Step 1 found the lead by phone and updated it; step 2 was refused.
     assert_eq!(fake.count("GET", "/leads"), 1);
@@ -67,7 +67,7 @@ async fn upsert_updates_what_exists_and_retry_resumes_at_the_failed_step() {
     // After the fix, the retry runs step 2 only.
     fake.fix();
     app.post(&format!("/api/exchanges/{id}/retry"), None).await;
-    let done = app.wait_for_within(id, "succeeded", WAIT).await;
+    let done = app.wait_for(id, "succeeded").await;
     assert_eq!(fake.count("GET", "/leads"), 1, "step 1 is not repeated");
     assert_eq!(
         fake.count("PATCH", "/leads/L-100"),
@@ -105,7 +105,7 @@ async fn upsert_updates_what_exists_and_retry_resumes_at_the_failed_step() {
         (200, Some("queued")),
         "{answer}"
     );
-    let second = app.wait_for_within(id_of(&answer), "succeeded", WAIT).await;
+    let second = app.wait_for(id_of(&answer), "succeeded").await;
     assert_eq!(
         fake.count("GET", "/leads"),
         1,

@@ -166,12 +166,7 @@ impl App {
 
     /// Polls until the exchange has `status`; fails as soon as it settles on another one.
     pub async fn wait_for(&self, id: u64, status: &str) -> Value {
-        self.wait_for_within(id, status, WAIT).await
-    }
-
-    /// [`App::wait_for`] with another deadline.
-    pub async fn wait_for_within(&self, id: u64, status: &str, timeout: Duration) -> Value {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + WAIT;
         loop {
             let d = self.exchange(id).await;
             let now = d["status"].as_str().unwrap_or_default().to_owned();
