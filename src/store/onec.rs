@@ -4,7 +4,9 @@
 //! `connectors::onec::commerceml::session`; outbox orders rest sealed (they hold customers'
 //! personal data) like work copies.
 
-use redb::{ReadTransaction, ReadableTable, TableDefinition, TableError};
+use std::ops::ControlFlow;
+
+use redb::{AccessGuard, ReadTransaction, ReadableTable, TableDefinition, TableError};
 use serde::{Deserialize, Serialize};
 
 use crate::model::Millis;
@@ -50,6 +52,41 @@ fn read_bytes<K: redb::Key + 'static>(
         return Ok(None);
     };
     Ok(t.get(key)?.map(|v| v.value().to_vec()))
+}
+
+/// The keys (first part, second part) a [`walk`] covers by their first part.
+#[derive(Clone, Copy)]
+enum First<'a> {
+    Is(&'a str),
+    StartsWith(&'a str),
+}
+
+/// Visits the rows of `table` under `first`, from second part `from` on, in key order,
+/// until `visit` breaks; returns whether the rows under `first` ran out.
+fn walk<V: redb::Value + 'static>(
+    table: &impl ReadableTable<(&'static str, &'static str), V>,
+    first: First<'_>,
+    from: &str,
+    mut visit: impl FnMut(&str, &str, AccessGuard<'_, V>) -> Result<ControlFlow<()>, StoreError>,
+) -> Result<bool, StoreError> {
+    let start = match first {
+        First::Is(s) | First::StartsWith(s) => s,
+    };
+    for row in table.range((start, from)..)? {
+        let (k, v) = row?;
+        let (a, b) = k.value();
+        let under = match first {
+            First::Is(s) => a == s,
+            First::StartsWith(p) => a.starts_with(p),
+        };
+        if !under {
+            return Ok(true);
+        }
+        if visit(a, b, v)?.is_break() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The session a cookie (by its lookup hash) opened.
@@ -136,31 +173,23 @@ pub fn imports_of(
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
-    for row in table.range((session, "")..)? {
-        let (k, v) = row?;
-        let (s, f) = k.value();
-        if s != session {
-            break;
-        }
+    walk(&table, First::Is(session), "", |_, f, v| {
         out.push((f.to_owned(), v.value().to_vec()));
-    }
+        Ok(ControlFlow::Continue(()))
+    })?;
     Ok(out)
 }
 
 /// Forgets every file of a session (`mode=init` starts over), and its full catalogs.
 pub fn clear_imports(txn: &Tx<'_>, session: &str) -> Result<(), StoreError> {
     txn.open_table(ONEC_FULL_CATALOGS)?.remove(session)?;
-    remove_scopes(txn, &format!("s\u{1f}{session}\u{1f}"))?;
+    remove_scopes(txn, &session_scope(session, ""))?;
     let mut table = txn.open_table(ONEC_IMPORTS)?;
     let mut keys = Vec::new();
-    for row in table.range((session, "")..)? {
-        let (k, _) = row?;
-        let (s, f) = k.value();
-        if s != session {
-            break;
-        }
+    walk(&table, First::Is(session), "", |_, f, _| {
         keys.push(f.to_owned());
-    }
+        Ok(ControlFlow::Continue(()))
+    })?;
     for f in keys {
         table.remove((session, f.as_str()))?;
     }
@@ -171,14 +200,10 @@ pub fn clear_imports(txn: &Tx<'_>, session: &str) -> Result<(), StoreError> {
 fn remove_scopes(txn: &Tx<'_>, prefix: &str) -> Result<(), StoreError> {
     let mut table = txn.open_table(ONEC_CATALOG_IDS)?;
     let mut keys = Vec::new();
-    for row in table.range((prefix, "")..)? {
-        let (k, _) = row?;
-        let (scope, id) = k.value();
-        if !scope.starts_with(prefix) {
-            break;
-        }
+    walk(&table, First::StartsWith(prefix), "", |scope, id, _| {
         keys.push((scope.to_owned(), id.to_owned()));
-    }
+        Ok(ControlFlow::Continue(()))
+    })?;
     for (scope, id) in keys {
         table.remove((scope.as_str(), id.as_str()))?;
     }
@@ -258,28 +283,23 @@ pub fn absent_ids(
         out.end = true;
         return Ok(out);
     };
-    let from = cursor.unwrap_or("");
     let mut looked = 0;
-    for row in table.range((kept, from)..)? {
-        let (k, _) = row?;
-        let (scope, id) = k.value();
-        if scope != kept {
-            out.end = true;
-            return Ok(out);
-        }
+    let from = cursor.unwrap_or("");
+    let end = walk(&table, First::Is(kept), from, |_, id, _| {
         if cursor == Some(id) {
-            continue;
+            return Ok(ControlFlow::Continue(()));
         }
         if looked == scan || out.ids.len() == max {
-            return Ok(out);
+            return Ok(ControlFlow::Break(()));
         }
         looked += 1;
         if table.get((current, id))?.is_none() {
             out.ids.push(id.to_owned());
         }
         out.cursor = Some(id.to_owned());
-    }
-    out.end = true;
+        Ok(ControlFlow::Continue(()))
+    })?;
+    out.end = end;
     Ok(out)
 }
 
@@ -288,14 +308,10 @@ pub fn absent_ids(
 pub fn adopt_ids(txn: &Tx<'_>, from: &str, into: &str) -> Result<u64, StoreError> {
     let mut table = txn.open_table(ONEC_CATALOG_IDS)?;
     let mut ids = Vec::new();
-    for row in table.range((from, "")..)? {
-        let (k, _) = row?;
-        let (scope, id) = k.value();
-        if scope != from {
-            break;
-        }
+    walk(&table, First::Is(from), "", |_, id, _| {
         ids.push(id.to_owned());
-    }
+        Ok(ControlFlow::Continue(()))
+    })?;
     for id in &ids {
         table.insert((into, id.as_str()), ())?;
         table.remove((from, id.as_str()))?;
@@ -303,18 +319,17 @@ pub fn adopt_ids(txn: &Tx<'_>, from: &str, into: &str) -> Result<u64, StoreError
     Ok(ids.len() as u64)
 }
 
-/// Ids in a scope (tests, status).
-pub fn count_ids(read: &ReadTransaction, scope: &str) -> Result<u64, StoreError> {
+/// Ids in a scope.
+#[cfg(test)]
+fn count_ids(read: &ReadTransaction, scope: &str) -> Result<u64, StoreError> {
     let Some(table) = missing_is_empty(read.open_table(ONEC_CATALOG_IDS))? else {
         return Ok(0);
     };
     let mut n = 0;
-    for row in table.range((scope, "")..)? {
-        if row?.0.value().0 != scope {
-            break;
-        }
+    walk(&table, First::Is(scope), "", |_, _, _| {
         n += 1;
-    }
+        Ok(ControlFlow::Continue(()))
+    })?;
     Ok(n)
 }
 
@@ -373,12 +388,7 @@ pub fn put_outbox(
 pub fn outbox(txn: &Tx<'_>, flow: &str) -> Result<Vec<Outgoing>, StoreError> {
     let table = txn.open_table(ONEC_OUTBOX)?;
     let mut out = Vec::new();
-    for row in table.range((flow, "")..)? {
-        let (k, v) = row?;
-        let (f, order_id) = k.value();
-        if f != flow {
-            break;
-        }
+    walk(&table, First::Is(flow), "", |_, order_id, v| {
         let rec: OutboxRow = decode(v.value())?;
         let plain = txn
             .key
@@ -390,7 +400,8 @@ pub fn outbox(txn: &Tx<'_>, flow: &str) -> Result<Vec<Outgoing>, StoreError> {
             exchange_id: rec.exchange_id,
             order: String::from_utf8_lossy(&plain).into_owned(),
         });
-    }
+        Ok(ControlFlow::Continue(()))
+    })?;
     out.sort_by_key(|o| o.seq);
     Ok(out)
 }
@@ -401,12 +412,10 @@ pub fn outbox_len(read: &ReadTransaction, flow: &str) -> Result<usize, StoreErro
         return Ok(0);
     };
     let mut n = 0;
-    for row in table.range((flow, "")..)? {
-        if row?.0.value().0 != flow {
-            break;
-        }
+    walk(&table, First::Is(flow), "", |_, _, _| {
         n += 1;
-    }
+        Ok(ControlFlow::Continue(()))
+    })?;
     Ok(n)
 }
 
