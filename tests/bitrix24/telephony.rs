@@ -4,13 +4,13 @@
 //! as an OAuth application: the only context these methods work in. The flow is
 //! `examples/pbx-calls-to-bitrix24.toml` as shipped.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::fake::{CLIENT_ID, CLIENT_SECRET, Fake, REREGISTER_WINDOW, WEBHOOK_TOKEN};
-use super::{App, WAIT, id_of, oauth_system};
+use super::{App, id_of, oauth_system};
 
 const HOOK_TOKEN: &str = "pbx-hook-token-0001";
 
@@ -88,20 +88,6 @@ impl App {
                 .json(body),
         )
         .await
-    }
-
-    /// Waits until the exchange is settled (not queued, running or retrying).
-    async fn settled(&self, id: u64) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let detail = self.exchange(id).await;
-            let status = detail["status"].as_str().unwrap_or_default();
-            if !matches!(status, "received" | "queued" | "running" | "retrying") {
-                return detail;
-            }
-            assert!(Instant::now() < deadline, "exchange {id}:\n{detail:#}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
     }
 }
 
@@ -220,8 +206,7 @@ async fn finished_calls_are_registered_finished_and_their_records_attached() {
         None,
     );
     let (_, third) = app.pbx(&busy).await;
-    let done = app.settled(id_of(&third)).await;
-    assert_eq!(done["status"], "succeeded", "{done:#}");
+    let done = app.wait_for(id_of(&third), "succeeded").await;
     assert_eq!(done["steps"][3]["done"], true);
     assert_eq!(
         done["steps"][3]["output"],

@@ -32,6 +32,14 @@ tokens = [ {{ name = "integrator", role = "admin", token = "{ADMIN}" }} ]
     )
 }
 
+/// Whether the exchange is still waiting or running (it will change without a new request).
+fn busy(exchange: &Value) -> bool {
+    matches!(
+        exchange["status"].as_str(),
+        Some("received" | "queued" | "running" | "retrying")
+    )
+}
+
 pub struct App {
     pub dir: TempDir,
     pub base: String,
@@ -133,19 +141,26 @@ impl App {
         let deadline = Instant::now() + WAIT;
         loop {
             let all = self.exchanges(flow).await;
-            let busy = all.iter().any(|e| {
-                matches!(
-                    e["status"].as_str(),
-                    Some("received" | "queued" | "running" | "retrying")
-                )
-            });
-            if !busy && all.len() >= n {
+            if !all.iter().any(busy) && all.len() >= n {
                 return all;
             }
             assert!(
                 Instant::now() < deadline,
                 "{flow} does not settle: {all:#?}"
             );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until the exchange is settled (not waiting or running); its detail.
+    pub async fn settled(&self, id: u64) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let detail = self.exchange(id).await;
+            if !busy(&detail) {
+                return detail;
+            }
+            assert!(Instant::now() < deadline, "exchange {id}:\n{detail:#}");
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
