@@ -181,6 +181,41 @@ pub struct Source<'a> {
 }
 
 /// The trigger payload of one item.
+/// The fields every item's trigger payload carries (and a product's that `mode=deactivate`
+/// found absent from a full catalog), on top of the item's own.
+pub struct Envelope<'a> {
+    pub kind: &'a str,
+    pub id: Option<&'a str>,
+    pub version: Option<&'a str>,
+    pub deleted: bool,
+    pub schema_version: Option<&'a str>,
+    pub file: Option<&'a str>,
+    pub only_changes: Option<bool>,
+    pub catalog_id: Option<&'a str>,
+    pub content_hash: Option<&'a str>,
+    pub exchange_key: String,
+}
+
+/// The envelope's fields, in this order.
+pub fn envelope(e: &Envelope<'_>) -> Map<String, Value> {
+    let fields = json!({
+        "kind": e.kind,
+        "id": e.id,
+        "version": e.version,
+        "deleted": e.deleted,
+        "schema_version": e.schema_version,
+        "file": e.file,
+        "only_changes": e.only_changes,
+        "catalog_id": e.catalog_id,
+        "content_hash": e.content_hash,
+        "exchange_key": e.exchange_key,
+    });
+    match fields {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
 pub fn payload(kind: Kind, node: &Node, src: &Source<'_>) -> Value {
     let body = element(node);
     let content_hash = hash(&body);
@@ -198,21 +233,22 @@ pub fn payload(kind: Kind, node: &Node, src: &Source<'_>) -> Value {
         .clone()
         .unwrap_or_else(|| format!("h{content_hash}"));
     let h = src.header;
-    let fields = json!({
-        "kind": kind.label(),
-        "id": id,
-        "version": version,
-        "deleted": deleted(kind, node),
-        "schema_version": h.schema_version,
-        "file": src.file,
-        "only_changes": h.only_changes,
-        "catalog_id": h.catalog_id,
-        "content_hash": content_hash,
-        "exchange_key": format!("{}:{}:{version_part}", part(src.file, kind), id.as_deref().unwrap_or("")),
-    });
-    if let Value::Object(f) = fields {
-        out.extend(f);
-    }
+    out.extend(envelope(&Envelope {
+        kind: kind.label(),
+        id: id.as_deref(),
+        version: version.as_deref(),
+        deleted: deleted(kind, node),
+        schema_version: h.schema_version.as_deref(),
+        file: Some(src.file),
+        only_changes: h.only_changes,
+        catalog_id: h.catalog_id.as_deref(),
+        content_hash: Some(&content_hash),
+        exchange_key: format!(
+            "{}:{}:{version_part}",
+            part(src.file, kind),
+            id.as_deref().unwrap_or("")
+        ),
+    }));
     if kind == Kind::Offer {
         out.insert("stock".into(), Value::Array(stock(node)));
         name_price_types(&mut out, h);

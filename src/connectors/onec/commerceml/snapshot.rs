@@ -8,7 +8,9 @@
 //! kept, so they deactivate nothing.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use super::map;
 
 /// What a session's full catalog files named, and how far `mode=deactivate` got.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -71,19 +73,22 @@ impl FullCatalog {
 /// item's, `deleted: true`, a `reason`, and a key that a repeated run finds again.
 pub fn absent_payload(item_id: &str, catalog: &FullCatalog, session: &str) -> Value {
     let label = catalog.label(session);
-    json!({
-        "kind": "product",
-        "id": item_id,
-        "version": null,
-        "deleted": true,
-        "reason": format!("absent from the full catalog of {label}"),
-        "schema_version": null,
-        "file": null,
-        "only_changes": false,
-        "catalog_id": (!catalog.id.is_empty()).then(|| catalog.id.clone()),
-        "content_hash": null,
-        "exchange_key": format!("deactivate:{item_id}:{label}"),
-    })
+    let mut out = map::envelope(&map::Envelope {
+        kind: "product",
+        id: Some(item_id),
+        version: None,
+        deleted: true,
+        schema_version: None,
+        file: None,
+        only_changes: Some(false),
+        catalog_id: (!catalog.id.is_empty()).then_some(catalog.id.as_str()),
+        content_hash: None,
+        exchange_key: format!("deactivate:{item_id}:{label}"),
+    });
+    // Right after `deleted`, where it always was.
+    let reason = format!("absent from the full catalog of {label}");
+    out.shift_insert(4, "reason".into(), reason.into());
+    Value::Object(out)
 }
 
 #[cfg(test)]
