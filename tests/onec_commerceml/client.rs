@@ -161,15 +161,11 @@ pub fn urlencode(s: &str) -> String {
 }
 
 /// The CommerceML fixtures: the official samples and the schemas.
-// Unused by tests/onec_commerceml.rs until it drops its own copy.
-#[allow(dead_code)]
 pub fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/1c/commerceml")
 }
 
 /// The document (written into `dir`) against the CommerceML 2.09 schema, with xmllint.
-// Unused by tests/onec_commerceml.rs until it drops its own copy.
-#[allow(dead_code)]
 pub fn xmllint_valid(dir: &Path, doc: &[u8]) {
     let file = dir.join("query.xml");
     std::fs::write(&file, doc).expect("write");
