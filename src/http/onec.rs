@@ -405,9 +405,13 @@ impl Ctx {
         path: &std::path::Path,
     ) -> Result<(), crate::store::StoreError> {
         let file = rel.to_string_lossy().into_owned();
-        let saved = self.import_state(&file)?;
         let archive = format!("{ZIP_STATE}{file}");
-        let unpacked = self.raw_state(&archive)?.is_some();
+        let (saved, unpacked) = {
+            let read = self.state.engine.store.read()?;
+            let saved = store::import_state(&read, &self.session.id, &file)?;
+            let unpacked = store::import_state(&read, &self.session.id, &archive)?.is_some();
+            (decode_import(saved), unpacked)
+        };
         if !unpacked && !saved.cursor.done && saved.error.is_none() {
             return Ok(());
         }
@@ -596,11 +600,7 @@ impl Ctx {
     }
 
     fn import_state(&self, file: &str) -> Result<ImportState, crate::store::StoreError> {
-        let read = self.state.engine.store.read()?;
-        let raw = store::import_state(&read, &self.session.id, file)?;
-        Ok(raw
-            .and_then(|r| ImportState::decode(&r))
-            .unwrap_or_default())
+        self.raw_state(file).map(decode_import)
     }
 
     /// Reads the next bounded batch, accepts its items and saves the cursor, in one commit.
@@ -1010,6 +1010,12 @@ fn keep_full(
     };
     cat.items += store::keep_ids(txn, &scope, full.ids.iter().map(String::as_str))?;
     store::put_full_catalogs(txn, session, &cats.encode())
+}
+
+/// A file's import state; none yet (or unreadable) is the start.
+fn decode_import(raw: Option<Vec<u8>>) -> ImportState {
+    raw.and_then(|r| ImportState::decode(&r))
+        .unwrap_or_default()
 }
 
 fn summary(file: &str, s: &ImportState) -> String {
