@@ -605,6 +605,32 @@ mod tests {
         f
     }
 
+    /// The budget itself, not a check after the read: it fails after exactly `left`
+    /// bytes, says it was spent, and a file within it reads whole.
+    #[test]
+    fn the_byte_budget_stops_a_read_after_exactly_left_bytes() {
+        let f = write(&[b'x'; 100]);
+        let budgeted = |left| Budgeted {
+            file: File::open(f.path()).expect("open"),
+            left: std::cell::Cell::new(left),
+            spent: std::cell::Cell::new(false),
+        };
+        let mut over = budgeted(30);
+        let mut out = Vec::new();
+        let err = over.read_to_end(&mut out).expect_err("over the budget");
+        assert_eq!(err.to_string(), "over the byte budget");
+        assert_eq!(out.len(), 30);
+        assert_eq!(over.left.get(), 0);
+        assert!(over.spent.get());
+        let mut within = budgeted(101);
+        let mut out = Vec::new();
+        assert_eq!(
+            within.read_to_end(&mut out).expect("within the budget"),
+            100
+        );
+        assert!(!within.spent.get());
+    }
+
     const DOC: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <КоммерческаяИнформация ВерсияСхемы="2.07" ДатаФормирования="2026-01-15T10:00:00">
  <Каталог СодержитТолькоИзменения="true"><Ид>cat-1</Ид><Наименование>Основной</Наименование>
