@@ -200,7 +200,6 @@ fn run(archive: &Path, dir: &Path, st: &mut UnzipState, budget: Budget) -> Resul
     Ok(())
 }
 
-/// Names as 1C may write them on Windows (`import_files\ab\x.jpg`) read with `/`.
 /// The largest entry count any end-of-central-directory record in the archive's tail
 /// declares (ZIP64 records followed): every record a reader could fall back to, since the
 /// zip crate tries earlier ones when the last is unusable. 0 when there is none (the crate
@@ -244,6 +243,7 @@ fn declared_entries(file: &mut File) -> std::io::Result<u64> {
     Ok(most)
 }
 
+/// Names as 1C may write them on Windows (`import_files\ab\x.jpg`) read with `/`.
 fn entry_name(raw: &str) -> String {
     raw.replace('\\', "/")
 }
