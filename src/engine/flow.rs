@@ -33,7 +33,7 @@ pub enum Trigger {
     CommerceMl(CommerceMl),
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct CommerceMl {
     pub user: String,
     pub password: crate::mask::Secret,

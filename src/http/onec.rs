@@ -103,15 +103,7 @@ pub async fn exchange(
             &["this flow is not a 1C exchange"],
         );
     };
-    let t = CommerceMl {
-        user: t.user.clone(),
-        password: t.password.clone(),
-        exchange: t.exchange,
-        file_limit: t.file_limit,
-        upload_limit: t.upload_limit,
-        import_batch: t.import_batch,
-        zip: t.zip,
-    };
+    let t = t.clone();
     handle(state, peer, flow, t, query, headers, body).await
 }
 
